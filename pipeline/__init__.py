@@ -1,0 +1,1 @@
+"""The launcher: command line, pipeline options, graph building, run and report."""

@@ -1,0 +1,177 @@
+"""The ``egoveil`` command: run, redact, demo, keygen, make-encoder.
+
+Errors a user can cause print one line (``egoveil: error: ...``) and exit 2;
+errors that are bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+class _DropNoise(logging.Filter):
+    """Beam warns at import about optional GCP clients that egoveil does not use."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "apitools not found" not in record.getMessage()
+
+
+def configure_logging(verbose: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("egoveil: %(message)s"))
+    handler.addFilter(_DropNoise())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("egoveil").setLevel(logging.INFO)
+    for noisy in ("apache_beam", "transformers", "huggingface_hub", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+def _print_summary(summary) -> None:
+    t = summary.totals
+    failed = sum(summary.deadletters_by_reason.values())
+    reasons = ", ".join(f"{k}: {v}" for k, v in sorted(summary.deadletters_by_reason.items()))
+    log = logging.getLogger("egoveil")
+    log.info("%d segments anonymized, %d frames, %d face detections redacted",
+             summary.segments, summary.frames, summary.faces_detected)
+    if summary.consent_excluded:
+        log.info("%d recordings excluded without reading them (no valid consent)",
+                 summary.consent_excluded)
+    if failed:
+        log.info("%d dead letters (%s), see deadletter/", failed, reasons)
+    log.info("%d latent rows in %d shards, %d clips; manifest.json and _SUCCESS written",
+             t.get("latent_rows", 0), t.get("shards", 0), t.get("clips", 0))
+    log.info("wall %.1f s, %.1f frames/s", summary.wall_s, summary.frames_per_second)
+
+
+def _cmd_run(argv: list[str]) -> int:
+    from pipeline.runner import run
+
+    summary = run(argv)
+    _print_summary(summary)
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    import os
+
+    from pipeline.demo import demo_argv
+    from pipeline.runner import run
+
+    argv = demo_argv(args.dir, args.encoder)
+    summary = run(argv + ["--no-progress"] if args.no_progress else argv)
+    _print_summary(summary)
+    logging.getLogger("egoveil").info("demo outputs are in %s", os.path.join(args.dir, "output"))
+    return 0
+
+
+def _cmd_redact(args) -> int:
+    from pipeline.errors import UserError
+    from pipeline.redact import redact_file
+    from privacy.config import AnonymizationConfig
+    from privacy.redaction import RedactionConfig
+
+    try:
+        config = AnonymizationConfig(detector=args.detector, redaction=RedactionConfig(
+            mode=args.redaction, mask_scale=args.mask_scale),
+            temporal_window=args.temporal_window)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    stats = redact_file(args.input, args.output, config)
+    logging.getLogger("egoveil").info(
+        "%d frames, %d face detections redacted, %.1f s (%.1f frames/s)", stats.frames,
+        stats.faces_detected, stats.wall_s, stats.frames_per_second)
+    return 0
+
+
+def _cmd_keygen(args) -> int:
+    from pipeline.errors import UserError
+    from privacy.pseudonyms import PseudonymKey
+
+    try:
+        key = PseudonymKey.create_file(args.file)
+    except FileExistsError:
+        raise UserError("the key file exists already; egoveil never overwrites a key") from None
+    except OSError as exc:
+        raise UserError(f"cannot write the key file ({exc.strerror})") from None
+    logging.getLogger("egoveil").info("new pseudonym key written (key id %s); keep it outside "
+                                      "the data and never commit it", key.key_id)
+    return 0
+
+
+def _cmd_make_encoder(args) -> int:
+    from transforms.encoders import save_random_encoder
+
+    save_random_encoder(args.dir, args.preset)
+    logging.getLogger("egoveil").info("randomly initialised %s saved with save_pretrained; "
+                                      "use it with --encoder DIR", args.preset)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    from privacy.detectors import DEFAULT_DETECTOR
+
+    parser = argparse.ArgumentParser(
+        prog="egoveil", description="Privacy-preserving egocentric video to world-model latents.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Beam's own logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", add_help=False,
+                   help="run the Beam pipeline (see `egoveil run --help`)")
+    red = sub.add_parser("redact", help="anonymize one video or image")
+    red.add_argument("input")
+    red.add_argument("output", help="output file; its extension picks the format")
+    red.add_argument("--detector", default=DEFAULT_DETECTOR)
+    red.add_argument("--redaction", default="solid", choices=("solid", "pixelate", "blur"))
+    red.add_argument("--mask-scale", type=float, default=1.4)
+    red.add_argument("--temporal-window", type=int, default=2)
+    demo = sub.add_parser("demo", help="make sample recordings and run the pipeline offline")
+    demo.add_argument("dir")
+    demo.add_argument("--encoder", default=None,
+                      help="encoder to use (default: the V-JEPA 2 default if it can be had, "
+                           "else a small random one)")
+    demo.add_argument("--no-progress", action="store_true")
+    key = sub.add_parser("keygen", help="write a new random pseudonym key file")
+    key.add_argument("file")
+    enc = sub.add_parser("make-encoder", help="save a randomly initialised V-JEPA 2 (for tests)")
+    enc.add_argument("dir")
+    enc.add_argument("--preset", default="vjepa2-tiny")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv[:1] or "--verbose" in argv[:1]
+    configure_logging(verbose)
+    from pipeline.errors import UserError
+
+    try:
+        if argv and argv[0] in ("-v", "--verbose"):
+            argv = argv[1:]
+        if argv and argv[0] == "run":
+            if any(a in ("-h", "--help") for a in argv[1:]):
+                from pipeline.options import EgoveilOptions
+
+                help_parser = argparse.ArgumentParser(
+                    prog="egoveil run", description="Anonymize recordings and write latent "
+                    "shards. Any standard Beam pipeline option (--runner, --project, "
+                    "--direct_num_workers, --setup_file, ...) is accepted too.")
+                EgoveilOptions._add_argparse_args(help_parser)
+                help_parser.print_help()
+                return 0
+            return _cmd_run(argv[1:])
+        args = _parser().parse_args(argv)
+        return {"redact": _cmd_redact, "demo": _cmd_demo, "keygen": _cmd_keygen,
+                "make-encoder": _cmd_make_encoder}[args.command](args)
+    except UserError as exc:
+        print(f"egoveil: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("egoveil: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

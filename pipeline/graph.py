@@ -1,0 +1,72 @@
+"""The Beam graph of ``egoveil run``: one labelled step per stage, wiring only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import apache_beam as beam
+
+from privacy.config import AnonymizationConfig
+from transforms.admit import AdmitRecordingFn, AdmitRecordings
+from transforms.anonymize import AnonymizeSegmentFn, AnonymizeSegments, ClipPlan
+from transforms.discover import DiscoverRecordings, InputPattern
+from transforms.embed import EmbedClips
+from transforms.encoders import EncoderSpec
+from transforms.progress import ProgressReporter
+from transforms.publish import Publish
+from transforms.segments import PlanSegments
+from transforms.shards import WriteLatentShards
+from transforms.video_io import DecodeCaps
+
+DEADLETTER = "deadletter"
+AUDIT = "audit"
+
+
+@dataclass(slots=True)
+class GraphConfig:
+    """Everything the graph needs, validated by the launcher (``pipeline.runner.prepare``)."""
+
+    patterns: list[InputPattern]
+    manifest: str | None
+    output: str
+    staging: str
+    key_file: str | None
+    consent_file: str | None
+    purpose: str
+    anonymization: AnonymizationConfig
+    encoder: EncoderSpec
+    frame_stride: int
+    segment_seconds: float
+    write_clips: bool
+    batch_size: int
+    target_shard_bytes: int
+    caps: DecodeCaps
+    config_fingerprint: str
+    progress_dir: str | None
+    record: dict
+
+
+def build_graph(p: beam.Pipeline, cfg: GraphConfig) -> None:
+    progress = ProgressReporter(cfg.progress_dir)
+    plan = ClipPlan(frames_per_clip=cfg.encoder.frames_per_clip, frame_stride=cfg.frame_stride,
+                    geometry=cfg.encoder.geometry, write_clips=cfg.write_clips)
+
+    found = p | "Discover" >> DiscoverRecordings(cfg.patterns, cfg.manifest, cfg.key_file)
+    admitted = found["requests"] | "Admit" >> AdmitRecordings(AdmitRecordingFn(
+        cfg.key_file, cfg.consent_file, cfg.purpose, cfg.caps, progress))
+    segments = admitted["recordings"] | "Segment" >> PlanSegments(
+        plan.span, cfg.segment_seconds, progress)
+    anonymized = segments | "Anonymize" >> AnonymizeSegments(AnonymizeSegmentFn(
+        cfg.anonymization, plan, cfg.key_file, f"{cfg.output}/clips",
+        cfg.config_fingerprint, progress))
+    rows = anonymized.clips | "Embed" >> EmbedClips(cfg.encoder, cfg.batch_size)
+    file_metadata = {"encoder": cfg.encoder.describe(), "config_sha256": cfg.config_fingerprint,
+                     "frames_per_clip": plan.frames_per_clip, "frame_stride": plan.frame_stride}
+    shards = rows | "WriteShards" >> WriteLatentShards(
+        cfg.staging, cfg.encoder.embedding_dim, file_metadata, cfg.target_shard_bytes)
+
+    deadletters = ((found[DEADLETTER], admitted[DEADLETTER], anonymized[DEADLETTER])
+                   | "DeadLetters" >> beam.Flatten())
+    events = (admitted[AUDIT], anonymized[AUDIT]) | "AuditEvents" >> beam.Flatten()
+    _ = ((shards, anonymized.files, deadletters, events)
+         | "Publish" >> Publish(cfg.output, cfg.staging, cfg.record))

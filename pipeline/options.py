@@ -1,0 +1,98 @@
+"""``egoveil run`` options, as a Beam ``PipelineOptions`` subclass.
+
+Everything not listed here is a standard Beam option (``--runner``,
+``--direct_num_workers``, ``--project``, ``--setup_file``, ...); an option that
+neither egoveil nor Beam knows is an error, not a silent no-op.
+"""
+
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+from privacy.consent import DEFAULT_PURPOSE
+from privacy.detectors import DEFAULT_DETECTOR
+from transforms.encoders import DEFAULT_ENCODER
+from transforms.segments import DEFAULT_SEGMENT_SECONDS
+
+
+class EgoveilOptions(PipelineOptions):
+    """Inputs, outputs, privacy and encoder settings of a run."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        io = parser.add_argument_group("inputs and outputs")
+        io.add_argument("--input", dest="input", nargs="+", default=[],
+                        help="recordings: files, folders (searched recursively) or globs; "
+                             "local or any Beam filesystem (gs://, s3://)")
+        io.add_argument("--manifest", dest="manifest", default=None,
+                        help="JSON Lines manifest, one recording per line (see README)")
+        io.add_argument("--output", dest="output", default=None,
+                        help="output folder (local or object store)")
+        io.add_argument("--clips", dest="clips", action="store_true", default=False,
+                        help="also write each clip's anonymized video under clips/")
+
+        priv = parser.add_argument_group("privacy")
+        priv.add_argument("--key-file", dest="key_file", default=None,
+                          help="secret for keyed pseudonyms (default: $EGOVEIL_PSEUDONYM_KEY); "
+                               "workers read it themselves, so it never enters the job graph")
+        priv.add_argument("--consent", dest="consent", default=None,
+                          help="consent registry CSV: wearer_id,purpose,granted_at,withdrawn_at")
+        priv.add_argument("--purpose", dest="purpose", default=DEFAULT_PURPOSE,
+                          help="processing purpose checked against the consent registry")
+        priv.add_argument("--detector", dest="detector", default=DEFAULT_DETECTOR,
+                          help="face detector spec, e.g. 'centerface', "
+                               "'centerface:threshold=0.15;scales=1,2', "
+                               "'centerface+yunet:path=yunet.onnx'")
+        priv.add_argument("--redaction", dest="redaction", default="solid",
+                          choices=("solid", "pixelate", "blur"),
+                          help="solid (default) and pixelate are irreversible; blur is not")
+        priv.add_argument("--mask-scale", dest="mask_scale", type=float, default=1.4,
+                          help="redaction box scale relative to the detected face (>= 1.3)")
+        priv.add_argument("--temporal-window", dest="temporal_window", type=int, default=2,
+                          help="frames on each side whose detections also cover a frame")
+
+        enc = parser.add_argument_group("encoder and clips")
+        enc.add_argument("--encoder", dest="encoder", default=DEFAULT_ENCODER,
+                         help="Hugging Face model id, a save_pretrained folder, or "
+                              "random:vjepa2-tiny / random:vjepa2-small")
+        enc.add_argument("--encoder-revision", dest="encoder_revision", default=None)
+        enc.add_argument("--frames-per-clip", dest="frames_per_clip", type=int, default=None,
+                         help="frames per clip (default: 16 for video encoders, 1 for image)")
+        enc.add_argument("--frame-stride", dest="frame_stride", type=int, default=2,
+                         help="take every n-th decoded frame into a clip")
+        enc.add_argument("--batch-size", dest="batch_size", type=int, default=8,
+                         help="clips per encoder forward pass")
+        enc.add_argument("--segment-seconds", dest="segment_seconds", type=float,
+                         default=DEFAULT_SEGMENT_SECONDS,
+                         help="length of a segment, the unit of parallel work")
+        enc.add_argument("--target-shard-mb", dest="target_shard_mb", type=float, default=256.0,
+                         help="approximate size of one latent shard")
+
+        lim = parser.add_argument_group("limits")
+        lim.add_argument("--max-pixels", dest="max_pixels", type=int, default=7680 * 4320)
+        lim.add_argument("--max-duration-s", dest="max_duration_s", type=float, default=4 * 3600.0)
+        lim.add_argument("--max-input-gb", dest="max_input_gb", type=float, default=64.0)
+        lim.add_argument("--no-progress", dest="progress", action="store_false", default=True,
+                         help="no progress bar on the console")
+
+
+def _all_option_classes(base=PipelineOptions):
+    for cls in base.__subclasses__():
+        yield cls
+        yield from _all_option_classes(cls)
+
+
+def unknown_arguments(argv: list[str]) -> list[str]:
+    """Flags that neither egoveil nor any installed Beam options class understands."""
+    parser = _BeamArgumentParser(allow_abbrev=False, add_help=False)
+    seen = set()
+    for cls in _all_option_classes():
+        if cls in seen:
+            continue
+        seen.add(cls)
+        try:
+            cls._add_argparse_args(parser)
+        except Exception:  # noqa: BLE001 - an options class that clashes: Beam ignores it too
+            continue
+    _, unknown = parser.parse_known_args(argv)
+    return [arg for arg in unknown if arg.startswith("-")]

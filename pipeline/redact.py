@@ -1,0 +1,103 @@
+"""``egoveil redact INPUT OUTPUT``: one video or image through the run's anonymizer.
+
+The output is written to a temporary file beside the destination and renamed
+into place only when every frame was detected and redacted, so a failure leaves
+no partial output. Videos keep their frame count and timestamps; nothing but the
+video stream is written (no audio, no metadata).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+
+from pipeline.errors import UserError
+from privacy.anonymizer import FrameIn, SegmentAnonymizer
+from privacy.config import AnonymizationConfig
+from privacy.detectors import DetectorError, build_detector
+from transforms.video_io import (
+    IMAGE_EXTENSIONS,
+    OUTPUT_FORMATS,
+    DecodeCaps,
+    MediaError,
+    VideoWriter,
+    iter_window,
+    probe,
+    read_image,
+    write_image,
+)
+
+
+@dataclass(slots=True)
+class RedactStats:
+    frames: int
+    faces_detected: int
+    wall_s: float
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def redact_file(source: str, dest: str, config: AnonymizationConfig | None = None,
+                caps: DecodeCaps | None = None, anonymizer: SegmentAnonymizer | None = None
+                ) -> RedactStats:
+    """Anonymize one video or image file.
+
+    Raises:
+        UserError: unreadable input, unsupported output extension, or detection failed
+            (nothing is written then).
+    """
+    config = config or AnonymizationConfig()
+    src_ext = os.path.splitext(source)[1].lower()
+    dst_ext = os.path.splitext(dest)[1].lower()
+    if os.path.abspath(source) == os.path.abspath(dest):
+        raise UserError("OUTPUT must differ from INPUT")
+    if not os.path.isfile(source):
+        raise UserError("INPUT does not exist or is not a file")
+    is_image = src_ext in IMAGE_EXTENSIONS
+    if is_image and dst_ext not in IMAGE_EXTENSIONS:
+        raise UserError(f"an image must be written as one of {', '.join(IMAGE_EXTENSIONS)}")
+    if not is_image and dst_ext not in OUTPUT_FORMATS:
+        raise UserError(f"a video must be written as one of {', '.join(OUTPUT_FORMATS)}")
+    if anonymizer is None:
+        try:
+            anonymizer = SegmentAnonymizer(build_detector(config.detector_spec), config.redaction,
+                                           config.temporal_window, config.detect_timeout_s)
+        except (DetectorError, ValueError) as exc:
+            raise UserError(f"detector cannot be loaded: {exc}") from None
+    out_dir = os.path.dirname(os.path.abspath(dest))
+    os.makedirs(out_dir, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=out_dir, prefix=".egoveil-", suffix=dst_ext)
+    os.close(fd)
+    started = time.perf_counter()
+    try:
+        if is_image:
+            image = read_image(source)
+            (out,) = list(anonymizer.process([FrameIn(0.0, image)]))
+            write_image(out.image, temp)
+            frames, faces = 1, out.detected
+        else:
+            info = probe(source, caps)
+            writer = VideoWriter(temp, dst_ext, info.width, info.height, info.fps or 30.0)
+            frames = faces = 0
+            try:
+                stream = (FrameIn(f.time_s, f.to_rgb()) for f, _ in iter_window(source))
+                for out in anonymizer.process(stream):
+                    writer.write(out.image, out.time_s)
+                    frames += 1
+                    faces += out.detected
+            finally:
+                writer.close()
+        os.replace(temp, dest)
+    except MediaError as exc:
+        raise UserError(f"INPUT cannot be used: {exc.reason}: {exc.detail}") from None
+    except DetectorError as exc:
+        raise UserError(f"detection failed, nothing was written: {exc}") from None
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        anonymizer.close()
+    return RedactStats(frames=frames, faces_detected=faces, wall_s=time.perf_counter() - started)

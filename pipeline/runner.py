@@ -1,0 +1,278 @@
+"""``egoveil run``: validate everything a user can get wrong, build the graph, run, report.
+
+Every check that can fail because of the user happens here, before any worker
+starts, and fails with one line (``UserError``). Messages name the flag, never
+the path or the key, so console logs hold no input paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    SetupOptions,
+    StandardOptions,
+    WorkerOptions,
+)
+
+from pipeline.errors import UserError
+from pipeline.graph import GraphConfig, build_graph
+from pipeline.options import EgoveilOptions, unknown_arguments
+from pipeline.progress import ProgressMonitor
+from privacy.config import AnonymizationConfig
+from privacy.consent import ConsentFileError, ConsentRegistry
+from privacy.pseudonyms import PseudonymKey, PseudonymKeyError
+from privacy.redaction import RedactionConfig
+from transforms.discover import InputPattern, normalize_uri
+from transforms.encoders import EncoderUnavailable, resolve_encoder
+from transforms.publish import DEADLETTER_FILE, EVENTS_FILE, MANIFEST
+from transforms.video_io import DecodeCaps
+
+log = logging.getLogger("egoveil")
+
+LOCAL_RUNNERS = (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "PrismRunner",
+                 "prism")
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """What a finished run did, read back from what it published."""
+
+    output: str
+    wall_s: float
+    totals: dict = field(default_factory=dict)
+    deadletters_by_reason: dict = field(default_factory=dict)
+    consent_excluded: int = 0
+    frames: int = 0
+    faces_detected: int = 0
+    segments: int = 0
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def _resolve_patterns(inputs: list[str]) -> list[InputPattern]:
+    patterns = []
+    for number, raw in enumerate(inputs, start=1):
+        uri = normalize_uri(raw)
+        if "://" not in uri and os.path.isdir(uri):
+            patterns.append(InputPattern(os.path.join(uri, "**"), media_only=True))
+            continue
+        try:
+            matches = FileSystems.match([uri], limits=[1])[0].metadata_list
+        except Exception as exc:  # noqa: BLE001 - unknown scheme, missing extra, no access
+            raise UserError(f"--input #{number} cannot be listed ({type(exc).__name__}); check "
+                            "the path and, for gs:// or s3://, that the extra is installed "
+                            "(pip install 'egoveil[gcp]' or 'egoveil[aws]')") from None
+        if not matches:
+            raise UserError(f"--input #{number} matches no file; check the path or glob")
+        patterns.append(InputPattern(uri, media_only=False))
+    return patterns
+
+
+def _check_readable(path: str, flag: str) -> None:
+    try:
+        if not FileSystems.exists(path):
+            raise UserError(f"{flag} file does not exist")
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"{flag} cannot be read ({type(exc).__name__})") from None
+
+
+def _prepare_output(output: str) -> str:
+    out = normalize_uri(output)
+    if "://" not in out:
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise UserError("--output exists and is not a folder")
+        try:
+            os.makedirs(out, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=out, prefix=".egoveil-write-test-"):
+                pass
+        except OSError as exc:
+            raise UserError(f"--output is not writable ({exc.strerror or type(exc).__name__})") \
+                from None
+    return out
+
+
+def _anonymization(opts: EgoveilOptions) -> AnonymizationConfig:
+    try:
+        return AnonymizationConfig(
+            detector=opts.detector,
+            redaction=RedactionConfig(mode=opts.redaction, mask_scale=opts.mask_scale),
+            temporal_window=opts.temporal_window)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _library_versions() -> dict:
+    import av
+    import cv2
+    import pyarrow
+    import torch
+    import transformers
+
+    return {"apache_beam": beam.__version__, "pyarrow": pyarrow.__version__,
+            "av": av.__version__, "opencv": cv2.__version__, "torch": torch.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version()}
+
+
+def prepare(argv: list[str], allow_missing_key: bool = False):
+    """Parse and validate ``egoveil run`` arguments; returns (options, GraphConfig).
+
+    Raises:
+        UserError: any problem the user can fix, as one line.
+    """
+    unknown = unknown_arguments(argv)
+    if unknown:
+        raise UserError(f"unknown option {unknown[0]}; see `egoveil run --help`")
+    options = PipelineOptions(argv)
+    opts = options.view_as(EgoveilOptions)
+    if not opts.output:
+        raise UserError("--output is required")
+    if not opts.input and not opts.manifest:
+        raise UserError("give recordings with --input and/or --manifest")
+    for name in ("frame_stride", "batch_size"):
+        if getattr(opts, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if opts.frames_per_clip is not None and opts.frames_per_clip < 1:
+        raise UserError("--frames-per-clip must be at least 1")
+    if opts.segment_seconds <= 0 or opts.target_shard_mb <= 0:
+        raise UserError("--segment-seconds and --target-shard-mb must be positive")
+
+    try:
+        key = PseudonymKey.load(opts.key_file)
+    except PseudonymKeyError as exc:
+        raise UserError(str(exc)) from None
+
+    consent_checked = bool(opts.consent)
+    if opts.consent:
+        try:
+            ConsentRegistry.load(opts.consent)
+        except ConsentFileError as exc:
+            raise UserError(f"--consent: {exc}") from None
+    if opts.manifest:
+        _check_readable(opts.manifest, "--manifest")
+
+    patterns = _resolve_patterns(opts.input)
+    anonymization = _anonymization(opts)
+    try:
+        from privacy.detectors import build_detector
+
+        detector_info = build_detector(anonymization.detector_spec).describe()
+    except Exception as exc:  # noqa: BLE001 - a detector that does not load is a user problem
+        raise UserError(f"--detector cannot be loaded: {str(exc).splitlines()[0]}") from None
+    try:
+        encoder = resolve_encoder(opts.encoder, opts.encoder_revision, opts.frames_per_clip)
+    except EncoderUnavailable as exc:
+        raise UserError(str(exc)) from None
+
+    output = _prepare_output(opts.output)
+    run_id = uuid.uuid4().hex[:16]
+    caps = DecodeCaps(max_pixels=opts.max_pixels, max_duration_s=opts.max_duration_s,
+                      max_bytes=int(opts.max_input_gb * 1024**3))
+    runner = options.view_as(StandardOptions).runner
+    local = runner in LOCAL_RUNNERS and "://" not in output
+    progress_dir = tempfile.mkdtemp(prefix="egoveil-progress-") if local else None
+
+    if not local:
+        setup = options.view_as(SetupOptions)
+        worker = options.view_as(WorkerOptions)
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        if not setup.setup_file and not worker.sdk_container_image and \
+                os.path.isfile(os.path.join(here, "setup.py")):
+            setup.setup_file = os.path.join(here, "setup.py")
+
+    config_blob = json.dumps({"anonymization": anonymization.describe(),
+                              "encoder": encoder.describe(),
+                              "frame_stride": opts.frame_stride,
+                              "segment_seconds": opts.segment_seconds,
+                              "clips": opts.clips, "key_id": key.key_id,
+                              "purpose": opts.purpose}, sort_keys=True)
+    config_sha = hashlib.sha256(config_blob.encode()).hexdigest()
+    record = {
+        "run_id": run_id,
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "purpose": opts.purpose,
+        "consent_checked": consent_checked,
+        "key_id": key.key_id,
+        "config_sha256": config_sha,
+        "inputs": {"patterns": len(patterns), "manifest": bool(opts.manifest)},
+        "anonymization": anonymization.describe(),
+        "detector": detector_info,
+        "encoder": encoder.describe(),
+        "clips": {"frames_per_clip": encoder.frames_per_clip, "frame_stride": opts.frame_stride,
+                  "segment_seconds": opts.segment_seconds, "write_clips": opts.clips},
+        "runner": runner or "DirectRunner",
+        "versions": _library_versions(),
+    }
+    graph = GraphConfig(
+        patterns=patterns, manifest=normalize_uri(opts.manifest) if opts.manifest else None,
+        output=output, staging=FileSystems.join(output, ".staging", run_id),
+        key_file=opts.key_file, consent_file=opts.consent, purpose=opts.purpose,
+        anonymization=anonymization, encoder=encoder, frame_stride=opts.frame_stride,
+        segment_seconds=opts.segment_seconds, write_clips=opts.clips,
+        batch_size=opts.batch_size, target_shard_bytes=int(opts.target_shard_mb * 1024**2),
+        caps=caps, config_fingerprint=config_sha, progress_dir=progress_dir, record=record)
+    if not consent_checked:
+        log.warning("consent is not being checked: no --consent registry was given")
+    if not encoder.pretrained:
+        log.warning("encoder %s has random weights (not pretrained); every shard row records "
+                    "encoder_pretrained=false", encoder.encoder_id)
+    return options, graph, opts
+
+
+def summarize(output: str, wall_s: float) -> RunSummary:
+    """Read a published run back: totals, dead letters by reason, consent exclusions."""
+    summary = RunSummary(output=output, wall_s=wall_s)
+    with FileSystems.open(FileSystems.join(output, MANIFEST)) as handle:
+        summary.totals = json.load(handle)["totals"]
+    with FileSystems.open(FileSystems.join(output, DEADLETTER_FILE)) as handle:
+        for line in handle.read().decode().splitlines():
+            reason = json.loads(line)["reason"]
+            summary.deadletters_by_reason[reason] = summary.deadletters_by_reason.get(reason, 0) + 1
+    with FileSystems.open(FileSystems.join(output, EVENTS_FILE)) as handle:
+        for line in handle.read().decode().splitlines():
+            event = json.loads(line)
+            if event["kind"] == "consent_excluded":
+                summary.consent_excluded += 1
+            elif event["kind"] == "segment_anonymized":
+                summary.segments += 1
+                summary.frames += event["counts"].get("frames_emitted", 0)
+                summary.faces_detected += event["counts"].get("faces_detected", 0)
+    return summary
+
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None,
+        show_progress: bool | None = None) -> RunSummary:
+    """Run ``egoveil run`` with ``argv`` (without the ``run`` word) and return its summary.
+
+    Raises:
+        UserError: bad arguments or inputs (nothing was processed).
+    """
+    options, graph, opts = prepare(list(argv or []))
+    started = time.perf_counter()
+    pipeline = test_pipeline or beam.Pipeline(options=options)
+    build_graph(pipeline, graph)
+    enabled = opts.progress if show_progress is None else show_progress
+    if graph.progress_dir:
+        with ProgressMonitor(graph.progress_dir, enabled=enabled):
+            result = pipeline.run()
+            result.wait_until_finish()
+    else:
+        result = pipeline.run()
+        result.wait_until_finish()
+    return summarize(graph.output, time.perf_counter() - started)

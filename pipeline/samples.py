@@ -1,0 +1,167 @@
+"""Sample smart-glasses-like recordings with real faces, and where those faces are.
+
+The faces are public-domain portraits that ship inside scikit-image (Eileen
+Collins, ``data.astronaut``; the cameraman, ``data.camera``), so samples are made
+offline. The camera pans and shakes like a head-mounted one; the faces move
+across the scene. Files carry what real recordings carry and egoveil must strip:
+an audio track and container metadata (location, make, model, serial, creation
+time). The generator returns the face boxes drawn in every frame, for tests.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import cv2
+import numpy as np
+
+# Face regions in the scikit-image portraits (x1, y1, x2, y2), found with CenterFace
+# and widened to include hair and chin.
+_FACES = {"astronaut": (168, 40, 284, 196), "camera": (190, 100, 270, 212)}
+
+SAMPLE_METADATA = {
+    "location": "+48.8584+002.2945/",
+    "com.apple.quicktime.location.ISO6709": "+48.8584+002.2945+035.000/",
+    "make": "EgoGlassesCo",
+    "model": "EG-1 Prototype",
+    "com.apple.quicktime.make": "EgoGlassesCo",
+    "com.apple.quicktime.model": "EG-1 Prototype",
+    "serial_number": "EG1-SN-0042-7731",
+    "creation_time": "2026-05-01T10:00:00.000000Z",
+    "title": "Walk with Alice",
+    "comment": "recorded by wearer-alice near the tower",
+}
+
+
+def portrait(name: str) -> np.ndarray:
+    """A face crop (RGB uint8) from scikit-image's bundled portraits."""
+    from skimage import data
+
+    image = getattr(data, name)()
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    x1, y1, x2, y2 = _FACES[name]
+    return np.ascontiguousarray(image[y1:y2, x1:x2])
+
+
+def scene(width: int, height: int) -> np.ndarray:
+    """A wide background to pan over (scikit-image's coffee photo, enlarged)."""
+    from skimage import data
+
+    base = data.coffee()
+    return cv2.resize(base, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+@dataclass(slots=True, frozen=True)
+class FaceTrack:
+    """A face moving linearly across the frame: centre from ``start`` to ``end``, height ``size``."""
+
+    face: str
+    start: tuple[float, float]
+    end: tuple[float, float]
+    size: int
+
+
+def _paste(frame: np.ndarray, face: np.ndarray, cx: float, cy: float,
+           height: int) -> tuple[int, int, int, int] | None:
+    fh, fw = face.shape[:2]
+    width = max(8, round(fw * height / fh))
+    patch = cv2.resize(face, (width, height), interpolation=cv2.INTER_AREA)
+    x1, y1 = round(cx - width / 2), round(cy - height / 2)
+    x2, y2 = x1 + width, y1 + height
+    H, W = frame.shape[:2]
+    cx1, cy1, cx2, cy2 = max(0, x1), max(0, y1), min(W, x2), min(H, y2)
+    if cx2 <= cx1 or cy2 <= cy1:
+        return None
+    mask = np.zeros((height, width), np.float32)
+    cv2.ellipse(mask, (width // 2, height // 2), (width // 2, height // 2), 0, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), max(1.0, height / 30))[..., None]
+    sub = patch[cy1 - y1:cy2 - y1, cx1 - x1:cx2 - x1].astype(np.float32)
+    m = mask[cy1 - y1:cy2 - y1, cx1 - x1:cx2 - x1]
+    region = frame[cy1:cy2, cx1:cx2].astype(np.float32)
+    frame[cy1:cy2, cx1:cx2] = (m * sub + (1 - m) * region).astype(np.uint8)
+    return (cx1, cy1, cx2, cy2)
+
+
+def make_recording(path: str, width: int = 640, height: int = 360, fps: int = 15,
+                   seconds: float = 3.0, tracks: tuple[FaceTrack, ...] | None = None,
+                   audio: bool = True, metadata: dict | None = None, rotation: int = 0,
+                   seed: int = 0) -> list[list[tuple[int, int, int, int]]]:
+    """Write a sample recording and return the face boxes drawn in each frame.
+
+    Args:
+        path: output file (.mp4 or .mov).
+        rotation: display rotation written into the container (0, 90, 180, 270); the
+            returned boxes are in the upright (displayed) frame.
+        seed: head-motion jitter.
+
+    Returns:
+        For each frame, the boxes (x1, y1, x2, y2) of the faces drawn in it, in the
+        displayed orientation.
+    """
+    tracks = tracks if tracks is not None else (
+        FaceTrack("astronaut", (0.15, 0.45), (0.55, 0.5), int(height * 0.30)),
+        FaceTrack("camera", (0.85, 0.4), (0.6, 0.45), int(height * 0.22)),
+    )
+    rng = np.random.default_rng(seed)
+    faces = {t.face: portrait(t.face) for t in tracks}
+    background = scene(int(width * 1.6), int(height * 1.4))
+    frames_total = max(1, round(seconds * fps))
+    container = av.open(path, mode="w", options={"movflags": "use_metadata_tags"})
+    for key, value in (metadata if metadata is not None else SAMPLE_METADATA).items():
+        container.metadata[key] = value
+    # Stored frames are the displayed frame rotated back, so that a player (and egoveil)
+    # applying the display rotation sees them upright.
+    stored_w, stored_h = (height, width) if rotation in (90, 270) else (width, height)
+    video = container.add_stream("libx264", rate=fps)
+    video.width, video.height, video.pix_fmt = stored_w, stored_h, "yuv420p"
+    video.codec_context.options = {"preset": "veryfast", "crf": "18"}
+    if rotation:
+        video.set_display_rotation(rotation)
+    sound = None
+    if audio:
+        sound = container.add_stream("aac", rate=16000)
+        sound.layout = "mono"
+    boxes_per_frame = []
+    samples_per_frame = 16000 // fps
+    for i in range(frames_total):
+        t = i / max(1, frames_total - 1)
+        pan_x = (background.shape[1] - width) * (0.5 + 0.4 * math.sin(2 * math.pi * t * 0.7))
+        pan_y = (background.shape[0] - height) * (0.5 + 0.3 * math.sin(2 * math.pi * t * 1.3))
+        pan_x += rng.normal(0, 3)
+        pan_y += rng.normal(0, 3)
+        x0 = int(np.clip(pan_x, 0, background.shape[1] - width))
+        y0 = int(np.clip(pan_y, 0, background.shape[0] - height))
+        frame = background[y0:y0 + height, x0:x0 + width].copy()
+        boxes = []
+        for track in tracks:
+            cx = (track.start[0] + (track.end[0] - track.start[0]) * t) * width
+            cy = (track.start[1] + (track.end[1] - track.start[1]) * t) * height
+            box = _paste(frame, faces[track.face], cx, cy, track.size)
+            if box is not None:
+                boxes.append(box)
+        boxes_per_frame.append(boxes)
+        stored = np.ascontiguousarray(np.rot90(frame, k=-(rotation // 90))) if rotation else frame
+        vf = av.VideoFrame.from_ndarray(stored, format="rgb24")
+        vf.pts = i
+        vf.time_base = Fraction(1, fps)
+        for packet in video.encode(vf):
+            container.mux(packet)
+        if sound is not None:
+            tone = (0.2 * np.sin(2 * np.pi * 440 * (np.arange(samples_per_frame)
+                                                    + i * samples_per_frame) / 16000))
+            af = av.AudioFrame.from_ndarray(tone.astype(np.float32)[None, :], format="fltp",
+                                            layout="mono")
+            af.sample_rate = 16000
+            af.pts = i * samples_per_frame
+            for packet in sound.encode(af):
+                container.mux(packet)
+    for stream in (video, sound):
+        if stream is not None:
+            for packet in stream.encode():
+                container.mux(packet)
+    container.close()
+    return boxes_per_frame

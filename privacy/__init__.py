@@ -1,0 +1,1 @@
+"""The privacy decisions: detection, redaction, pseudonyms, consent, audit. Plain Python, no Beam."""

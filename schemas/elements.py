@@ -1,0 +1,120 @@
+"""Element types that flow between the pipeline's stages.
+
+Raw locations (``uri``) travel only as far as decoding needs them; every field
+that reaches an output is a keyed pseudonym, a content hash or a number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(slots=True, frozen=True)
+class VideoInfo:
+    """What probing the container said, before any frame is decoded."""
+
+    width: int
+    height: int
+    fps: float | None
+    duration_s: float | None
+    frame_count: int | None
+    rotation: int
+    codec: str
+    has_audio: bool
+
+
+@dataclass(slots=True, frozen=True)
+class Recording:
+    """An admitted recording: consented, hashed, probed and pseudonymized.
+
+    Attributes:
+        uri: where to read it; never written out.
+        content_sha256: hash of the file's bytes (the same input twice is one recording).
+        recording_id: keyed pseudonym of the content hash.
+        wearer_id: keyed pseudonym of the wearer, or None when the manifest has none.
+        device_id: keyed pseudonym of the device serial, or None.
+        video: probe results.
+        view: which camera the frames come from (``rgb`` for a monocular recording).
+    """
+
+    uri: str
+    content_sha256: str
+    recording_id: str
+    wearer_id: str | None
+    device_id: str | None
+    video: VideoInfo
+    view: str = "rgb"
+    size_bytes: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class Segment:
+    """A time window [start_s, end_s) of one recording: the unit of parallel work."""
+
+    recording: Recording
+    index: int
+    start_s: float
+    end_s: float
+    is_last: bool = False
+
+
+@dataclass(slots=True)
+class Clip:
+    """Anonymized frames of one clip, at the encoder's input geometry.
+
+    Attributes:
+        frames: uint8 array (T, H, W, 3), redacted, resized and cropped for the encoder.
+        frame_count: real frames in the clip; the rest of ``frames`` repeats the last one.
+        faces_redacted: face boxes redacted over the clip's frames.
+    """
+
+    clip_id: str
+    recording_id: str
+    wearer_id: str | None
+    view: str
+    segment_index: int
+    clip_index: int
+    start_s: float
+    end_s: float
+    frame_count: int
+    fps: float
+    frames: np.ndarray
+    faces_redacted: int
+    qa_status: str
+
+
+@dataclass(slots=True)
+class LatentRow:
+    """One shard row: a clip's latents and what an auditor or trainer needs about it."""
+
+    clip_id: str
+    recording_id: str
+    wearer_id: str | None
+    view: str
+    segment_index: int
+    clip_index: int
+    start_s: float
+    end_s: float
+    frame_count: int
+    fps: float
+    encoder_id: str
+    encoder_pretrained: bool
+    embedding: bytes
+    faces_redacted: int
+    qa_status: str
+
+    def nbytes(self) -> int:
+        return len(self.embedding) + 160
+
+
+@dataclass(slots=True, frozen=True)
+class ShardFile:
+    """A shard written to staging, waiting to be published by the manifest."""
+
+    index: int
+    staging_path: str
+    rows: int
+    size_bytes: int
+    sha256: str

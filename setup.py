@@ -1,0 +1,47 @@
+"""egoveil: privacy-preserving egocentric video to world-model latents, on Apache Beam.
+
+Beam ships multi-file pipelines to its workers through ``--setup_file``: the
+workers build and install this distribution, so every top-level package the
+pipeline imports is listed here.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="egoveil",
+    version="0.1.0",
+    description=(
+        "Apache Beam pipeline that anonymizes smart-glasses video (faces, audio, "
+        "metadata, identifiers) and writes world-model latent shards"
+    ),
+    python_requires=">=3.10",
+    packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*",
+                                    "schemas", "schemas.*", "privacy", "privacy.*"]),
+    package_data={"schemas": ["*.json"], "pipeline": ["templates/*"]},
+    install_requires=[
+        "apache-beam>=2.60,<3",
+        "pyarrow>=15",
+        "numpy>=1.26",
+        "av>=14",
+        # deface carries the CenterFace weights (centerface.onnx) and is the peer
+        # tool the anonymizer is measured against; it needs opencv-python.
+        "opencv-python>=4.10",
+        "deface==1.5.0",
+        "face-recognition==1.3.0",
+        "dlib-bin>=19.24",
+        # face_recognition_models imports pkg_resources, removed in setuptools 81.
+        "setuptools<81",
+        "torch>=2.4",
+        "transformers>=4.53",
+        "great-expectations>=1.3",
+        "scikit-image>=0.22",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "ruff>=0.6"],
+        "aria": ["projectaria-tools>=1.5"],
+        "gcp": ["apache-beam[gcp]"],
+        "aws": ["apache-beam[aws]"],
+    },
+    entry_points={"console_scripts": ["egoveil=pipeline.cli:main"]},
+)

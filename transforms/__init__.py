@@ -1,0 +1,1 @@
+"""Beam transforms, one per stage; they wire the decisions in ``privacy`` into the graph."""

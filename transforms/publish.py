@@ -1,0 +1,146 @@
+"""Publishing a run: staged files into place, then ``manifest.json``, then ``_SUCCESS``.
+
+Readers trust only the manifest (PRIVACY.md 18): it lists every published file
+with its sha256 and row count, and ``_SUCCESS`` is written last, after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from schemas.elements import ShardFile
+from schemas.latents import SCHEMA_VERSION
+from transforms.shards import shard_name
+
+MANIFEST = "manifest.json"
+SUCCESS = "_SUCCESS"
+DEADLETTER_FILE = "deadletter/deadletters.jsonl"
+EVENTS_FILE = "audit/events.jsonl"
+RECORD_FILE = "audit/record.json"
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        handle.write(data)
+
+
+def ensure_dir(path: str) -> None:
+    """Create a folder where the filesystem has folders (object stores need none)."""
+    try:
+        FileSystems.mkdirs(path)
+    except OSError:
+        pass  # exists already, or the filesystem has no folders
+
+
+def _delete_quietly(paths: list[str]) -> None:
+    existing = [p for p in paths if FileSystems.exists(p)]
+    if existing:
+        FileSystems.delete(existing)
+
+
+def _entry(rel: str, data: bytes, kind: str, rows: int | None) -> dict:
+    return {"path": rel, "kind": kind, "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data), "rows": rows}
+
+
+def _jsonl(records: list[dict]) -> bytes:
+    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
+
+
+class PublishFn(beam.DoFn):
+    """Runs once, after every shard is staged: moves files in, writes manifest and _SUCCESS."""
+
+    def __init__(self, output_dir: str, staging_dir: str, run_record: dict) -> None:
+        self._out = output_dir
+        self._staging = staging_dir
+        self._record = run_record
+
+    def process(self, _, shards, clip_files, deadletters, events):
+        out = self._out
+        _delete_quietly([FileSystems.join(out, SUCCESS)])
+        shards = sorted(shards, key=lambda s: s.index)
+        files = []
+
+        # Renumber shards densely so names are part-00000 .. part-(n-1).
+        latents_dir = FileSystems.join(out, "latents")
+        ensure_dir(latents_dir)
+        wanted = set()
+        for number, shard in enumerate(shards):
+            rel = f"latents/{shard_name(number)}"
+            dest = FileSystems.join(out, rel)
+            _delete_quietly([dest])
+            FileSystems.rename([shard.staging_path], [dest])
+            wanted.add(dest)
+            files.append({"path": rel, "kind": "latents", "sha256": shard.sha256,
+                          "bytes": shard.size_bytes, "rows": shard.rows})
+        stale = [m.path for m in FileSystems.match([FileSystems.join(latents_dir, "part-*")])[0]
+                 .metadata_list if m.path not in wanted]
+        _delete_quietly(stale)
+
+        for clip in sorted(clip_files, key=lambda c: c["path"]):
+            files.append({"path": clip["path"], "kind": "clip", "sha256": clip["sha256"],
+                          "bytes": clip["bytes"], "rows": clip["frames"]})
+
+        dl_records = sorted((d.to_dict() for d in deadletters),
+                            key=lambda d: json.dumps(d, sort_keys=True))
+        data = _jsonl(dl_records)
+        _write_bytes(FileSystems.join(out, DEADLETTER_FILE), data)
+        files.append(_entry(DEADLETTER_FILE, data, "deadletter", len(dl_records)))
+
+        event_records = sorted((e.to_dict() for e in events),
+                               key=lambda e: json.dumps(e, sort_keys=True))
+        data = _jsonl(event_records)
+        _write_bytes(FileSystems.join(out, EVENTS_FILE), data)
+        files.append(_entry(EVENTS_FILE, data, "audit_events", len(event_records)))
+
+        totals = {
+            "latent_rows": sum(s.rows for s in shards),
+            "shards": len(shards),
+            "clips": len(clip_files),
+            "deadletters": len(dl_records),
+        }
+        record = dict(self._record, totals=totals,
+                      published_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        data = json.dumps(record, indent=2, sort_keys=True).encode()
+        _write_bytes(FileSystems.join(out, RECORD_FILE), data)
+        files.append(_entry(RECORD_FILE, data, "audit_record", None))
+
+        manifest = {"schema_version": SCHEMA_VERSION, "run_id": self._record.get("run_id"),
+                    "config_sha256": self._record.get("config_sha256"),
+                    "files": files, "totals": totals}
+        tmp = FileSystems.join(out, MANIFEST + ".tmp")
+        _write_bytes(tmp, json.dumps(manifest, indent=2, sort_keys=True).encode())
+        _delete_quietly([FileSystems.join(out, MANIFEST)])
+        FileSystems.rename([tmp], [FileSystems.join(out, MANIFEST)])
+        _write_bytes(FileSystems.join(out, SUCCESS), b"")
+        _delete_quietly([self._staging])
+        yield totals
+
+
+class Publish(beam.PTransform):
+    """Waits for every staged shard, clip, dead letter and event, then publishes once."""
+
+    def __init__(self, output_dir: str, staging_dir: str, run_record: dict) -> None:
+        super().__init__()
+        self._fn = PublishFn(output_dir, staging_dir, run_record)
+
+    def expand(self, inputs):
+        shards, clip_files, deadletters, events = inputs
+        pipeline = shards.pipeline
+        return (pipeline
+                | "Once" >> beam.Create([None])
+                | "PublishRun" >> beam.ParDo(
+                    self._fn,
+                    shards=beam.pvalue.AsList(shards),
+                    clip_files=beam.pvalue.AsList(clip_files),
+                    deadletters=beam.pvalue.AsList(deadletters),
+                    events=beam.pvalue.AsList(events)))
+
+
+__all__ = ["Publish", "ShardFile", "MANIFEST", "SUCCESS"]

@@ -1,0 +1,360 @@
+"""Hardened video and image I/O with PyAV: probe, decode a time window, encode.
+
+Inputs are always opened as Python file objects through Beam's ``FileSystems``
+(local files or configured object stores) and the demuxer is forced from the
+file's magic bytes, so FFmpeg never resolves a URL, a playlist or a concat list
+on its own (PRIVACY.md 19). Size, resolution and duration caps are checked before
+any frame is decoded.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import cv2
+import numpy as np
+
+from schemas.elements import VideoInfo
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+ALLOWED_CODECS = ("h264", "hevc", "av1", "vp9", "vp8", "mpeg4", "mjpeg", "prores", "ffv1",
+                  "rawvideo", "png")
+
+# Output container per extension: (FFmpeg muxer, video codec).
+OUTPUT_FORMATS = {
+    ".mp4": ("mp4", "libx264"),
+    ".m4v": ("mp4", "libx264"),
+    ".mov": ("mov", "libx264"),
+    ".mkv": ("matroska", "libx264"),
+    ".webm": ("webm", "libvpx-vp9"),
+    ".avi": ("avi", "mpeg4"),
+}
+
+
+class MediaError(Exception):
+    """An input that cannot be used, with a dead-letter reason and a one-line detail."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(slots=True, frozen=True)
+class DecodeCaps:
+    """Limits checked before decoding.
+
+    Args:
+        max_pixels: width * height of a frame.
+        max_duration_s: recording duration.
+        max_bytes: file size.
+    """
+
+    max_pixels: int = 7680 * 4320
+    max_duration_s: float = 4 * 3600.0
+    max_bytes: int = 64 * 1024**3
+
+
+def sniff_format(head: bytes) -> str:
+    """The FFmpeg demuxer for a file's first bytes, from an allow-list.
+
+    Raises:
+        MediaError: ``unreadable`` when the bytes are no supported container.
+    """
+    if len(head) >= 8 and head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
+        return "mov"  # FFmpeg's mov demuxer reads MP4, MOV, M4V and 3GP
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "matroska"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    if not head:
+        raise MediaError("unreadable", "empty file")
+    raise MediaError("unreadable", "not a supported container (MP4/MOV, Matroska/WebM, AVI)")
+
+
+def open_binary(uri: str):
+    """Open ``uri`` for reading through Beam's FileSystems (no decompression guessing)."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        return FileSystems.open(uri, mime_type="application/octet-stream",
+                                compression_type=CompressionTypes.UNCOMPRESSED)
+    except Exception as exc:  # noqa: BLE001 - missing, permission, unknown scheme
+        raise MediaError("unreadable", f"cannot open input ({type(exc).__name__})") from None
+
+
+def file_size(uri: str) -> int | None:
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        return FileSystems.match([uri])[0].metadata_list[0].size_in_bytes
+    except Exception:  # noqa: BLE001 - size unknown: checked again while reading
+        return None
+
+
+class _Container:
+    """An input container opened safely; use as a context manager."""
+
+    def __init__(self, uri: str) -> None:
+        self._handle = open_binary(uri)
+        try:
+            head = self._handle.read(16)
+            fmt = sniff_format(head)
+            self._handle.seek(0)
+            self.container = av.open(self._handle, mode="r", format=fmt,
+                                     options={"probesize": "50000000"})
+        except MediaError:
+            self._handle.close()
+            raise
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            self._handle.close()
+            raise MediaError("unreadable", f"cannot parse container ({type(exc).__name__})") \
+                from None
+
+    def __enter__(self):
+        return self.container
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.container.close()
+        finally:
+            self._handle.close()
+
+
+def _video_stream(container):
+    streams = [s for s in container.streams if s.type == "video"
+               and not (s.disposition & av.stream.Disposition.attached_pic)]
+    if not streams:
+        raise MediaError("no_video", "the container has no video stream")
+    return streams[0]
+
+
+def probe(uri: str, caps: DecodeCaps | None = None) -> VideoInfo:
+    """Read a recording's container header and its first frame.
+
+    Raises:
+        MediaError: unreadable, no video, unsupported codec, or above a cap.
+    """
+    caps = caps or DecodeCaps()
+    size = file_size(uri)
+    if size is not None and size > caps.max_bytes:
+        raise MediaError("too_large", f"file of {size} bytes is above the cap of {caps.max_bytes}")
+    if size == 0:
+        raise MediaError("unreadable", "empty file")
+    with _Container(uri) as container:
+        stream = _video_stream(container)
+        ctx = stream.codec_context
+        codec = ctx.name if ctx is not None else "unknown"
+        if codec not in ALLOWED_CODECS:
+            raise MediaError("unsupported", f"video codec {codec!r} is not on the allow-list")
+        width, height = int(ctx.width or 0), int(ctx.height or 0)
+        if width <= 0 or height <= 0:
+            raise MediaError("unreadable", "video stream has no frame size")
+        if width * height > caps.max_pixels:
+            raise MediaError("too_large", f"resolution {width}x{height} is above the cap of "
+                                          f"{caps.max_pixels} pixels")
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        if duration is not None and duration > caps.max_duration_s:
+            raise MediaError("too_large", f"duration {duration:.0f} s is above the cap of "
+                                          f"{caps.max_duration_s:.0f} s")
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else None
+        frames = int(stream.frames) if stream.frames else None
+        has_audio = any(s.type == "audio" for s in container.streams)
+        rotation = 0
+        try:
+            for frame in container.decode(stream):
+                rotation = int(round(frame.rotation or 0)) % 360
+                break
+            else:
+                raise MediaError("unreadable", "no decodable frame")
+        except av.FFmpegError as exc:
+            raise MediaError("unreadable", f"first frame does not decode ({type(exc).__name__})") \
+                from None
+        if rotation % 90:
+            raise MediaError("unsupported", f"rotation of {rotation} degrees is not a right angle")
+        if rotation in (90, 270):
+            width, height = height, width
+    return VideoInfo(width=width, height=height, fps=fps, duration_s=duration,
+                     frame_count=frames, rotation=rotation, codec=codec, has_audio=has_audio)
+
+
+@dataclass(slots=True)
+class DecodedFrame:
+    """A decoded frame: time from the recording's start, and a lazy RGB conversion."""
+
+    time_s: float
+    frame: av.VideoFrame
+    corrupt: bool = False
+
+    def to_rgb(self) -> np.ndarray:
+        image = self.frame.to_ndarray(format="rgb24")
+        rotation = int(round(self.frame.rotation or 0)) % 360
+        if rotation:
+            image = np.ascontiguousarray(np.rot90(image, k=rotation // 90))
+        return image
+
+
+@dataclass(slots=True)
+class DecodeStats:
+    decoded: int = 0
+    corrupt: int = 0
+
+
+def iter_window(uri: str, start_s: float = 0.0, end_s: float | None = None,
+                context: int = 0, stats: DecodeStats | None = None
+                ) -> Iterator[tuple[DecodedFrame, bool]]:
+    """Decode the frames of [start_s, end_s) plus ``context`` frames on each side.
+
+    Yields ``(frame, inside)`` in presentation order; ``inside`` is False for the
+    context frames. Times are relative to the stream's first timestamp, taken from
+    each frame (variable frame rates keep their timing). Corrupt packets are
+    skipped and counted in ``stats``.
+
+    Raises:
+        MediaError: the container cannot be read.
+    """
+    stats = stats if stats is not None else DecodeStats()
+    with _Container(uri) as container:
+        stream = _video_stream(container)
+        stream.thread_type = "AUTO"
+        tb = stream.time_base
+        origin = stream.start_time if stream.start_time is not None else 0
+        if start_s > 0:
+            # Seek to the keyframe before the window (with room for the context frames).
+            target = max(0.0, start_s - 2.0)
+            container.seek(origin + int(target / tb), stream=stream, backward=True)
+        before: deque[DecodedFrame] = deque(maxlen=max(context, 0))
+        after = 0
+        last_time = None
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError:
+                stats.corrupt += 1
+                continue
+            for frame in frames:
+                if frame.pts is None:
+                    step = 1.0 / float(stream.average_rate or 30)
+                    time_s = (last_time + step) if last_time is not None else 0.0
+                else:
+                    time_s = float((frame.pts - origin) * tb)
+                if last_time is not None and time_s <= last_time:
+                    continue  # duplicate or out-of-order timestamps after a seek
+                last_time = time_s
+                item = DecodedFrame(time_s, frame, corrupt=bool(frame.is_corrupt))
+                if item.corrupt:
+                    stats.corrupt += 1
+                    continue
+                stats.decoded += 1
+                if time_s < start_s - 1e-6:
+                    if context:
+                        before.append(item)
+                    continue
+                if end_s is not None and time_s >= end_s - 1e-6:
+                    if after >= context:
+                        return
+                    after += 1
+                    yield item, False
+                    continue
+                while before:
+                    yield before.popleft(), False
+                yield item, True
+        # A window that began after the last frame still hands over its context.
+        while before:
+            yield before.popleft(), False
+
+
+class VideoWriter:
+    """Encodes RGB frames with their timestamps into one video stream, nothing else.
+
+    No audio, no data or subtitle tracks, no container or stream metadata; the
+    muxer runs bit-exact, so it does not write its own version tags either.
+
+    Args:
+        target: a path or a writable binary file object.
+        extension: picks the container and codec (see ``OUTPUT_FORMATS``).
+        fps: nominal frame rate (timestamps come from ``write``).
+    """
+
+    def __init__(self, target, extension: str, width: int, height: int, fps: float,
+                 crf: int = 20) -> None:
+        if extension not in OUTPUT_FORMATS:
+            raise MediaError("unsupported", f"cannot write {extension!r}; use one of "
+                                            f"{', '.join(OUTPUT_FORMATS)}")
+        fmt, codec = OUTPUT_FORMATS[extension]
+        self._even = (width - width % 2, height - height % 2)
+        self._container = av.open(target, mode="w", format=fmt,
+                                  options={"fflags": "+bitexact"})
+        self._container.metadata.clear()
+        rate = Fraction(fps).limit_denominator(1001) if fps and fps > 0 else Fraction(30)
+        self._stream = self._container.add_stream(codec, rate=rate)
+        self._stream.width, self._stream.height = self._even
+        self._stream.pix_fmt = "yuv420p"
+        self._tb = Fraction(1, 90000)
+        self._stream.codec_context.time_base = self._tb
+        self._stream.time_base = self._tb
+        self._stream.codec_context.flags |= av.codec.context.Flags.bitexact
+        if codec == "libx264":
+            self._stream.codec_context.options = {"crf": str(crf), "preset": "veryfast"}
+        self._stream.metadata.clear()
+        self._last_pts = -1
+        self.frames = 0
+
+    def write(self, image: np.ndarray, time_s: float) -> None:
+        w, h = self._even
+        if image.shape[1] != w or image.shape[0] != h:
+            image = image[:h, :w]
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        pts = max(int(round(time_s / self._tb)), self._last_pts + 1)
+        frame.pts = pts
+        frame.time_base = self._tb
+        self._last_pts = pts
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> None:
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+
+
+def read_image(uri: str) -> np.ndarray:
+    """An image as RGB uint8 with its EXIF orientation applied (metadata not kept).
+
+    Raises:
+        MediaError: unreadable image.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    with open_binary(uri) as handle:
+        data = handle.read()
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img = ImageOps.exif_transpose(img)
+            return np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise MediaError("unreadable", f"not a readable image ({type(exc).__name__})") from None
+
+
+def write_image(image: np.ndarray, path: str) -> None:
+    """Write RGB pixels only (OpenCV encoders write no EXIF, XMP or GPS)."""
+    ext = os.path.splitext(path)[1].lower()
+    ok, data = cv2.imencode(ext, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise MediaError("unsupported", f"cannot encode an image as {ext!r}")
+    with open(path, "wb") as handle:
+        handle.write(data.tobytes())
