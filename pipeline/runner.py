@@ -31,6 +31,7 @@ from pipeline.errors import UserError
 from pipeline.graph import GraphConfig, build_graph
 from pipeline.options import EgoveilOptions, unknown_arguments
 from pipeline.progress import ProgressMonitor
+from pipeline.worker_deps import dlib_standin_wheel
 from privacy.config import AnonymizationConfig
 from privacy.consent import ConsentFileError, ConsentRegistry
 from privacy.pseudonyms import PseudonymKey, PseudonymKeyError
@@ -192,9 +193,11 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
         setup = options.view_as(SetupOptions)
         worker = options.view_as(WorkerOptions)
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        if not setup.setup_file and not worker.sdk_container_image and \
-                os.path.isfile(os.path.join(here, "setup.py")):
-            setup.setup_file = os.path.join(here, "setup.py")
+        if not worker.sdk_container_image:
+            if not setup.setup_file and os.path.isfile(os.path.join(here, "setup.py")):
+                setup.setup_file = os.path.join(here, "setup.py")
+            wheel = dlib_standin_wheel(tempfile.mkdtemp(prefix="egoveil-worker-deps-"))
+            setup.extra_packages = [*(setup.extra_packages or []), wheel]
 
     config_blob = json.dumps({"anonymization": anonymization.describe(),
                               "encoder": encoder.describe(),

@@ -16,7 +16,7 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -27,7 +27,7 @@ from apache_beam.metrics import Metrics
 
 from privacy.anonymizer import FrameIn, SegmentAnonymizer
 from privacy.config import AnonymizationConfig
-from privacy.detectors import DetectorError, build_detector
+from privacy.detectors import DetectorError, FaceDetector, build_detector
 from privacy.pseudonyms import PseudonymKey
 from schemas.elements import Clip, Segment
 from schemas.records import AuditEvent, DeadLetter
@@ -106,8 +106,10 @@ class AnonymizeSegmentFn(beam.DoFn):
 
     def __init__(self, config: AnonymizationConfig, plan: ClipPlan, key_file: str | None,
                  clips_dir: str | None, config_fingerprint: str,
-                 progress: ProgressReporter | None = None) -> None:
+                 progress: ProgressReporter | None = None,
+                 detector_factory: Callable[[], FaceDetector] | None = None) -> None:
         self._config = config
+        self._detector_factory = detector_factory
         self._plan = plan
         self._key_file = key_file
         self._clips_dir = clips_dir
@@ -125,8 +127,10 @@ class AnonymizeSegmentFn(beam.DoFn):
         self._build_anonymizer()
 
     def _build_anonymizer(self) -> None:
+        detector = self._detector_factory() if self._detector_factory else \
+            build_detector(self._config.detector_spec)
         self._anonymizer = SegmentAnonymizer(
-            build_detector(self._config.detector_spec), self._config.redaction,
+            detector, self._config.redaction,
             temporal_window=self._config.temporal_window,
             detect_timeout_s=self._config.detect_timeout_s)
 

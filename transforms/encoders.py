@@ -263,7 +263,7 @@ def resolve_encoder(source: str, revision: str | None = None,
     local = os.path.isdir(source)
     if not local and (source.startswith((".", "/", "~")) or os.sep in source.strip("/")
                       and source.count("/") > 1):
-        raise EncoderUnavailable(f"encoder directory not found: {source}")
+        raise EncoderUnavailable("cannot load the --encoder folder: it does not exist")
     try:
         if local:
             config = AutoConfig.from_pretrained(source, local_files_only=True)
@@ -283,15 +283,16 @@ def resolve_encoder(source: str, revision: str | None = None,
     except EncoderUnavailable:
         raise
     except (OSError, ValueError, json.JSONDecodeError) as exc:
-        raise EncoderUnavailable(f"cannot load encoder {source!r}: {str(exc).splitlines()[0]}; "
-                                 "pass a Hugging Face model id or a directory saved with "
-                                 "save_pretrained") from None
+        what = "the --encoder folder" if local else f"encoder {source!r}"
+        reason = str(exc).splitlines()[0].replace(source, "<encoder>")
+        raise EncoderUnavailable(f"cannot load {what}: {reason} Pass a Hugging Face model id or "
+                                 "a folder saved with save_pretrained") from None
 
     model_type = getattr(config, "model_type", "unknown")
     kind = "video" if model_type in VIDEO_MODEL_TYPES else "image"
     if local and _weights_sha256(source) is None:
-        raise EncoderUnavailable(f"encoder directory {source} has a config but no weights "
-                                 "(*.safetensors or *.bin)")
+        raise EncoderUnavailable("cannot load the --encoder folder: it has a config but no "
+                                 "weights (*.safetensors or *.bin)")
     vision = getattr(config, "vision_config", config)
     crop = int(getattr(config, "crop_size", 0) or getattr(vision, "image_size", 224) or 224)
     if kind == "video":

@@ -1,0 +1,59 @@
+"""Faulty detectors for fail-closed tests: a real detector with faults injected at chosen frames.
+
+These are backends behind the ``FaceDetector`` interface, the way a broken model,
+a hung accelerator or a corrupted weight file would present itself.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from privacy.detectors import Detections, FaceDetector, build_detector
+
+
+class FaultyDetector(FaceDetector):
+    """Wraps the default detector; on call number ``at`` (0-based) it misbehaves.
+
+    Args:
+        fault: ``raise`` (an exception), ``hang`` (sleeps ``hang_s``), ``nan`` (NaN boxes),
+            ``inverted`` (x2 < x1), ``type`` (returns a list), ``far`` (boxes far outside).
+        at: which call misbehaves; every later call too when ``sticky``.
+    """
+
+    name = "faulty"
+
+    def __init__(self, fault: str, at: int = 3, hang_s: float = 5.0, sticky: bool = False):
+        self.inner = build_detector("centerface")
+        self.fault, self.at, self.hang_s, self.sticky = fault, at, hang_s, sticky
+        self.calls = 0
+
+    def _detect(self, frame):
+        call = self.calls
+        self.calls += 1
+        if call == self.at or (self.sticky and call > self.at):
+            if self.fault == "raise":
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            if self.fault == "hang":
+                time.sleep(self.hang_s)
+            if self.fault == "nan":
+                return Detections(np.full((1, 4), np.nan, np.float32), np.ones(1, np.float32))
+            if self.fault == "inverted":
+                return Detections(np.array([[50, 50, 10, 10]], np.float32), np.ones(1, np.float32))
+            if self.fault == "type":
+                return [[0, 0, 10, 10]]
+            if self.fault == "far":
+                return Detections(np.array([[1e6, 1e6, 1e6 + 5, 1e6 + 5]], np.float32),
+                                  np.ones(1, np.float32))
+        return self.inner._detect(frame)
+
+
+class FaultyFactory:
+    """A picklable factory, so a DoFn can build the faulty detector in ``setup()``."""
+
+    def __init__(self, fault: str, at: int = 3, **kwargs):
+        self.fault, self.at, self.kwargs = fault, at, kwargs
+
+    def __call__(self) -> FaultyDetector:
+        return FaultyDetector(self.fault, self.at, **self.kwargs)

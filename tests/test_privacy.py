@@ -1,0 +1,190 @@
+"""The decisions in ``privacy/``: detectors, redaction, temporal propagation, pseudonyms."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from privacy.anonymizer import FrameIn, SegmentAnonymizer
+from privacy.detectors import Detections, DetectorError, DetectorSpec, build_detector
+from privacy.detectors.base import FaceDetector, validate_detections
+from privacy.pseudonyms import PseudonymKey, PseudonymKeyError
+from privacy.redaction import RedactionConfig, redact, scale_boxes
+from tests.faults import FaultyDetector
+
+
+def test_centerface_finds_the_bundled_portraits():
+    from skimage import data
+
+    detector = build_detector("centerface")
+    dets = detector.detect(np.ascontiguousarray(data.astronaut()))
+    assert len(dets) == 1
+    x1, y1, x2, y2 = dets.boxes[0]
+    assert 170 < x1 < 200 and 50 < y1 < 75 and 255 < x2 < 285 and 165 < y2 < 190
+    assert detector.describe()["weights_sha256"]
+
+
+def test_empty_frame_is_no_face_not_a_failure():
+    dets = build_detector("centerface").detect(np.zeros((120, 160, 3), np.uint8))
+    assert len(dets) == 0
+
+
+@pytest.mark.parametrize("frame", [np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float32),
+                                   np.zeros((0, 10, 3), np.uint8), "not an image"])
+def test_bad_frames_are_detector_errors(frame):
+    with pytest.raises(DetectorError):
+        build_detector("centerface").detect(frame)
+
+
+@pytest.mark.parametrize("boxes, scores", [
+    ([[np.nan, 0, 1, 1]], [0.5]), ([[5, 5, 1, 1]], [0.5]), ([[0, 0, 1, 1]], [1.5]),
+    ([[1e6, 1e6, 1e6 + 1, 1e6 + 1]], [0.5]), ([[0, 0, 1, 1]], [0.5, 0.5]),
+])
+def test_garbage_detections_are_rejected(boxes, scores):
+    with pytest.raises(DetectorError):
+        validate_detections(Detections(np.array(boxes, np.float32), np.array(scores, np.float32)),
+                            100, 100)
+
+
+def test_detections_are_clipped_to_the_frame():
+    dets = validate_detections(Detections(np.array([[-5, -5, 120, 50]], np.float32),
+                                          np.array([0.9], np.float32)), 100, 100)
+    assert dets.boxes.tolist() == [[0, 0, 100, 50]]
+
+
+@pytest.mark.parametrize("text, error", [
+    ("", "empty"), ("haar", "unknown detector"), ("centerface:threshold=x", "bad value"),
+    ("centerface:foo=1", "unknown detector option"), ("yunet", "needs the model file"),
+])
+def test_detector_spec_errors_name_the_problem(text, error):
+    with pytest.raises(ValueError, match=error):
+        DetectorSpec.parse(text)
+
+
+def test_detector_spec_parses_ensembles():
+    spec = DetectorSpec.parse("centerface:threshold=0.1;scales=1,2+yunet:/m.onnx")
+    assert [b.kind for b in spec.backends] == ["centerface", "yunet"]
+    assert spec.backends[0].scales == (1.0, 2.0) and spec.backends[1].path == "/m.onnx"
+
+
+def test_mask_scale_below_1_3_is_refused():
+    with pytest.raises(ValueError):
+        RedactionConfig(mask_scale=1.2)
+    with pytest.raises(ValueError):
+        RedactionConfig(mode="emoji")
+
+
+def test_scale_boxes_grows_about_the_centre_and_clips():
+    out = scale_boxes(np.array([[10, 10, 20, 30]], np.float32), 1.5, 100, 100)
+    assert out.tolist() == [[7, 5, 23, 35]]
+    out = scale_boxes(np.array([[0, 0, 20, 20]], np.float32), 2.0, 15, 15)
+    assert out.tolist() == [[0, 0, 15, 15]]
+
+
+@pytest.mark.parametrize("mode", ["solid", "pixelate", "blur"])
+def test_redaction_changes_only_the_scaled_box(mode):
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (100, 100, 3), dtype=np.uint8)
+    before = frame.copy()
+    redact(frame, np.array([[40, 40, 60, 60]], np.float32),
+           RedactionConfig(mode=mode, mask_scale=1.5), np.random.default_rng(1))
+    changed = np.any(frame != before, axis=-1)
+    ys, xs = np.nonzero(changed)
+    assert ys.min() >= 35 and ys.max() < 65 and xs.min() >= 35 and xs.max() < 65
+    assert changed[40:60, 40:60].mean() > 0.9
+    if mode == "solid":
+        assert (frame[35:65, 35:65] == 128).all()
+    if mode == "pixelate":
+        assert len(np.unique(frame[35:65, 35:65].reshape(-1, 3), axis=0)) <= 16
+
+
+class _Scripted(FaceDetector):
+    """Finds one face at a fixed place, except in the frames listed in ``miss``."""
+
+    name = "scripted"
+
+    def __init__(self, miss: set[int]):
+        self.miss, self.calls = miss, 0
+
+    def _detect(self, frame):
+        i, self.calls = self.calls, self.calls + 1
+        if i in self.miss:
+            return Detections.empty()
+        return Detections(np.array([[40, 40, 60, 60]], np.float32), np.ones(1, np.float32))
+
+
+def _frames(n: int) -> list[FrameIn]:
+    return [FrameIn(i / 10, np.full((100, 100, 3), 200, np.uint8)) for i in range(n)]
+
+
+def test_a_missed_frame_is_covered_by_its_neighbours():
+    anonymizer = SegmentAnonymizer(_Scripted(miss={3}), RedactionConfig(), temporal_window=1,
+                                   detect_timeout_s=None)
+    outs = list(anonymizer.process(_frames(7)))
+    assert [o.detected for o in outs] == [1, 1, 1, 0, 1, 1, 1]
+    assert all((o.image[45:55, 45:55] == 128).all() for o in outs)
+    without = SegmentAnonymizer(_Scripted(miss={3}), RedactionConfig(), temporal_window=0,
+                                detect_timeout_s=None)
+    outs = list(without.process(_frames(7)))
+    assert (outs[3].image[45:55, 45:55] == 200).all()
+
+
+def test_context_frames_are_detected_but_not_emitted():
+    frames = _frames(6)
+    frames[0].emit = frames[5].emit = False
+    detector = _Scripted(miss={1, 2, 3, 4})
+    outs = list(SegmentAnonymizer(detector, RedactionConfig(), temporal_window=1,
+                                  detect_timeout_s=None).process(frames))
+    assert [o.time_s for o in outs] == [0.1, 0.2, 0.3, 0.4]
+    assert (outs[0].image[45:55, 45:55] == 128).all()  # from context frame 0
+    assert (outs[3].image[45:55, 45:55] == 128).all()  # from context frame 5
+    assert (outs[1].image[45:55, 45:55] == 200).all()
+    assert detector.calls == 6
+
+
+@pytest.mark.parametrize("fault", ["raise", "nan", "inverted", "type", "far"])
+def test_detector_faults_stop_the_stream(fault):
+    anonymizer = SegmentAnonymizer(FaultyDetector(fault, at=2), RedactionConfig(),
+                                   temporal_window=1, detect_timeout_s=None)
+    emitted = []
+    with pytest.raises(DetectorError):
+        for out in anonymizer.process(_frames(6)):
+            emitted.append(out)
+    assert len(emitted) <= 1  # the caller discards these: see the segment tests
+
+
+def test_detector_timeout_fails_and_is_never_reused():
+    anonymizer = SegmentAnonymizer(FaultyDetector("hang", at=1, hang_s=3.0), RedactionConfig(),
+                                   temporal_window=0, detect_timeout_s=1.0)
+    with pytest.raises(DetectorError, match="timed out"):
+        list(anonymizer.process(_frames(4)))
+    assert anonymizer.broken
+    with pytest.raises(DetectorError, match="unusable"):
+        list(anonymizer.process(_frames(1)))
+    anonymizer.close()
+
+
+def test_pseudonyms_are_keyed_and_unlinkable_across_keys():
+    a, b = PseudonymKey(b"a" * 32), PseudonymKey(b"b" * 32)
+    assert a.pseudonym("wearer", "alice") == a.pseudonym("wearer", "alice")
+    assert a.pseudonym("wearer", "alice") != b.pseudonym("wearer", "alice")
+    assert a.pseudonym("wearer", "alice") != a.pseudonym("device", "alice")
+    assert len(a.pseudonym("wearer", "alice")) == 32
+    assert a.key_id != b.key_id and "a" * 16 not in repr(a)
+
+
+def test_keys_refuse_to_travel_and_to_be_short(tmp_path):
+    with pytest.raises(TypeError):
+        pickle.dumps(PseudonymKey(b"k" * 32))
+    with pytest.raises(PseudonymKeyError):
+        PseudonymKey(b"short")
+    path = tmp_path / "k"
+    key = PseudonymKey.create_file(str(path))
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert PseudonymKey.from_file(str(path)).key_id == key.key_id
+    with pytest.raises(FileExistsError):
+        PseudonymKey.create_file(str(path))
+    with pytest.raises(PseudonymKeyError, match="no pseudonym key"):
+        PseudonymKey.load(None)

@@ -1,0 +1,215 @@
+"""Each transform on Beam's TestPipeline, with inputs the tests make."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import apache_beam as beam
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to, is_not_empty
+
+from pipeline.samples import make_recording
+from privacy.config import AnonymizationConfig
+from privacy.consent import ConsentRegistry
+from schemas.elements import Clip, LatentRow, Recording
+from schemas.latents import embedding_array
+from schemas.sidecar import RecordingRequest
+from tests.faults import FaultyFactory
+from transforms.admit import AdmitRecordingFn, AdmitRecordings
+from transforms.anonymize import AnonymizeSegmentFn, AnonymizeSegments, ClipPlan
+from transforms.discover import DiscoverRecordings, InputPattern
+from transforms.embed import EmbedClips
+from transforms.encoders import resolve_encoder
+from transforms.publish import Publish
+from transforms.segments import PlanSegments, plan_segments
+from transforms.shards import WriteLatentShards
+from transforms.video_io import DecodeCaps, probe
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recordings")
+    (root / "sub").mkdir()
+    make_recording(str(root / "a.mp4"), seconds=1.0, fps=10)
+    make_recording(str(root / "sub" / "b c é.mov"), seconds=1.0, fps=10, seed=1)
+    (root / "sub" / "notes.txt").write_text("not a video")
+    (root / ".hidden.mp4").write_bytes(b"")
+    (root / "copy.mp4").write_bytes((root / "a.mp4").read_bytes())
+    (root / "broken.mp4").write_bytes(os.urandom(4096))
+    return root
+
+
+def _recording(path: str, key, view: str = "rgb") -> Recording:
+    import hashlib
+
+    data = open(path, "rb").read()
+    sha = hashlib.sha256(data).hexdigest()
+    return Recording(uri=path, content_sha256=sha, recording_id=key.pseudonym("recording", sha),
+                     wearer_id=key.pseudonym("wearer", "w1"), device_id=None,
+                     video=probe(path), view=view, size_bytes=len(data))
+
+
+def test_discover_folders_globs_and_manifest(folder, key_file):
+    manifest = folder / "manifest.jsonl"
+    manifest.write_text("\n".join([
+        json.dumps({"uri": "a.mp4", "wearer_id": "w1", "extra": "dropped"}),
+        "{not json",
+        json.dumps({"wearer_id": "no uri"}),
+        json.dumps({"uri": "sub/b c é.mov", "stereo": "sideways"}),
+    ]) + "\n")
+    with TestPipeline() as p:
+        found = p | DiscoverRecordings([InputPattern(str(folder / "**"), media_only=True)],
+                                       str(manifest), key_file)
+        uris = found["requests"] | beam.Map(lambda r: (os.path.basename(r.uri), r.wearer_id))
+        assert_that(uris, equal_to([("a.mp4", "w1"), ("b c é.mov", None), ("copy.mp4", None),
+                                    ("broken.mp4", None)]))
+        reasons = found["deadletter"] | beam.Map(lambda d: (d.reason, d.detail))
+        assert_that(reasons, equal_to([
+            ("bad_manifest", "not valid JSON (column 2)"),
+            ("bad_manifest", "field 'uri' is required"),
+            ("bad_manifest", "field 'stereo' must be one of none, sbs, tb, streams")]),
+            label="deadletters")
+
+
+def test_admit_dedups_rejects_and_checks_consent(folder, key_file, tmp_path):
+    consent = tmp_path / "consent.csv"
+    consent.write_text("wearer_id,purpose,granted_at,withdrawn_at\n"
+                       "w1,world-model-training,2026-01-01T00:00:00Z,\n"
+                       "w2,world-model-training,2026-01-01T00:00:00Z,2026-02-01T00:00:00Z\n")
+    requests = [RecordingRequest(str(folder / "a.mp4"), wearer_id="w1"),
+                RecordingRequest(str(folder / "copy.mp4"), wearer_id="w1"),
+                RecordingRequest(str(folder / "broken.mp4"), wearer_id="w1"),
+                RecordingRequest(str(folder / "sub" / "b c é.mov"), wearer_id="w2"),
+                RecordingRequest(str(folder / ".hidden.mp4"), wearer_id="w1")]
+    fn = AdmitRecordingFn(key_file, str(consent), "world-model-training", DecodeCaps())
+    with TestPipeline() as p:
+        out = p | beam.Create(requests) | AdmitRecordings(fn)
+        assert_that(out["recordings"] | beam.Map(lambda r: (r.video.width, r.view)),
+                    equal_to([(640, "rgb")]))
+        assert_that(out["deadletter"] | beam.Map(lambda d: (d.stage, d.reason)),
+                    equal_to([("admit", "unreadable"), ("admit", "unreadable")]),
+                    label="deadletters")
+        assert_that(out["audit"] | beam.Map(lambda e: e.kind),
+                    equal_to(["consent_excluded", "duplicate_input"]), label="audit")
+
+
+def test_plan_segments_aligns_to_clips(folder, key):
+    rec = _recording(str(folder / "a.mp4"), key)
+    segs = plan_segments(rec, clip_span_frames=4, segment_seconds=0.35)
+    assert [s.index for s in segs] == [0, 1, 2]
+    assert segs[0].end_s == pytest.approx(0.4) and segs[-1].is_last
+    with TestPipeline() as p:
+        out = p | beam.Create([rec]) | PlanSegments(4, 0.35)
+        assert_that(out | beam.Map(lambda s: s.index), equal_to([0, 1, 2]))
+
+
+def _plan(encoder: str = "random:vjepa2-tiny", write_clips: bool = False) -> ClipPlan:
+    spec = resolve_encoder(encoder)
+    return ClipPlan(spec.frames_per_clip, 2, spec.geometry, write_clips)
+
+
+def test_anonymize_emits_encoder_sized_clips(folder, key, key_file, tmp_path):
+    rec = _recording(str(folder / "a.mp4"), key)
+    plan = _plan(write_clips=True)
+    fn = AnonymizeSegmentFn(AnonymizationConfig(), plan, key_file, str(tmp_path / "clips"), "cfg")
+    segments = plan_segments(rec, plan.span, 1.0)
+    with TestPipeline() as p:
+        out = p | beam.Create(segments) | AnonymizeSegments(fn)
+        shapes = out.clips | beam.Map(lambda c: (c.frames.shape, c.frame_count, c.faces_redacted > 0))
+        assert_that(shapes, equal_to([((8, 64, 64, 3), 5, True)]))
+        assert_that(out.files | beam.Map(lambda f: f["frames"]), equal_to([10]), label="files")
+        assert_that(out.deadletter, equal_to([]), label="no deadletters")
+    assert len(list((tmp_path / "clips").glob("*.mp4"))) == 1
+
+
+@pytest.mark.parametrize("fault", ["raise", "nan", "type"])
+def test_anonymize_fails_closed_when_detection_fails(folder, key, key_file, tmp_path, fault):
+    rec = _recording(str(folder / "a.mp4"), key)
+    plan = _plan(write_clips=True)
+    fn = AnonymizeSegmentFn(AnonymizationConfig(), plan, key_file, str(tmp_path / "clips"),
+                            "cfg", detector_factory=FaultyFactory(fault, at=6))
+    with TestPipeline() as p:
+        out = p | beam.Create(plan_segments(rec, plan.span, 1.0)) | AnonymizeSegments(fn)
+        assert_that(out.clips, equal_to([]))
+        assert_that(out.files, equal_to([]), label="no files")
+        assert_that(out.deadletter | beam.Map(lambda d: (d.stage, d.reason, d.segment_index)),
+                    equal_to([("anonymize", "detector_failed", 0)]), label="deadletter")
+    assert not list((tmp_path / "clips").glob("*")) if (tmp_path / "clips").exists() else True
+
+
+def _clip(i: int, frames: np.ndarray) -> Clip:
+    return Clip(clip_id=f"{i:032x}", recording_id="r" * 32, wearer_id=None, view="rgb",
+                segment_index=0, clip_index=i, start_s=float(i), end_s=float(i + 1),
+                frame_count=frames.shape[0], fps=10.0, frames=frames, faces_redacted=1,
+                qa_status="redacted_unverified")
+
+
+def test_embed_clips_with_a_saved_encoder(tiny_encoder):
+    spec = resolve_encoder(tiny_encoder)
+    rng = np.random.default_rng(0)
+    h, w = spec.geometry.output_hw
+    clips = [_clip(i, rng.integers(0, 255, (spec.frames_per_clip, h, w, 3), dtype=np.uint8))
+             for i in range(3)]
+    with TestPipeline() as p:
+        rows = p | beam.Create(clips) | EmbedClips(spec, max_batch_size=2)
+        assert_that(rows | beam.Map(lambda r: (r.clip_index, len(r.embedding),
+                                               r.encoder_pretrained)),
+                    equal_to([(i, spec.embedding_dim * 2, True) for i in range(3)]))
+
+
+def _row(i: int, dim: int = 4) -> LatentRow:
+    emb = np.arange(dim, dtype="<f2") + i
+    return LatentRow(clip_id=f"{i:032x}", recording_id="r" * 32, wearer_id=None, view="rgb",
+                     segment_index=i // 10, clip_index=i % 10, start_s=float(i),
+                     end_s=float(i) + 1, frame_count=8, fps=10.0, encoder_id="random:test",
+                     encoder_pretrained=False, embedding=emb.tobytes(), faces_redacted=0,
+                     qa_status="redacted_unverified")
+
+
+def test_shards_are_sized_sorted_and_published(tmp_path):
+    out, staging = str(tmp_path / "out"), str(tmp_path / "out" / ".staging" / "run")
+    with TestPipeline() as p:
+        rows = p | beam.Create([_row(i) for i in range(50)])
+        shards = rows | WriteLatentShards(staging, 4, {"run": "test"}, target_shard_bytes=2000)
+        empty = p | "NoFiles" >> beam.Create([])
+        empty_dl = p | "NoDL" >> beam.Create([])
+        empty_ev = p | "NoEvents" >> beam.Create([])
+        totals = (shards, empty, empty_dl, empty_ev) | Publish(out, staging, {"run_id": "t"})
+        assert_that(totals, is_not_empty())
+    manifest = json.loads(open(os.path.join(out, "manifest.json")).read())
+    shard_files = [f for f in manifest["files"] if f["kind"] == "latents"]
+    assert len(shard_files) >= 3
+    assert sum(f["rows"] for f in shard_files) == 50
+    assert os.path.exists(os.path.join(out, "_SUCCESS"))
+    assert not os.path.exists(staging)
+    seen = []
+    for f in shard_files:
+        table = pq.read_table(os.path.join(out, f["path"]))
+        keys = list(zip(table.column("segment_index").to_pylist(),
+                        table.column("clip_index").to_pylist()))
+        assert keys == sorted(keys)
+        emb = embedding_array(table.column("embedding"), 4)
+        seen += [int(e[0]) for e in emb]
+    assert sorted(seen) == list(range(50))
+
+
+def test_consent_registry_decisions():
+    registry = ConsentRegistry.parse(
+        "wearer_id,purpose,granted_at,withdrawn_at\n"
+        "a,world-model-training,2026-01-01T00:00:00Z,\n"
+        "b,world-model-training,2026-01-01T00:00:00Z,2026-02-01T00:00:00Z\n"
+        "c,advertising,2026-01-01T00:00:00Z,\n")
+    from datetime import datetime, timezone
+
+    now = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    assert registry.decide("a", "world-model-training", now=now) is None
+    assert registry.decide("b", "world-model-training", now=now) == "withdrawn"
+    assert registry.decide("c", "world-model-training", now=now) == "no_grant_for_purpose"
+    assert registry.decide(None, "world-model-training", now=now) == "no_wearer_id"
+    before = datetime(2025, 12, 1, tzinfo=timezone.utc)
+    assert registry.decide("a", "world-model-training", captured_at=before, now=now) \
+        == "not_valid_for_capture_time"
