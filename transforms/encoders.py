@@ -363,7 +363,9 @@ def _image_features(model, pixels):
 def _load_model(spec: EncoderSpec):
     import torch
     from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     if spec.random_config is not None:
         from transformers import VJEPA2Config, VJEPA2Model
 
