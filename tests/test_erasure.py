@@ -255,3 +255,38 @@ def test_erase_refuses_and_changes_nothing(published, key_file, tmp_path, mistak
         erase(str(out), ["alice"] if not recordings else [], recordings, key_arg)
     assert _snapshot(out) == before
     assert str(tmp_path) not in str(exc.value) and "walk.mp4" not in str(exc.value)
+
+
+def test_admission_honours_tombstones_before_decoding(tmp_path, key_file, key):
+    """An erased wearer is never opened; an erased recording is hashed, never probed."""
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from pipeline.samples import make_recording
+    from schemas.sidecar import RecordingRequest
+    from transforms.admit import AdmitRecordingFn, AdmitRecordings
+    from transforms.video_io import DecodeCaps
+
+    video = tmp_path / "kept.mp4"
+    make_recording(str(video), seconds=0.5, fps=10)
+    erased = tmp_path / "erased.mp4"
+    erased.write_bytes(os.urandom(4096))  # probing it would make an 'unreadable' dead letter
+    content = hashlib.sha256(erased.read_bytes()).hexdigest()
+    stones = Tombstones().adding(key.key_id, [
+        Tombstone("wearer", key.pseudonym("wearer", "alice"), "e", "t"),
+        Tombstone("recording", key.pseudonym("recording", content), "e", "t")])
+    requests = [RecordingRequest(str(tmp_path / "missing.mp4"), wearer_id="alice"),
+                RecordingRequest(str(erased), wearer_id="bob"),
+                RecordingRequest(str(video), wearer_id="bob")]
+    fn = AdmitRecordingFn(key_file, None, "world-model-training", DecodeCaps(),
+                          tombstones=stones)
+    with TestPipeline() as p:
+        out = p | beam.Create(requests) | AdmitRecordings(fn)
+        assert_that(out["recordings"] | beam.Map(lambda r: os.path.basename(r.uri)),
+                    equal_to(["kept.mp4"]))
+        assert_that(out["deadletter"], equal_to([]), label="no dead letters")
+        assert_that(out["audit"] | beam.Map(lambda e: (e.kind, e.counts["match"])),
+                    equal_to([("erasure_excluded", "wearer"), ("erasure_excluded", "recording")]),
+                    label="audit")
+    with pytest.raises(TombstoneError, match="key id"):
+        AdmitRecordingFn(key_file, None, "p", DecodeCaps(), tombstones=Tombstones().adding(
+            PseudonymKey(b"z" * 32).key_id, [Tombstone("wearer", "0" * 32, "e", "t")])).setup()
