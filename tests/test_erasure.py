@@ -290,3 +290,22 @@ def test_admission_honours_tombstones_before_decoding(tmp_path, key_file, key):
     with pytest.raises(TombstoneError, match="key id"):
         AdmitRecordingFn(key_file, None, "p", DecodeCaps(), tombstones=Tombstones().adding(
             PseudonymKey(b"z" * 32).key_id, [Tombstone("wearer", "0" * 32, "e", "t")])).setup()
+
+
+def test_publish_refuses_when_tombstones_changed_during_the_run(tmp_path, key):
+    """An erasure made while a run was going must not be undone by that run's publish."""
+    out = tmp_path / "out"
+    staging = str(out / ".staging" / "run")
+    started_with = Tombstones().fingerprint()
+    (out / "erasure").mkdir(parents=True)
+    (out / "erasure" / "tombstones.json").write_bytes(Tombstones().adding(key.key_id, [
+        Tombstone("wearer", key.pseudonym("wearer", "alice"), "e", "t")]).dumps())
+    with pytest.raises(Exception, match="erasure was made in this output while the run"):
+        with TestPipeline() as p:
+            shards = (p | "Rows" >> beam.Create([_row(key, 0, "alice")])
+                      | WriteLatentShards(staging, 4, {}))
+            empty = [p | f"Empty{i}" >> beam.Create([]) for i in range(3)]
+            (shards, *empty) | Publish(str(out), staging, {
+                "run_id": "t", "erasure": {"tombstones_sha256": started_with}})
+    assert not (out / "manifest.json").exists() and not (out / "_SUCCESS").exists()
+    assert not list((out / "latents").glob("*")) if (out / "latents").exists() else True
