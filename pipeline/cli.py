@@ -115,10 +115,10 @@ def _cmd_erase(args) -> int:
     summary = erase(args.dir, args.wearer or [], args.recording or [], args.key_file)
     log = logging.getLogger("egoveil")
     log.info("erasure %s: %d rows removed (%d shards rewritten, %d removed), %d clips and %d "
-             "unlisted clips deleted, %d dead letters removed, %d tombstones added; recorded "
+             "unlisted files deleted, %d dead letters removed, %d tombstones added; recorded "
              "in audit/events.jsonl", summary.erasure_id, summary.rows_removed,
              summary.shards_rewritten, summary.shards_removed, summary.clips_deleted,
-             summary.unlisted_clips_deleted, summary.deadletters_removed,
+             summary.unlisted_files_deleted, summary.deadletters_removed,
              summary.tombstones_added)
     return 0
 

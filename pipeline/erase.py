@@ -9,8 +9,8 @@ An erasure reaches every derived artifact of a published output (PRIVACY.md 12):
 3. the dead letters of the erased recordings are dropped, and an ``erasure``
    event is appended to the audit log (counts and an erasure id, no pseudonyms);
 4. ``manifest.json`` is swapped for one that lists the new files;
-5. only then are the old shards, the erased rows' clips and any clip file the
-   manifest does not list deleted.
+5. only then are the old shards, the erased rows' clips and any shard or clip
+   file the manifest does not list deleted.
 
 Readers trust only the manifest, so at every moment it names a complete,
 consistent set of files. The erasure checks the key against the one the output
@@ -75,7 +75,7 @@ class ErasureSummary:
     shards_rewritten: int = 0
     shards_removed: int = 0
     clips_deleted: int = 0
-    unlisted_clips_deleted: int = 0
+    unlisted_files_deleted: int = 0
     deadletters_removed: int = 0
     tombstones_added: int = 0
     recordings_found: set = field(default_factory=set)
@@ -84,7 +84,7 @@ class ErasureSummary:
         return {"erasure_id": self.erasure_id, "rows_removed": self.rows_removed,
                 "shards_rewritten": self.shards_rewritten,
                 "shards_removed": self.shards_removed, "clips_deleted": self.clips_deleted,
-                "unlisted_clips_deleted": self.unlisted_clips_deleted,
+                "unlisted_files_deleted": self.unlisted_files_deleted,
                 "deadletters_removed": self.deadletters_removed,
                 "recordings": len(self.recordings_found),
                 "tombstones_added": self.tombstones_added}
@@ -193,9 +193,119 @@ def _verified(output: str, entry: dict) -> bytes:
     return data
 
 
+@dataclass(slots=True)
+class _Plan:
+    """Everything an erasure will write and delete, worked out before anything changes."""
+
+    files: list = field(default_factory=list)        # the new manifest's file list
+    new_files: list = field(default_factory=list)    # (path, bytes): new shards, never replaced
+    replaced: list = field(default_factory=list)     # (path, bytes): small files replaced whole
+    old_shards: list = field(default_factory=list)
+    clip_files: list = field(default_factory=list)
+
+
+def _plan_shards(output: str, manifest: dict, request: ErasureRequest,
+                 summary: ErasureSummary) -> tuple[_Plan, set[str]]:
+    plan, erased_clips = _Plan(), set()
+    try:
+        for entry in manifest["files"]:
+            if entry["kind"] != "latents":
+                plan.files.append(entry)
+                continue
+            data = _verified(output, entry)
+            result = erase_rows(pq.read_table(pa.BufferReader(data)), request)
+            if not result.removed_rows:
+                plan.files.append(entry)
+                continue
+            summary.rows_removed += result.removed_rows
+            summary.recordings_found |= result.recordings
+            erased_clips.update(result.clip_ids)
+            plan.old_shards.append(confined(output, entry["path"]))
+            if result.kept.num_rows == 0:
+                summary.shards_removed += 1
+                continue
+            new = _rewritten_shard(data, result.kept)
+            digest = hashlib.sha256(new).hexdigest()
+            match = _SHARD_NAME.match(entry["path"])
+            rel = f"latents/part-{match.group(1) if match else '00000'}-{digest[:12]}.parquet"
+            plan.new_files.append((confined(output, rel), new))
+            plan.files.append({**entry, "path": rel, "sha256": digest, "bytes": len(new),
+                               "rows": result.kept.num_rows})
+            summary.shards_rewritten += 1
+    except ErasureError as exc:
+        raise UserError(f"{exc}; nothing was erased") from None
+    return plan, erased_clips
+
+
+def _plan_clips_and_dead_letters(output: str, plan: _Plan, erased_clips: set[str],
+                                 request: ErasureRequest, summary: ErasureSummary) -> None:
+    clip_paths = {f"clips/{c}.mp4" for c in erased_clips if re.fullmatch(r"[0-9a-f]{32}", c)}
+    plan.files = [f for f in plan.files if f["path"] not in clip_paths]
+    plan.clip_files = [confined(output, p) for p in sorted(clip_paths)
+                       if FileSystems.exists(confined(output, p))]
+    summary.clips_deleted = len(plan.clip_files)
+    erased_recordings = set(request.recordings) | summary.recordings_found
+    for index, entry in enumerate(plan.files):
+        if entry["kind"] != "deadletter":
+            continue
+        records = [json.loads(line) for line in
+                   _verified(output, entry).decode().splitlines() if line.strip()]
+        kept = [r for r in records
+                if not dead_letter_reached(r, erased_recordings, request.input_ids)]
+        if len(kept) == len(records):
+            continue
+        summary.deadletters_removed += len(records) - len(kept)
+        data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode()
+        plan.replaced.append((confined(output, entry["path"]), data))
+        plan.files[index] = {**entry, "sha256": hashlib.sha256(data).hexdigest(),
+                             "bytes": len(data), "rows": len(kept)}
+
+
+def _unlisted(output: str, listed: set[str]) -> list[str]:
+    """Shard and clip files the manifest does not list.
+
+    They are debris: of an earlier run (whose clips may be an erased wearer's), or
+    of an erasure killed between its manifest swap and its deletions (whose old
+    shards still hold the erased rows). Readers never see them; erasure removes them.
+    """
+    unlisted = []
+    for folder, pattern, name in (("latents", "part-*.parquet", _SHARD_NAME),
+                                  ("clips", "*.mp4", _CLIP_NAME)):
+        for meta in FileSystems.match([FileSystems.join(output, folder, pattern)])[0] \
+                .metadata_list:
+            rel = f"{folder}/" + meta.path.replace("\\", "/").rsplit("/", 1)[-1]
+            if name.match(rel) and rel not in listed:
+                unlisted.append(meta.path)
+    return unlisted
+
+
+class _Lock:
+    """One erasure at a time per local output: two at once could lose a tombstone."""
+
+    def __init__(self, output: str) -> None:
+        self._path = None if "://" in output else os.path.join(output, "erasure", ".lock")
+
+    def __enter__(self) -> _Lock:
+        if self._path is not None:
+            os.makedirs(os.path.dirname(self._path), exist_ok=True)
+            try:
+                os.close(os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            except FileExistsError:
+                raise UserError("another erasure of DIR is running (DIR/erasure/.lock exists); "
+                                "wait for it, or delete the lock if it was killed") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._path is not None:
+            os.unlink(self._path)
+
+
 def erase(output_dir: str, wearers: list[str], recordings: list[str],
           key_file: str | None) -> ErasureSummary:
     """Erase wearers and recordings from a published output.
+
+    Running it again after it was interrupted finishes the job: the tombstones and
+    the new shards are idempotent, and debris the manifest does not list is removed.
 
     Raises:
         UserError: nothing to erase, a wrong key, an output that is not published, in
@@ -204,104 +314,42 @@ def erase(output_dir: str, wearers: list[str], recordings: list[str],
     output = normalize_uri(output_dir)
     manifest = _manifest(output)
     key = _load_key(key_file, output)
-    try:
-        tombstones = read_tombstones(output)
-        tombstones.check_key(key.key_id)
-    except TombstoneError as exc:
-        raise UserError(str(exc)) from None
-    _check_no_run_in_progress(output)
     request = _request(key, wearers, recordings)
-    summary = ErasureSummary(erasure_id=secrets.token_hex(8))
-    erased_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    with _Lock(output):
+        try:
+            tombstones = read_tombstones(output)
+            tombstones.check_key(key.key_id)
+        except TombstoneError as exc:
+            raise UserError(str(exc)) from None
+        _check_no_run_in_progress(output)
+        summary = ErasureSummary(erasure_id=secrets.token_hex(8))
+        plan, erased_clips = _plan_shards(output, manifest, request, summary)
+        _plan_clips_and_dead_letters(output, plan, erased_clips, request, summary)
+        unlisted = _unlisted(output, {f["path"] for f in plan.files}
+                             | {f["path"] for f in manifest["files"]})
+        summary.unlisted_files_deleted = len(unlisted)
+        new_tombstones = tombstones.adding(key.key_id, tombstones_for(
+            request, summary.recordings_found, summary.erasure_id,
+            datetime.now(timezone.utc).isoformat(timespec="seconds")))
+        summary.tombstones_added = len(new_tombstones) - len(tombstones)
 
-    files, new_files, old_paths, erased_clips = [], [], [], set()
-    try:
-        for entry in manifest["files"]:
-            if entry["kind"] != "latents":
-                files.append(entry)
-                continue
-            data = _verified(output, entry)
-            result = erase_rows(pq.read_table(pa.BufferReader(data)), request)
-            if not result.removed_rows:
-                files.append(entry)
-                continue
-            summary.rows_removed += result.removed_rows
-            summary.recordings_found |= result.recordings
-            erased_clips.update(result.clip_ids)
-            old_paths.append(confined(output, entry["path"]))
-            if result.kept.num_rows == 0:
-                summary.shards_removed += 1
-                continue
-            new = _rewritten_shard(data, result.kept)
-            digest = hashlib.sha256(new).hexdigest()
-            match = _SHARD_NAME.match(entry["path"])
-            number = match.group(1) if match else "00000"
-            rel = f"latents/part-{number}-{digest[:12]}.parquet"
-            new_files.append((confined(output, rel), new))
-            files.append({**entry, "path": rel, "sha256": digest, "bytes": len(new),
-                          "rows": result.kept.num_rows})
-            summary.shards_rewritten += 1
-    except ErasureError as exc:
-        raise UserError(f"{exc}; nothing was erased") from None
+        # New files first; the old ones stay listed and readable until the manifest swap.
+        for path, data in plan.new_files:
+            write_new(path, data)
+        write_atomically(tombstone_uri(output), new_tombstones.dumps())
+        for path, data in plan.replaced:
+            write_atomically(path, data)
+        events_entry = append_events(output, [AuditEvent(kind="erasure",
+                                                         counts=summary.counts())])
+        files = [events_entry if f["path"] == events_entry["path"] else f for f in plan.files]
+        shards = [f for f in files if f["kind"] == "latents"]
+        totals = dict(manifest.get("totals", {}), latent_rows=sum(f["rows"] for f in shards),
+                      shards=len(shards), clips=sum(f["kind"] == "clip" for f in files),
+                      deadletters=sum(f["rows"] or 0 for f in files
+                                      if f["kind"] == "deadletter"))
+        write_atomically(FileSystems.join(output, MANIFEST), json.dumps(
+            dict(manifest, files=files, totals=totals), indent=2, sort_keys=True).encode())
 
-    clip_paths = {f"clips/{c}.mp4" for c in erased_clips if re.fullmatch(r"[0-9a-f]{32}", c)}
-    files = [f for f in files if f["path"] not in clip_paths]
-    clip_files = [confined(output, p) for p in sorted(clip_paths)
-                  if FileSystems.exists(confined(output, p))]
-    summary.clips_deleted = len(clip_files)
-
-    erased_recordings = set(request.recordings) | summary.recordings_found
-    for index, entry in enumerate(files):
-        if entry["kind"] == "deadletter":
-            records = [json.loads(line) for line in
-                       _verified(output, entry).decode().splitlines() if line.strip()]
-            kept = [r for r in records
-                    if not dead_letter_reached(r, erased_recordings, request.input_ids)]
-            summary.deadletters_removed += len(records) - len(kept)
-            if len(kept) != len(records):
-                data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode()
-                write_atomically(confined(output, entry["path"]), data)
-                files[index] = {**entry, "sha256": hashlib.sha256(data).hexdigest(),
-                                "bytes": len(data), "rows": len(kept)}
-
-    # New files first; the old ones stay listed and readable until the manifest swap.
-    for path, data in new_files:
-        write_new(path, data)
-    new_tombstones = tombstones.adding(key.key_id, tombstones_for(
-        request, summary.recordings_found, summary.erasure_id, erased_at))
-    summary.tombstones_added = len(new_tombstones) - len(tombstones)
-    write_atomically(tombstone_uri(output), new_tombstones.dumps())
-
-    listed_clips = {f["path"] for f in files if f["kind"] == "clip"}
-    unlisted = _unlisted_clips(output, listed_clips | clip_paths)
-    summary.unlisted_clips_deleted = len(unlisted)
-    event = AuditEvent(kind="erasure", counts=summary.counts())
-    events_entry = append_events(output, [event])
-    files = [events_entry if f["path"] == events_entry["path"] else f for f in files]
-
-    shards = [f for f in files if f["kind"] == "latents"]
-    totals = dict(manifest.get("totals", {}), latent_rows=sum(f["rows"] for f in shards),
-                  shards=len(shards), clips=sum(f["kind"] == "clip" for f in files),
-                  deadletters=sum(f["rows"] or 0 for f in files if f["kind"] == "deadletter"))
-    new_manifest = dict(manifest, files=files, totals=totals,
-                        erasure={"tombstones": len(new_tombstones),
-                                 "last_erasure_id": summary.erasure_id})
-    write_atomically(FileSystems.join(output, MANIFEST),
-                     json.dumps(new_manifest, indent=2, sort_keys=True).encode())
-
-    # Only now, with the manifest no longer naming them, the old files go.
-    delete_if_present(old_paths)
-    delete_if_present(clip_files + unlisted)
+        # Only now, with the manifest no longer naming them, the old files go.
+        delete_if_present(plan.old_shards + plan.clip_files + unlisted)
     return summary
-
-
-def _unlisted_clips(output: str, listed: set[str]) -> list[str]:
-    """Clip files the manifest does not list: debris of earlier runs, possibly of the erased."""
-    pattern = FileSystems.join(output, "clips", "*.mp4")
-    found = FileSystems.match([pattern])[0].metadata_list
-    unlisted = []
-    for meta in found:
-        rel = "clips/" + meta.path.replace("\\", "/").rsplit("/", 1)[-1]
-        if _CLIP_NAME.match(rel) and rel not in listed:
-            unlisted.append(meta.path)
-    return unlisted

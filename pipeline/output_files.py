@@ -40,8 +40,14 @@ def read_bytes(path: str) -> bytes:
 
 
 def write_new(path: str, data: bytes) -> None:
-    """Write a file that must not exist yet (new shards are never written over old ones)."""
+    """Write a file named after its content; one already there must hold the same bytes.
+
+    New shards are never written over anything else: a file of that name is either
+    the same shard from an interrupted erasure, or a collision, which is refused.
+    """
     if FileSystems.exists(path):
+        if read_bytes(path) == data:
+            return
         raise FileExistsError("refusing to overwrite an existing output file")
     with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         handle.write(data)

@@ -185,7 +185,7 @@ def test_erase_a_wearer_rewrites_shards_deletes_clips_and_leaves_a_tombstone(
                                                          "schema_version": "1.0"}
         assert meta.row_group(0).column(0).compression == "ZSTD"
     assert not any((out / "clips" / f"{c}.mp4").exists() for c in alice_clips)
-    assert not stray.exists() and summary.unlisted_clips_deleted == 1
+    assert not stray.exists() and summary.unlisted_files_deleted == 1
     assert summary.deadletters_removed == 1
     deadletters = (out / "deadletter" / "deadletters.jsonl").read_text().splitlines()
     assert [json.loads(d)["reason"] for d in deadletters] == ["unreadable"]
@@ -219,6 +219,22 @@ def test_erase_a_recording_by_file_or_by_pseudonym(published, key_file, key, tmp
     stones = Tombstones.parse((published / "erasure" / "tombstones.json").read_bytes())
     assert stones.recordings == {carol_recording, bob_recording}
     _manifest_is_consistent(published)
+
+
+def test_an_interrupted_erasure_is_finished_by_running_it_again(published, key_file, key):
+    """Killed after the manifest swap, before deleting: the old shards still hold the rows."""
+    out = published
+    old = {p.name: p.read_bytes() for p in (out / "latents").glob("*.parquet")}
+    erase(str(out), ["alice"], [], key_file)
+    for name, data in old.items():  # put the old shards back, as a kill would have left them
+        (out / "latents" / name).write_bytes(data)
+    again = erase(str(out), ["alice"], [], key_file)
+    assert again.unlisted_files_deleted == len(old) and again.rows_removed == 0
+    assert not any((out / "latents" / name).exists() for name in old)
+    _manifest_is_consistent(out)
+    (out / "erasure" / ".lock").write_bytes(b"")
+    with pytest.raises(UserError, match="another erasure"):
+        erase(str(out), ["bob"], [], key_file)
 
 
 @pytest.mark.parametrize("mistake, message", [
