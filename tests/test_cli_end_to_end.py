@@ -132,6 +132,11 @@ def test_redact_image(tmp_path):
       "--encoder", "random:vjepa2-tiny", "--mask-scale", "1.0"], "mask_scale must be"),
     (["run", "--input", "{video}", "--output", "{tmp}/o", "--key-file", "{key}",
       "--encoder", "random:vjepa2-tiny", "--detector", "yunet"], "yunet needs the model file"),
+    (["run", "--input", "{video}", "--output", "{tmp}/o", "--key-file", "{key}",
+      "--encoder", "random:vjepa2-tiny", "--location-geohash", "7"], "between 1 and 5"),
+    (["erase", "{tmp}", "--key-file", "{key}"], "name what to erase"),
+    (["erase", "{tmp}", "--wearer", "alice", "--key-file", "{key}"],
+     "not a published egoveil output"),
     (["redact", "/nonexistent.mp4", "{tmp}/x.mp4"], "INPUT does not exist"),
     (["redact", "{video}", "{tmp}/x.gif"], "a video must be written as"),
 ])

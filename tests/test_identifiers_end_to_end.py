@@ -307,3 +307,46 @@ def test_redact_writes_pixels_only(inputs, tmp_path, source, extension, via_cli)
     assert ffprobe_findings(str(dest)) == []
     assert exiftool_findings(str(dest)) == []
     assert _leaks(out_dir, console) == []
+
+
+def test_redact_drops_xmp_that_exiftool_wrote(inputs, tmp_path):
+    """XMP (uuid box) written by exiftool into the input does not reach the output."""
+    if shutil.which("exiftool") is None:
+        pytest.skip("exiftool not installed (Debian package libimage-exiftool-perl)")
+    source = tmp_path / "with-xmp.mp4"
+    shutil.copy(inputs["paths"]["carol"], source)
+    marks = [b"Alice Example XMP", b"alice-xmp@example.org"]
+    subprocess.run(["exiftool", "-q", "-overwrite_original",
+                    f"-XMP-dc:Creator={marks[0].decode()}", f"-XMP-dc:Rights={marks[1].decode()}",
+                    "-XMP-exif:GPSLatitude=48.8584", "-XMP-exif:GPSLongitude=2.2945",
+                    str(source)], check=True)
+    assert raw_strings_in(source.read_bytes(), marks) == marks
+    out_dir = tmp_path / "redacted"
+    out_dir.mkdir()
+    redact_file(str(source), str(out_dir / "clip.mp4"))
+    assert exiftool_findings(str(out_dir / "clip.mp4")) == []
+    assert _leaks(out_dir, "", marks) == []
+
+
+def test_redact_image_drops_exif(tmp_path):
+    """EXIF GPS, make, model, serial and dates of a photo do not reach the redacted image."""
+    from PIL import Image
+    from skimage import data
+
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110], exif[0x0131] = "EgoGlassesCo", "EG-1 Prototype", "EgoCam 1.2"
+    exif[0x0132] = "2026:05:01 10:00:00"
+    exif[0xA431] = "EG1-SN-0042-7731"  # BodySerialNumber
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 30.24), 3: "E", 4: (2.0, 17.0, 40.2)}
+    source = tmp_path / "photo.jpg"
+    Image.fromarray(data.astronaut()).save(source, exif=exif)
+    marks = [b"EgoGlassesCo", b"EG-1 Prototype", b"EgoCam 1.2", b"2026:05:01 10:00:00",
+             b"EG1-SN-0042-7731"]
+    assert raw_strings_in(source.read_bytes(), marks) == marks
+    out_dir = tmp_path / "redacted"
+    out_dir.mkdir()
+    for extension in (".jpg", ".png"):
+        redact_file(str(source), str(out_dir / f"photo{extension}"))
+        with Image.open(out_dir / f"photo{extension}") as image:
+            assert not image.getexif() and not image.info.get("xmp")
+    assert _leaks(out_dir, "", marks) == []
