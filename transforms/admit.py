@@ -2,9 +2,9 @@
 
 A recording whose wearer has not consented to the run's purpose, or whose wearer
 was erased from the output, is counted and never opened; one whose content was
-erased is hashed (to know it) and never probed or decoded. An admitted recording leaves this stage with keyed pseudonyms in
-place of its raw identifiers; only its ``uri`` (needed to decode) stays raw, and
-no stage writes it out. The same content delivered twice is processed once.
+erased is hashed (to know it) and never probed or decoded. An admitted recording
+leaves this stage with keyed pseudonyms in place of its raw identifiers; only
+its ``uri`` (needed to decode) stays raw, and no stage writes it out. The same content delivered twice is processed once.
 
 Metrics (namespace ``egoveil``): ``recordings_admitted``, ``recordings_rejected``,
 ``recordings_without_consent``, ``recordings_erased``, ``recordings_duplicate``.
