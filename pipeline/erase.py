@@ -119,12 +119,19 @@ def _check_no_run_in_progress(output: str) -> None:
                         "killed, then erase again")
 
 
+def _exists(uri: str) -> bool:
+    try:
+        return FileSystems.exists(uri)
+    except Exception:  # noqa: BLE001 - unknown scheme or missing extra: not a readable file
+        return False
+
+
 def _request(key: PseudonymKey, wearers: list[str], recordings: list[str]) -> ErasureRequest:
     wearer_ids = {key.pseudonym("wearer", w) for w in wearers}
     recording_ids, input_ids = set(), set()
     for number, value in enumerate(recordings, start=1):
         uri = normalize_uri(value)
-        if FileSystems.exists(uri):
+        if _exists(uri):
             try:
                 sha, _ = content_sha256(uri, _NO_SIZE_CAP)
             except MediaError as exc:

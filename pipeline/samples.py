@@ -200,8 +200,7 @@ class _SideTracks:
         video.metadata["timecode"] = SAMPLE_TIMECODE  # the MOV muxer adds a tmcd track
         self.subtitle = container.add_mux_stream("mov_text", time_base=Fraction(1, 1000))
         self.telemetry = (container.add_mux_stream("bin_data", time_base=Fraction(1, 1000))
-                          if container.format.name.startswith("mp4")
-                          or container.name.endswith(".mp4") else None)
+                          if container.format.name == "mp4" else None)
         half = self.duration_ms // 2
         container.set_chapters([
             {"id": n + 1, "start": n * half, "end": (n + 1) * half,

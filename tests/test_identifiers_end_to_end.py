@@ -196,6 +196,8 @@ def test_recordings_without_consent_are_counted_and_never_opened(first_run):
     # dave's file is random bytes: opening it would have made an 'unreadable' dead letter.
     totals = json.loads((out / "manifest.json").read_text())["totals"]
     assert totals["recordings_without_consent"] == 1
+    record = json.loads((out / "audit" / "record.json").read_text())
+    assert record["totals"]["recordings_without_consent"] == 1
     events = [json.loads(line) for line in
               (out / "audit" / "events.jsonl").read_text().splitlines()]
     assert [e["counts"] for e in events if e["kind"] == "consent_excluded"] == \
