@@ -40,6 +40,8 @@ setup(
     extras_require={
         "test": ["pytest>=8", "ruff>=0.6"],
         "aria": ["projectaria-tools>=1.5"],
+        # CenterFace through onnxruntime on the GPU (detector backend=onnxruntime).
+        "gpu": ["onnxruntime-gpu>=1.18", "onnx>=1.16"],
         "gcp": ["apache-beam[gcp]"],
         "aws": ["apache-beam[aws]"],
     },
