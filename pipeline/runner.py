@@ -27,18 +27,22 @@ from apache_beam.options.pipeline_options import (
     WorkerOptions,
 )
 
-from pipeline.errors import UserError
+from pipeline.errors import RunFailed, UserError
 from pipeline.graph import GraphConfig, build_graph
 from pipeline.options import EgoveilOptions, unknown_arguments
 from pipeline.progress import ProgressMonitor
 from pipeline.worker_deps import dlib_standin_wheel
+from privacy.audit_log import AuditLog, AuditLogBroken
+from privacy.audit_record import scrub_paths
 from privacy.config import AnonymizationConfig
 from privacy.consent import ConsentFileError, ConsentRegistry
 from privacy.pseudonyms import PseudonymKey, PseudonymKeyError
 from privacy.redaction import RedactionConfig
 from transforms.discover import InputPattern, normalize_uri
 from transforms.encoders import EncoderUnavailable, resolve_encoder
+from transforms.output_store import FileSystemsStore
 from transforms.publish import DEADLETTER_FILE, EVENTS_FILE, MANIFEST
+from transforms.run_audit import CONTRACT_FAILED_JSON
 from transforms.video_io import DecodeCaps
 
 log = logging.getLogger("egoveil")
@@ -59,6 +63,7 @@ class RunSummary:
     frames: int = 0
     faces_detected: int = 0
     segments: int = 0
+    audit_head: str = ""
 
     @property
     def frames_per_second(self) -> float:
@@ -182,6 +187,11 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
         raise UserError(str(exc)) from None
 
     output = _prepare_output(opts.output)
+    try:
+        AuditLog.load(FileSystemsStore(output))
+    except AuditLogBroken as exc:
+        raise UserError(f"--output holds an audit log that does not verify ({exc}); a run never "
+                        "appends to a broken log: restore it or use a new --output") from None
     run_id = uuid.uuid4().hex[:16]
     caps = DecodeCaps(max_pixels=opts.max_pixels, max_duration_s=opts.max_duration_s,
                       max_bytes=int(opts.max_input_gb * 1024**3))
@@ -214,11 +224,13 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
         "key_id": key.key_id,
         "config_sha256": config_sha,
         "inputs": {"patterns": len(patterns), "manifest": bool(opts.manifest)},
-        "anonymization": anonymization.describe(),
-        "detector": detector_info,
+        "anonymization": scrub_paths(anonymization.describe()),
+        "detector": scrub_paths(detector_info),
         "encoder": encoder.describe(),
         "clips": {"frames_per_clip": encoder.frames_per_clip, "frame_stride": opts.frame_stride,
                   "segment_seconds": opts.segment_seconds, "write_clips": opts.clips},
+        "caps": {"max_pixels": caps.max_pixels, "max_duration_s": caps.max_duration_s,
+                 "max_bytes": caps.max_bytes},
         "runner": runner or "DirectRunner",
         "versions": _library_versions(),
     }
@@ -242,7 +254,9 @@ def summarize(output: str, wall_s: float) -> RunSummary:
     """Read a published run back: totals, dead letters by reason, consent exclusions."""
     summary = RunSummary(output=output, wall_s=wall_s)
     with FileSystems.open(FileSystems.join(output, MANIFEST)) as handle:
-        summary.totals = json.load(handle)["totals"]
+        manifest = json.load(handle)
+    summary.totals = manifest["totals"]
+    summary.audit_head = manifest.get("audit", {}).get("head", "")
     with FileSystems.open(FileSystems.join(output, DEADLETTER_FILE)) as handle:
         for line in handle.read().decode().splitlines():
             reason = json.loads(line)["reason"]
@@ -250,6 +264,8 @@ def summarize(output: str, wall_s: float) -> RunSummary:
     with FileSystems.open(FileSystems.join(output, EVENTS_FILE)) as handle:
         for line in handle.read().decode().splitlines():
             event = json.loads(line)
+            if event.get("op_id") != manifest["run_id"]:
+                continue  # the log holds every earlier operation on this folder too
             if event["kind"] == "consent_excluded":
                 summary.consent_excluded += 1
             elif event["kind"] == "segment_anonymized":
@@ -278,4 +294,20 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     else:
         result = pipeline.run()
         result.wait_until_finish()
+    _raise_if_contract_failed(graph.staging)
     return summarize(graph.output, time.perf_counter() - started)
+
+
+def _raise_if_contract_failed(staging: str) -> None:
+    results = FileSystems.join(staging, CONTRACT_FAILED_JSON)
+    if not FileSystems.exists(results):
+        return
+    with FileSystems.open(results) as handle:
+        doc = json.load(handle)
+    from privacy.data_contract import describe_expectation
+
+    first = next((f"{r['name']} ({r['suite']}): {describe_expectation(e)}"
+                  for r in doc["results"] for e in r["expectations"] if not e["success"]), "")
+    raise RunFailed(f"the data contract failed ({doc['failed']} of {doc['expectations']} "
+                    f"expectations; first: {first}); nothing was published. Results and the "
+                    f"staged shards are in .staging/{staging.rstrip('/').rsplit('/', 1)[-1]}/")
