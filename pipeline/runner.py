@@ -294,20 +294,23 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     else:
         result = pipeline.run()
         result.wait_until_finish()
-    _raise_if_contract_failed(graph.staging)
+    failure = contract_failure(graph.staging)
+    if failure:
+        raise RunFailed(failure)
     return summarize(graph.output, time.perf_counter() - started)
 
 
-def _raise_if_contract_failed(staging: str) -> None:
+def contract_failure(staging: str) -> str | None:
+    """One line saying why a run's data contract failed, or None when it did not fail."""
     results = FileSystems.join(staging, CONTRACT_FAILED_JSON)
     if not FileSystems.exists(results):
-        return
+        return None
     with FileSystems.open(results) as handle:
         doc = json.load(handle)
     from privacy.data_contract import describe_expectation
 
     first = next((f"{r['name']} ({r['suite']}): {describe_expectation(e)}"
                   for r in doc["results"] for e in r["expectations"] if not e["success"]), "")
-    raise RunFailed(f"the data contract failed ({doc['failed']} of {doc['expectations']} "
-                    f"expectations; first: {first}); nothing was published. Results and the "
-                    f"staged shards are in .staging/{staging.rstrip('/').rsplit('/', 1)[-1]}/")
+    return (f"the data contract failed ({doc['failed']} of {doc['expectations']} "
+            f"expectations; first: {first}); nothing was published. Results and the staged "
+            f"shards are in .staging/{staging.rstrip('/').rsplit('/', 1)[-1]}/")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import apache_beam as beam
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to, is_not_empty
 
+from pipeline.runner import contract_failure
 from pipeline.samples import make_recording
 from privacy.config import AnonymizationConfig
 from privacy.consent import ConsentRegistry
@@ -228,6 +230,14 @@ def test_a_shard_that_breaks_the_contract_is_not_published(tmp_path):
     assert failed == [("latents_embeddings", "nonfinite")]
     assert os.path.exists(os.path.join(staging, "validation.html"))
     assert [n for n in os.listdir(staging) if n.endswith(".parquet")]
+    message = contract_failure(staging)
+    assert "\n" not in message and "the data contract failed (1 of" in message
+    assert re.search(r"first: latents/part-0000\d.parquet \(latents_embeddings\): "
+                     r"expect_column_values_to_be_in_set\(nonfinite\): 1 of \d+ values "
+                     r"unexpected\); nothing", message), message
+    assert message.endswith("nothing was published. Results and the staged shards are in "
+                            ".staging/run/")
+    assert contract_failure(str(tmp_path)) is None
 
 
 def test_consent_registry_decisions():
