@@ -45,6 +45,9 @@ def _print_summary(summary) -> None:
     log.info("%d latent rows in %d shards, %d clips; manifest.json and _SUCCESS written",
              t.get("latent_rows", 0), t.get("shards", 0), t.get("clips", 0))
     log.info("wall %.1f s, %.1f frames/s", summary.wall_s, summary.frames_per_second)
+    if summary.contract.get("success"):
+        log.info("data contract passed: %d expectations on %d tables (audit/validation.html)",
+                 summary.contract["expectations"], summary.contract["batches"])
     if summary.audit_head:
         log.info("audit log head %s: keep it outside the folder; `egoveil audit verify DIR "
                  "--expect-head HEAD` detects a rewritten log", summary.audit_head)

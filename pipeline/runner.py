@@ -38,6 +38,7 @@ from privacy.config import AnonymizationConfig
 from privacy.consent import ConsentFileError, ConsentRegistry
 from privacy.pseudonyms import PseudonymKey, PseudonymKeyError
 from privacy.redaction import RedactionConfig
+from schemas.audit import VALIDATION_JSON
 from transforms.discover import InputPattern, normalize_uri
 from transforms.encoders import EncoderUnavailable, resolve_encoder
 from transforms.output_store import FileSystemsStore
@@ -64,6 +65,7 @@ class RunSummary:
     faces_detected: int = 0
     segments: int = 0
     audit_head: str = ""
+    contract: dict = field(default_factory=dict)
 
     @property
     def frames_per_second(self) -> float:
@@ -257,6 +259,10 @@ def summarize(output: str, wall_s: float) -> RunSummary:
         manifest = json.load(handle)
     summary.totals = manifest["totals"]
     summary.audit_head = manifest.get("audit", {}).get("head", "")
+    if FileSystems.exists(FileSystems.join(output, VALIDATION_JSON)):
+        with FileSystems.open(FileSystems.join(output, VALIDATION_JSON)) as handle:
+            summary.contract = {k: v for k, v in json.load(handle).items()
+                                if k in ("success", "expectations", "batches")}
     with FileSystems.open(FileSystems.join(output, DEADLETTER_FILE)) as handle:
         for line in handle.read().decode().splitlines():
             reason = json.loads(line)["reason"]
