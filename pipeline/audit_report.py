@@ -203,8 +203,9 @@ def render_text(report: AuditReport) -> str:
         + (f" ({o.faces_per_minute:.1f} per minute)" if o.faces_per_minute is not None else ""),
         "dead letters: " + (", ".join(f"{k} {n}" for k, n in sorted(o.deadletters.items()))
                             or "none"),
-        "verification: " + (", ".join(f"{k} {n}" for k, n in sorted(
-            (report.qa_status + o.verification).items())) or "none"),
+        "verification: rows " + (", ".join(f"{k} {n}" for k, n in sorted(
+            report.qa_status.items())) or "none") + "; checks " + (", ".join(
+                f"{k} {n}" for k, n in sorted(o.verification.items())) or "none recorded"),
         f"erasures: {len(report.erasures)}",
     ]
     return "\n".join(lines)

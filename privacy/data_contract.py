@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from privacy.audit_chain import canonical_json
 from schemas import contracts
-from schemas.audit import LOG_FIELDS
+from schemas.audit import DEADLETTER_FILE, EVENTS_FILE, LOG_FIELDS, RECORD_FILE
 from schemas.latents import EMBEDDING_DTYPE, latent_schema, shard_metadata
 
 RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 0,
@@ -256,8 +256,6 @@ class DataContract:
                                                    self.embedding_dim, itemsize),
                 embeddings_frame(table, declared)))
             del table
-        from schemas.audit import DEADLETTER_FILE, EVENTS_FILE, RECORD_FILE
-
         batches.append(runner.run(EVENTS_FILE, "audit_events",
                                   contracts.audit_events_suite("audit_events"),
                                   events_frame(log_entries)))

@@ -388,9 +388,13 @@ def test_report_in_headless_chromium(published, tmp_path, cli):
         })""")
         shot = tmp_path / "report.png"
         page.screenshot(path=str(shot), full_page=True)
+        contract_page = (published.out / "audit" / "validation.html").as_uri()
+        page.goto(contract_page, wait_until="load")
+        contract_title = page.title()
         browser.close()
 
-    assert requests == [report.as_uri()], requests  # nothing fetched: no network, no CDN
+    assert requests == [report.as_uri(), contract_page], requests  # no network, no CDN
+    assert contract_title == "egoveil data contract: passed"
     assert errors == []
     assert state["status"] == "verified" and state["contract"] == "passed"
     for heading in ("Faces redacted per minute of video", "Verification outcomes",
