@@ -43,6 +43,8 @@ setup(
         # protocol client; no browser is downloaded (.ci/run installs Chromium).
         "test": ["pytest>=8", "ruff>=0.6", "playwright>=1.45"],
         "aria": ["projectaria-tools>=1.5"],
+        # CenterFace through onnxruntime on the GPU (detector backend=onnxruntime).
+        "gpu": ["onnxruntime-gpu>=1.18", "onnx>=1.16"],
         "gcp": ["apache-beam[gcp]"],
         "aws": ["apache-beam[aws]"],
     },

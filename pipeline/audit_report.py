@@ -54,7 +54,6 @@ class AuditReport:
     validation: dict | None
     thumbnails: list[Thumbnail]
     clips_published: int
-    verification_deadletters: int
 
     @property
     def run_id(self) -> str:
@@ -120,9 +119,7 @@ def build_report(store: OutputStore, *, thumbnails: int = 12) -> AuditReport:
         qa_status=qa, validation=_read_json(store, VALIDATION_JSON),
         thumbnails=redacted_thumbnails(store, manifest, faces, limit=thumbnails)
         if thumbnails else [],
-        clips_published=sum(1 for f in manifest.get("files", []) if f.get("kind") == "clip"),
-        verification_deadletters=sum(1 for d in deadletters
-                                     if d.get("reason") == "verification_failed"))
+        clips_published=sum(1 for f in manifest.get("files", []) if f.get("kind") == "clip"))
 
 
 def _flat(value: object, prefix: str = "") -> list[tuple[str, str]]:
@@ -146,19 +143,19 @@ def _charts(report: AuditReport) -> dict[str, str]:
     per_minute = [(r.recording_id[:12], r.faces_per_minute)
                   for r in sorted(o.recordings.values(), key=lambda r: r.recording_id)
                   if r.faces_per_minute is not None]
-    verification = [(f"rows {status}", n) for status, n in sorted(report.qa_status.items())]
-    verification += [(f"verification {k}", n) for k, n in sorted(o.verification.items())]
-    if report.verification_deadletters:
-        verification.append(("dead letter verification_failed",
-                             report.verification_deadletters))
+    labels = {"verified": "verified", "reredacted_verified": "verified after re-redaction",
+              "quarantined": "quarantined (dead letter)", "redacted_unverified": "not verified",
+              "first_pass_failed": "first pass failed"}
+    verification = [(labels.get(k, k), o.verification[k]) for k in labels if o.verification[k]]
+    verification += [(k, n) for k, n in sorted(o.verification.items()) if k not in labels]
     consent = [("consented", o.consent_passed, svg_charts.PALETTE[1])]
     consent += [(f"excluded: {reason}", n, svg_charts.PALETTE[3 + i % 3])
                 for i, (reason, n) in enumerate(sorted(o.consent_excluded.items()))]
     return {
         "faces_per_minute": svg_charts.bar_chart(
             per_minute, title="Face detections redacted per minute of video", digits=1),
-        "verification": svg_charts.bar_chart(verification, title="Verification outcomes",
-                                             color=svg_charts.PALETTE[1]),
+        "verification": svg_charts.bar_chart(
+            verification, title="Verification outcomes, segments", color=svg_charts.PALETTE[1]),
         "deadletters": svg_charts.bar_chart(sorted(o.deadletters.items()),
                                             title="Dead letters by reason",
                                             color=svg_charts.PALETTE[3]),
@@ -173,6 +170,7 @@ def render_html(report: AuditReport) -> str:
     record = report.record
     models = {
         "Face detector": record.get("detector") or {},
+        "Verification": record.get("verification") or {},
         "Encoder": record.get("encoder") or {},
         "Anonymization": record.get("anonymization") or {},
         "Clips and segments": record.get("clips") or {},
@@ -203,9 +201,9 @@ def render_text(report: AuditReport) -> str:
         + (f" ({o.faces_per_minute:.1f} per minute)" if o.faces_per_minute is not None else ""),
         "dead letters: " + (", ".join(f"{k} {n}" for k, n in sorted(o.deadletters.items()))
                             or "none"),
-        "verification: rows " + (", ".join(f"{k} {n}" for k, n in sorted(
-            report.qa_status.items())) or "none") + "; checks " + (", ".join(
-                f"{k} {n}" for k, n in sorted(o.verification.items())) or "none recorded"),
+        "verification: segments " + (", ".join(f"{k} {n}" for k, n in sorted(
+            o.verification.items())) or "none") + "; rows " + (", ".join(
+                f"{k} {n}" for k, n in sorted(report.qa_status.items())) or "none"),
         f"erasures: {len(report.erasures)}",
     ]
     return "\n".join(lines)

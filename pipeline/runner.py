@@ -33,11 +33,12 @@ from pipeline.options import EgoveilOptions, unknown_arguments
 from pipeline.progress import ProgressMonitor
 from pipeline.worker_deps import dlib_standin_wheel
 from privacy.audit_log import AuditLog, AuditLogBroken
-from privacy.audit_record import scrub_paths
+from privacy.audit_record import describe_verification, scrub_paths
 from privacy.config import AnonymizationConfig
 from privacy.consent import ConsentFileError, ConsentRegistry
 from privacy.pseudonyms import PseudonymKey, PseudonymKeyError
 from privacy.redaction import RedactionConfig
+from privacy.verification import VerificationConfig
 from schemas.audit import VALIDATION_JSON
 from transforms.discover import InputPattern, normalize_uri
 from transforms.encoders import EncoderUnavailable, resolve_encoder
@@ -121,7 +122,8 @@ def _anonymization(opts: EgoveilOptions) -> AnonymizationConfig:
         return AnonymizationConfig(
             detector=opts.detector,
             redaction=RedactionConfig(mode=opts.redaction, mask_scale=opts.mask_scale),
-            temporal_window=opts.temporal_window)
+            temporal_window=opts.temporal_window,
+            verification=VerificationConfig(verifier=opts.verifier))
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
@@ -184,6 +186,10 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
     except Exception as exc:  # noqa: BLE001 - a detector that does not load is a user problem
         raise UserError(f"--detector cannot be loaded: {str(exc).splitlines()[0]}") from None
     try:
+        verification_info = describe_verification(anonymization.verification)
+    except Exception as exc:  # noqa: BLE001 - a verifier that does not load is a user problem
+        raise UserError(f"--verifier cannot be loaded: {str(exc).splitlines()[0]}") from None
+    try:
         encoder = resolve_encoder(opts.encoder, opts.encoder_revision, opts.frames_per_clip)
     except EncoderUnavailable as exc:
         raise UserError(str(exc)) from None
@@ -228,6 +234,7 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
         "inputs": {"patterns": len(patterns), "manifest": bool(opts.manifest)},
         "anonymization": scrub_paths(anonymization.describe()),
         "detector": scrub_paths(detector_info),
+        "verification": verification_info,
         "encoder": encoder.describe(),
         "clips": {"frames_per_clip": encoder.frames_per_clip, "frame_stride": opts.frame_stride,
                   "segment_seconds": opts.segment_seconds, "write_clips": opts.clips},

@@ -1,4 +1,4 @@
-"""Keeping paths out of the record of processing (PRIVACY.md 13, 20).
+"""What the record of processing says about models, without paths (PRIVACY.md 13, 20).
 
 Settings can carry local paths (``yunet:path=/home/someone/models/yunet.onnx``);
 the record keeps the file's name only, and the models' hashes identify them.
@@ -6,7 +6,10 @@ the record keeps the file's name only, and the models' hashes identify them.
 
 from __future__ import annotations
 
+import hashlib
 import re
+
+from privacy.verification import VerificationConfig
 
 # A path inside a setting: after '=' or ':' or at the start, up to ';', ',', '+' or the end.
 _PATH_VALUE = re.compile(r"(?P<lead>^|[=:])(?P<path>(?:[A-Za-z]:\\|~/|/|\.{1,2}/)[^;,+]*)"
@@ -32,3 +35,34 @@ def scrub_paths(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return [scrub_paths(v) for v in value]
     return value
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe_verification(config: VerificationConfig) -> dict:
+    """The verification pass as the record names it: its independent detector and the
+    face-recognition models of the unlinkability check, each with its weights' sha256.
+
+    Raises:
+        Exception: the verifier cannot be loaded (the caller turns it into a user error).
+    """
+    if not config.enabled:
+        return {"enabled": False}
+    import face_recognition_models as models
+
+    from privacy.verification import RedactionVerifier
+
+    described = {"enabled": True, **RedactionVerifier(config).describe()}
+    described["face_encoder"] = {
+        "name": "dlib_face_recognition_resnet_model_v1",
+        "weights_sha256": _file_sha256(models.face_recognition_model_location())}
+    described["face_landmarks"] = {
+        "name": "shape_predictor_5_face_landmarks",
+        "weights_sha256": _file_sha256(models.pose_predictor_five_point_model_location())}
+    return scrub_paths(described)

@@ -48,6 +48,7 @@ class Outcomes:
     deadletters: Counter = field(default_factory=Counter)
     segment_failures: Counter = field(default_factory=Counter)
     verification: Counter = field(default_factory=Counter)
+    verification_checks: Counter = field(default_factory=Counter)
     erasures: list[dict] = field(default_factory=list)
     other_kinds: Counter = field(default_factory=Counter)
 
@@ -110,7 +111,8 @@ class Outcomes:
             "video_seconds_admitted": round(self.total("duration_s"), 3),
             "video_seconds_anonymized": round(self.total("anonymized_s"), 3),
             "deadletters_by_reason": dict(sorted(self.deadletters.items())),
-            "verification_by_outcome": dict(sorted(self.verification.items())),
+            "segments_by_verification": dict(sorted(self.verification.items())),
+            "verification_checks": dict(sorted(self.verification_checks.items())),
         }
 
 
@@ -134,16 +136,24 @@ def count_outcomes(events: Iterable[dict], deadletters: Iterable[dict] = ()) -> 
             fig.frames_decoded += counts.get("frames_decoded", 0)
             fig.faces_detected += counts.get("faces_detected", 0)
             fig.boxes_redacted += counts.get("boxes_redacted", 0)
+            if counts.get("qa_status"):
+                out.verification[counts["qa_status"]] += 1
+            for key, value in counts.items():
+                if key.startswith("verify_") and isinstance(value, int) \
+                        and not isinstance(value, bool):
+                    out.verification_checks[key[len("verify_"):]] += value
         elif kind == "segment_failed":
             if rec_id:
                 out.recording(rec_id).segments_failed += 1
             out.segment_failures[counts.get("reason", "unknown")] += 1
+            if counts.get("reason") == "verification_failed":
+                out.verification["quarantined"] += 1
         elif kind == "consent_excluded":
             out.consent_excluded[counts.get("reason", "unknown")] += 1
         elif kind == "duplicate_input":
             out.duplicates += 1
-        elif kind == "verification":
-            out.verification[str(counts.get("outcome", "unknown"))] += 1
+        elif kind == "verification_failed":
+            out.verification["first_pass_failed"] += 1
         elif kind == "erasure":
             out.erasures.append(event)
         elif kind == "deadletter":

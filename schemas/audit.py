@@ -52,10 +52,14 @@ EVENT_KINDS = {
     "consent_excluded": "a recording without valid consent was counted and never opened "
                         "(counts: reason)",
     "duplicate_input": "the same content was delivered twice and processed once",
-    "segment_anonymized": "a segment was decoded, detected and redacted (counts: frames_decoded, "
-                          "frames_emitted, faces_detected, boxes_redacted, clips)",
-    "segment_failed": "a segment produced nothing (counts: reason)",
-    "verification": "redaction of a segment was verified (counts: outcome, and what was checked)",
+    "segment_anonymized": "a segment was decoded, detected, redacted and verified (counts: "
+                          "frames_decoded, frames_emitted, faces_detected, boxes_redacted, clips, "
+                          "qa_status, verify_frames_checked, verify_faces_checked, "
+                          "verify_output_faces, verify_linkable_faces)",
+    "segment_failed": "a segment produced nothing (counts: reason; verification_failed means "
+                      "quarantined)",
+    "verification_failed": "a segment's first redaction failed verification and was redacted "
+                           "again (counts: pass, and what was checked)",
     "deadletter": "an input or segment became a dead letter (counts: stage, reason)",
     # per operation, written when it publishes
     "run_record": "the record of processing of a run (counts: record_sha256 and its key facts)",

@@ -17,7 +17,7 @@ import pyarrow as pa
 SCHEMA_VERSION = "1.0"
 EMBEDDING_DTYPE = "float16"
 
-QA_STATUSES = ("verified", "redacted_unverified")
+QA_STATUSES = ("verified", "reredacted_verified", "redacted_unverified")
 
 METADATA_KEY = b"egoveil"
 

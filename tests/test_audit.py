@@ -136,26 +136,34 @@ def test_what_counts_as_a_path(text, is_path):
 def test_outcomes_count_inputs_segments_and_consent():
     events = [
         {"kind": "recording_admitted", "recording_id": REC, "counts": {"duration_s": 60.0}},
+        {"kind": "verification_failed", "recording_id": REC, "segment_index": 0,
+         "counts": {"pass": "first", "frames_checked": 2, "output_faces": 1}},
         {"kind": "segment_anonymized", "recording_id": REC, "segment_index": 0,
-         "counts": {"faces_detected": 30, "boxes_redacted": 50, "frames_decoded": 100}},
+         "counts": {"faces_detected": 30, "boxes_redacted": 50, "frames_decoded": 100,
+                    "qa_status": "reredacted_verified", "verify_frames_checked": 4,
+                    "verify_faces_checked": 6, "verify_output_faces": 0,
+                    "verify_linkable_faces": 0}},
         {"kind": "segment_failed", "recording_id": REC, "segment_index": 1,
-         "counts": {"reason": "detector_failed"}},
+         "counts": {"reason": "verification_failed"}},
         {"kind": "consent_excluded", "counts": {"reason": "withdrawn"}},
         {"kind": "consent_excluded", "counts": {"reason": "no_grant_for_purpose"}},
         {"kind": "duplicate_input", "recording_id": REC},
-        {"kind": "verification", "recording_id": REC, "counts": {"outcome": "passed"}},
         {"kind": "erasure", "counts": {"rows": 4}},
     ]
     deadletters = [{"stage": "admit", "reason": "unreadable"},
-                   {"stage": "anonymize", "reason": "detector_failed"}]
+                   {"stage": "anonymize", "reason": "verification_failed"}]
     out = count_outcomes(events, deadletters)
     assert (out.seen, out.admitted, out.duplicates, out.rejected_at_admission) == (5, 1, 1, 1)
     assert out.anonymized_minutes == pytest.approx(0.5)
     assert out.faces_per_minute == pytest.approx(60.0)
     assert out.consent_coverage == pytest.approx(3 / 5)
-    assert out.verification == {"passed": 1} and len(out.erasures) == 1
+    assert out.verification == {"first_pass_failed": 1, "reredacted_verified": 1,
+                                "quarantined": 1}
+    assert out.verification_checks == {"frames_checked": 4, "faces_checked": 6,
+                                       "output_faces": 0, "linkable_faces": 0}
+    assert len(out.erasures) == 1
     record = out.to_record()
-    assert record["deadletters_by_reason"] == {"detector_failed": 1, "unreadable": 1}
+    assert record["deadletters_by_reason"] == {"unreadable": 1, "verification_failed": 1}
     assert record["consent_excluded_by_reason"] == {"no_grant_for_purpose": 1, "withdrawn": 1}
 
 

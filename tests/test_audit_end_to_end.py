@@ -113,6 +113,10 @@ def test_the_run_records_its_processing(published, key):
     assert record["detector"]["threshold"] > 0 and record["anonymization"]["redaction"] == \
         {"mode": "solid", "mask_scale": 1.4, "pixel_blocks": 4}
     assert record["caps"]["max_duration_s"] > 0 and record["encoder"]["weights_sha256"]
+    verification = record["verification"]
+    assert verification["enabled"] and verification["verifier"]["name"]
+    for model in ("face_encoder", "face_landmarks"):
+        assert re.fullmatch(r"[0-9a-f]{64}", verification[model]["weights_sha256"])
     outcomes = record["outcomes"]
     assert (outcomes["recordings_seen"], outcomes["recordings_admitted"],
             outcomes["recordings_consent_excluded"], outcomes["recordings_rejected"]) == \
@@ -120,6 +124,8 @@ def test_the_run_records_its_processing(published, key):
     assert outcomes["consent_excluded_by_reason"] == {"withdrawn": 1}
     assert outcomes["deadletters_by_reason"] == {"unreadable": 1}
     assert outcomes["faces_detected"] > 0 and outcomes["segments_anonymized"] >= 1
+    assert sum(outcomes["segments_by_verification"].values()) >= outcomes["segments_anonymized"]
+    assert outcomes["verification_checks"]["frames_checked"] >= 1
     assert outcomes["video_seconds_admitted"] == pytest.approx(2.0, abs=0.1)
 
     entries = _entries(out)
