@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import apache_beam as beam
 
 from privacy.config import AnonymizationConfig
+from privacy.metadata_policy import LocationPolicy
+from privacy.tombstones import Tombstones
 from transforms.admit import AdmitRecordingFn, AdmitRecordings
 from transforms.anonymize import AnonymizeSegmentFn, AnonymizeSegments, ClipPlan
 from transforms.discover import DiscoverRecordings, InputPattern
@@ -44,6 +46,8 @@ class GraphConfig:
     config_fingerprint: str
     progress_dir: str | None
     record: dict
+    tombstones: Tombstones | None = None
+    location: LocationPolicy | None = None
 
 
 def build_graph(p: beam.Pipeline, cfg: GraphConfig) -> None:
@@ -53,7 +57,8 @@ def build_graph(p: beam.Pipeline, cfg: GraphConfig) -> None:
 
     found = p | "Discover" >> DiscoverRecordings(cfg.patterns, cfg.manifest, cfg.key_file)
     admitted = found["requests"] | "Admit" >> AdmitRecordings(AdmitRecordingFn(
-        cfg.key_file, cfg.consent_file, cfg.purpose, cfg.caps, progress))
+        cfg.key_file, cfg.consent_file, cfg.purpose, cfg.caps, progress,
+        tombstones=cfg.tombstones, location=cfg.location))
     segments = admitted["recordings"] | "Segment" >> PlanSegments(
         plan.span, cfg.segment_seconds, progress)
     anonymized = segments | "Anonymize" >> AnonymizeSegments(AnonymizeSegmentFn(

@@ -44,6 +44,7 @@ class Outcomes:
     recordings: dict[str, RecordingFigures] = field(default_factory=dict)
     consent_excluded: Counter = field(default_factory=Counter)
     duplicates: int = 0
+    erased_skipped: Counter = field(default_factory=Counter)
     rejected_by_stage: Counter = field(default_factory=Counter)
     deadletters: Counter = field(default_factory=Counter)
     segment_failures: Counter = field(default_factory=Counter)
@@ -74,7 +75,7 @@ class Outcomes:
     @property
     def seen(self) -> int:
         return (self.admitted + sum(self.consent_excluded.values()) + self.duplicates
-                + self.rejected_at_admission)
+                + self.rejected_at_admission + sum(self.erased_skipped.values()))
 
     def total(self, name: str) -> float:
         return sum(getattr(r, name) or 0 for r in self.recordings.values())
@@ -102,6 +103,7 @@ class Outcomes:
             "recordings_consent_excluded": sum(self.consent_excluded.values()),
             "consent_excluded_by_reason": dict(sorted(self.consent_excluded.items())),
             "recordings_duplicate": self.duplicates,
+            "recordings_erased_skipped": sum(self.erased_skipped.values()),
             "recordings_rejected": self.rejected_at_admission,
             "segments_anonymized": int(self.total("segments_ok")),
             "segments_failed": int(self.total("segments_failed")),
@@ -152,6 +154,8 @@ def count_outcomes(events: Iterable[dict], deadletters: Iterable[dict] = ()) -> 
             out.consent_excluded[counts.get("reason", "unknown")] += 1
         elif kind == "duplicate_input":
             out.duplicates += 1
+        elif kind == "erasure_excluded":
+            out.erased_skipped[counts.get("match", "unknown")] += 1
         elif kind == "verification_failed":
             out.verification["first_pass_failed"] += 1
         elif kind == "erasure":

@@ -29,6 +29,7 @@ FILE_KINDS = {
     "audit_events": "the hash-chained event log, JSON Lines; rows = entries",
     "audit_record": "the record of processing of the publishing run",
     "audit_validation": "data-contract results of the publishing run",
+    "erasure_tombstones": "pseudonyms erased from this folder, which runs must not bring back",
 }
 
 GENESIS = "0" * 64
@@ -52,6 +53,8 @@ EVENT_KINDS = {
     "consent_excluded": "a recording without valid consent was counted and never opened "
                         "(counts: reason)",
     "duplicate_input": "the same content was delivered twice and processed once",
+    "erasure_excluded": "a recording erased from this folder was delivered again and skipped "
+                        "(counts: match, wearer or recording)",
     "segment_anonymized": "a segment was decoded, detected, redacted and verified (counts: "
                           "frames_decoded, frames_emitted, faces_detected, boxes_redacted, clips, "
                           "qa_status, verify_frames_checked, verify_faces_checked, "

@@ -40,6 +40,7 @@ FIELD_COLUMNS = ("position", "name", "type", "nullable",
                  "expected_name", "expected_type", "expected_nullable")
 EMBEDDING_COLUMNS = ("clip_id", "declared_dim", "byte_length", "values", "nonfinite")
 DEADLETTER_COLUMNS = tuple(f.name for f in fields(DeadLetter))
+GEOHASH_CELL_REGEX = r"^[0-9bcdefghjkmnpqrstuvwxyz]{1,5}$"  # privacy.metadata_policy: 1-5
 ISO_TIME_REGEX = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)$"
 PURPOSE_REGEX = r"^[^\x00-\x1f]{1,200}$"  # any one-line label; paths are caught apart
 MIN_MASK_SCALE = 1.3  # PRIVACY.md 1
@@ -82,6 +83,15 @@ def latents_rows_suite(name: str, *, columns: list[str], non_nullable: list[str]
     """A shard's rows: pseudonyms well formed, no nulls, times relative, vocabularies closed."""
     import great_expectations.expectations as gxe
 
+    optional = []  # columns that schema versions added
+    if "device_id" in columns:
+        optional.append(gxe.ExpectColumnValuesToMatchRegex(
+            column="device_id", regex=PSEUDONYM_REGEX,
+            description="device serials appear only as keyed pseudonyms"))
+    if "location_cell" in columns:
+        optional.append(gxe.ExpectColumnValuesToMatchRegex(
+            column="location_cell", regex=GEOHASH_CELL_REGEX,
+            description="locations only as coarse geohash cells, never coordinates"))
     return _suite(name, [
         gxe.ExpectTableColumnsToMatchOrderedList(column_list=list(columns)),
         gxe.ExpectTableRowCountToEqual(value=rows,
@@ -91,6 +101,7 @@ def latents_rows_suite(name: str, *, columns: list[str], non_nullable: list[str]
             column=c, regex=PSEUDONYM_REGEX,
             description="keyed pseudonyms and clip ids: 32 lowercase hex characters")
           for c in ("clip_id", "recording_id", "wearer_id")],
+        *optional,
         gxe.ExpectColumnValuesToBeUnique(column="clip_id"),
         gxe.ExpectCompoundColumnsToBeUnique(
             column_list=["recording_id", "view", "segment_index", "clip_index"]),

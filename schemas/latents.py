@@ -49,6 +49,10 @@ def latent_schema(embedding_dim: int, metadata: dict | None = None) -> pa.Schema
         pa.field("embedding", pa.binary(width), nullable=False),
         pa.field("faces_redacted", pa.int32(), nullable=False),
         pa.field("qa_status", pa.string(), nullable=False),
+        # Keyed pseudonym of the device serial, and the coarse location cell that a
+        # run kept (None unless --location-geohash is given).
+        pa.field("device_id", pa.string(), nullable=True),
+        pa.field("location_cell", pa.string(), nullable=True),
     ]
     file_meta = {
         "schema_version": SCHEMA_VERSION,

@@ -21,6 +21,7 @@ from schemas.elements import Clip, LatentRow, Recording
 from schemas.latents import embedding_array
 from schemas.sidecar import RecordingRequest
 from tests.faults import BlindFactory, FaultyFactory, HallucinatingFactory
+from tests.records import run_record
 from transforms.admit import AdmitRecordingFn, AdmitRecordings
 from transforms.anonymize import AnonymizeSegmentFn, AnonymizeSegments, ClipPlan
 from transforms.discover import DiscoverRecordings, InputPattern
@@ -203,18 +204,6 @@ def _row(i: int, dim: int = 4) -> LatentRow:
                      qa_status="redacted_unverified")
 
 
-def _record(dim: int = 4) -> dict:
-    """A record of processing as ``pipeline.runner.prepare`` builds it, for a test encoder."""
-    return {"run_id": "0123456789abcdef", "purpose": "world-model-training",
-            "consent_checked": False, "key_id": "fedcba9876543210", "config_sha256": "c" * 64,
-            "started_at": "2026-05-01T10:00:00+00:00", "runner": "DirectRunner",
-            "anonymization": {"detector": "centerface",
-                              "redaction": {"mode": "solid", "mask_scale": 1.4}},
-            "detector": {"name": "centerface", "threshold": 0.2, "weights_sha256": "d" * 64},
-            "encoder": {"encoder_id": "random:test", "pretrained": False,
-                        "embedding_dim": dim, "weights_sha256": None}}
-
-
 def _publish(rows: list[LatentRow], out: str, staging: str) -> None:
     with TestPipeline() as p:
         shards = (p | beam.Create(rows)
@@ -222,7 +211,7 @@ def _publish(rows: list[LatentRow], out: str, staging: str) -> None:
         empty = p | "NoFiles" >> beam.Create([])
         empty_dl = p | "NoDL" >> beam.Create([])
         empty_ev = p | "NoEvents" >> beam.Create([])
-        totals = (shards, empty, empty_dl, empty_ev) | Publish(out, staging, _record())
+        totals = (shards, empty, empty_dl, empty_ev) | Publish(out, staging, run_record())
         assert_that(totals, is_not_empty())
 
 

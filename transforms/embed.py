@@ -54,7 +54,8 @@ class ClipEncoderHandler(ModelHandler[Clip, LatentRow, LoadedEncoder]):
                 fps=clip.fps, encoder_id=self.spec.encoder_id,
                 encoder_pretrained=self.spec.pretrained,
                 embedding=emb.astype("<f2").tobytes(), faces_redacted=clip.faces_redacted,
-                qa_status=clip.qa_status)
+                qa_status=clip.qa_status, device_id=clip.device_id,
+                location_cell=clip.location_cell)
 
     def get_num_bytes(self, batch: Sequence[Clip]) -> int:
         return sum(clip.frames.nbytes for clip in batch)

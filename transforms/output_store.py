@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from typing import BinaryIO
 
 from apache_beam.io.filesystem import CompressionTypes
@@ -29,16 +31,19 @@ class FileSystemsStore:
             return handle.read()
 
     def write(self, rel: str, data: bytes) -> None:
-        # A rename is atomic on local filesystems; object stores publish an object whole.
         dest = self.path(rel)
         parent = dest.rsplit("/", 1)[0]
         try:
             FileSystems.mkdirs(parent)
         except OSError:
             pass  # exists already, or the filesystem has no folders
-        tmp = dest + ".tmp"
+        tmp = f"{dest}.tmp-{secrets.token_hex(4)}"
         with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
             handle.write(data)
+        if "://" not in dest:
+            os.replace(tmp, dest)  # atomic on a local filesystem
+            return
+        # Object stores replace whole objects; a rename is a copy, then a delete.
         if FileSystems.exists(dest):
             FileSystems.delete([dest])
         FileSystems.rename([tmp], [dest])

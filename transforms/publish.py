@@ -16,12 +16,14 @@ from apache_beam.io.filesystems import FileSystems
 
 from privacy.audit_log import file_entry
 from privacy.data_contract import ShardSource
+from privacy.tombstones import TOMBSTONE_PATH
 from schemas.audit import DEADLETTER_FILE, EVENTS_FILE, MANIFEST, RECORD_FILE, SUCCESS
 from schemas.elements import ShardFile
 from schemas.latents import SCHEMA_VERSION
 from transforms.output_store import FileSystemsStore
 from transforms.run_audit import RunAudit, staged_shard_loader
 from transforms.shards import shard_name
+from transforms.tombstone_io import check_unchanged
 
 
 def _write_bytes(path: str, data: bytes) -> None:
@@ -57,6 +59,9 @@ class PublishFn(beam.DoFn):
 
     def process(self, _, shards, clip_files, deadletters, events):
         out = self._out
+        tombstones = self._record.get("erasure", {}).get("tombstones_sha256")
+        if tombstones is not None:
+            check_unchanged(out, tombstones)
         shards = sorted(shards, key=lambda s: s.index)
         dl_records = sorted((d.to_dict() for d in deadletters),
                             key=lambda d: json.dumps(d, sort_keys=True))
@@ -67,6 +72,10 @@ class PublishFn(beam.DoFn):
             "shards": len(shards),
             "clips": len(clip_files),
             "deadletters": len(dl_records),
+            "recordings_without_consent": sum(e["kind"] == "consent_excluded"
+                                              for e in event_records),
+            "recordings_erased_skipped": sum(e["kind"] == "erasure_excluded"
+                                             for e in event_records),
         }
         audit = RunAudit(FileSystemsStore(out), self._record, event_records, dl_records, totals)
         contract = audit.check([ShardSource(f"latents/{shard_name(number)}", shard.rows,
@@ -102,6 +111,11 @@ class PublishFn(beam.DoFn):
         data = _jsonl(dl_records)
         _write_bytes(FileSystems.join(out, DEADLETTER_FILE), data)
         files.append(file_entry(DEADLETTER_FILE, data, "deadletter", len(dl_records)))
+        tombstone_file = FileSystems.join(out, TOMBSTONE_PATH)
+        if FileSystems.exists(tombstone_file):  # the erasures this run honoured
+            with FileSystems.open(tombstone_file) as handle:
+                files.append(file_entry(TOMBSTONE_PATH, handle.read(), "erasure_tombstones",
+                                        None))
         files.extend(audit.write_files())
 
         manifest = {"schema_version": SCHEMA_VERSION, "run_id": self._record.get("run_id"),

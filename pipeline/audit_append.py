@@ -1,0 +1,51 @@
+"""Appending an operation's events to a published output's audit log (``egoveil erase``).
+
+The log is the hash-chained one of ``privacy.audit_log``: the events are chained
+onto it, the new file list is sealed into it, and ``manifest.json`` is rewritten
+to name the new head. Runs append to the same log, so every erasure stays on
+record after the runs that follow it (GDPR Art. 19 and 30).
+"""
+
+from __future__ import annotations
+
+from pipeline.errors import UserError
+from privacy.audit_log import AuditLog, AuditLogBroken, record_operation
+from schemas.records import AuditEvent
+from transforms.output_store import FileSystemsStore
+
+
+def check_log(output_dir: str) -> None:
+    """Refuse to touch an output whose audit log does not verify.
+
+    Raises:
+        UserError: the log is broken (the message names the first broken entry).
+    """
+    try:
+        AuditLog.load(FileSystemsStore(output_dir))
+    except AuditLogBroken as exc:
+        raise UserError(f"DIR holds an audit log that does not verify ({exc}); nothing was "
+                        "changed") from None
+
+
+def append_and_reseal(output_dir: str, manifest: dict, *, op: str, op_id: str,
+                      events: list[AuditEvent]) -> dict:
+    """Chain ``events`` onto the log, seal ``manifest``'s file list, write log and manifest.
+
+    Args:
+        output_dir: the published output.
+        manifest: the manifest to publish, its file list already holding every file the
+            operation rewrote (the log's own entry is replaced).
+        op: the operation (``erase``).
+        op_id: its id, 16 hex characters.
+        events: what it did; no personal data.
+
+    Returns:
+        The manifest as written.
+    """
+    try:
+        return record_operation(FileSystemsStore(output_dir), manifest, op=op, op_id=op_id,
+                                events=[e.to_dict() for e in events])
+    except AuditLogBroken as exc:
+        raise UserError(f"DIR holds an audit log that does not verify ({exc}); the erasure's "
+                        "new files are written but not published: restore the log and erase "
+                        "again") from None
