@@ -135,9 +135,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true")
     key = sub.add_parser("keygen", help="write a new random pseudonym key file")
     key.add_argument("file")
-    enc = sub.add_parser("make-encoder", help="save a randomly initialised V-JEPA 2 (for tests)")
+    enc = sub.add_parser("make-encoder", help="save a randomly initialised encoder (for tests)")
     enc.add_argument("dir")
-    enc.add_argument("--preset", default="vjepa2-tiny")
+    enc.add_argument("--preset", default="vjepa2-tiny",
+                     help="vjepa2-tiny, vjepa2-small, vjepa2-vitl, dinov2-tiny or dinov2-vitb14")
     return parser
 
 

@@ -87,7 +87,11 @@ class Clip:
 
 @dataclass(slots=True)
 class LatentRow:
-    """One shard row: a clip's latents and what an auditor or trainer needs about it."""
+    """One shard row: a clip's latents and what an auditor or trainer needs about it.
+
+    ``embedding`` and ``tokens`` hold little-endian float16 or bfloat16 values, as
+    the run's ``LatentLayout`` says.
+    """
 
     clip_id: str
     recording_id: str
@@ -104,9 +108,10 @@ class LatentRow:
     embedding: bytes
     faces_redacted: int
     qa_status: str
+    tokens: bytes | None = None  # the token grid, when the run stores it
 
     def nbytes(self) -> int:
-        return len(self.embedding) + 160
+        return len(self.embedding) + len(self.tokens or b"") + 160
 
 
 @dataclass(slots=True, frozen=True)
