@@ -82,6 +82,13 @@ def load_model(spec: EncoderSpec):
             from exc
 
 
+def _host_tensor(clips: np.ndarray):
+    import torch
+
+    clips = np.ascontiguousarray(clips)
+    return torch.from_numpy(clips if clips.flags.writeable else clips.copy())
+
+
 def _to_numpy(tensor, dtype: str) -> np.ndarray:
     import torch
 
@@ -213,8 +220,7 @@ class LoadedEncoder:
         import torch
 
         with torch.inference_mode():
-            x = clips if isinstance(clips, torch.Tensor) else torch.from_numpy(
-                np.ascontiguousarray(clips))
+            x = clips if isinstance(clips, torch.Tensor) else _host_tensor(clips)
             return self._run(x)[0]
 
     def encode(self, clips, token_grid: tuple[int, int, int] | None = None,
@@ -239,7 +245,7 @@ class LoadedEncoder:
             if isinstance(clips, torch.Tensor):
                 x = clips
             elif isinstance(clips, np.ndarray):
-                x = torch.from_numpy(np.ascontiguousarray(clips))
+                x = _host_tensor(clips)
             else:
                 x = self.stage(clips)
             pooled, tokens = self._run(x)

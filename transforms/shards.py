@@ -27,6 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 from schemas.elements import LatentRow, ShardFile
 from schemas.latents import (
     LATENT_COLUMNS,
+    ROW_GROUP_BYTES,
     LatentLayout,
     latent_schema,
     row_group_rows,
@@ -74,11 +75,11 @@ def rows_to_table(rows: list[LatentRow], schema: pa.Schema, sort: bool = True) -
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def write_shard(rows: list[LatentRow], schema: pa.Schema, path: str,
-                layout: LatentLayout) -> int:
+def write_shard(rows: list[LatentRow], schema: pa.Schema, path: str, layout: LatentLayout,
+                row_group_bytes: int = ROW_GROUP_BYTES) -> int:
     """Write sorted rows to a local Parquet file, one row group at a time; returns rows."""
     rows = sorted(rows, key=_row_order)
-    per_group = row_group_rows(layout.row_bytes + _ROW_OVERHEAD_BYTES)
+    per_group = row_group_rows(layout.row_bytes + _ROW_OVERHEAD_BYTES, row_group_bytes)
     with pq.ParquetWriter(path, schema, **writer_options(schema)) as writer:
         for start in range(0, len(rows), per_group):
             chunk = rows_to_table(rows[start:start + per_group], schema, sort=False)
@@ -95,10 +96,12 @@ def file_sha256(path: str) -> str:
 
 
 class _WriteShardFn(beam.DoFn):
-    def __init__(self, staging_dir: str, layout: LatentLayout, file_metadata: dict) -> None:
+    def __init__(self, staging_dir: str, layout: LatentLayout, file_metadata: dict,
+                 row_group_bytes: int) -> None:
         self._staging = staging_dir
         self._layout = layout
         self._meta = file_metadata
+        self._group = row_group_bytes
 
     def process(self, keyed):
         index, rows = keyed
@@ -106,13 +109,13 @@ class _WriteShardFn(beam.DoFn):
         path = FileSystems.join(self._staging, shard_name(index))
         if "://" not in path:  # local staging: write the file in place
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            count = write_shard(list(rows), schema, path, self._layout)
+            count = write_shard(list(rows), schema, path, self._layout, self._group)
             yield ShardFile(index=index, staging_path=path, rows=count,
                             size_bytes=os.path.getsize(path), sha256=file_sha256(path))
             return
         with tempfile.TemporaryDirectory(prefix="egoveil-shard-") as tmp:
             local = os.path.join(tmp, shard_name(index))
-            count = write_shard(list(rows), schema, local, self._layout)
+            count = write_shard(list(rows), schema, local, self._layout, self._group)
             with open(local, "rb") as src, FileSystems.create(
                     path, compression_type=CompressionTypes.UNCOMPRESSED) as dst:
                 shutil.copyfileobj(src, dst, _CHUNK)
@@ -128,13 +131,16 @@ class WriteLatentShards(beam.PTransform):
         layout: the latent columns' layout (or the embedding size, float16, no tokens).
         file_metadata: run-level facts stored in every file's schema metadata.
         target_shard_bytes: approximate size of one shard.
+        row_group_bytes: approximate size of one row group.
     """
 
     def __init__(self, staging_dir: str, layout: LatentLayout | int, file_metadata: dict,
-                 target_shard_bytes: int = DEFAULT_TARGET_SHARD_BYTES) -> None:
+                 target_shard_bytes: int = DEFAULT_TARGET_SHARD_BYTES,
+                 row_group_bytes: int = ROW_GROUP_BYTES) -> None:
         super().__init__()
-        if target_shard_bytes <= 0:
-            raise ValueError("target_shard_bytes must be positive")
+        if target_shard_bytes <= 0 or row_group_bytes <= 0:
+            raise ValueError("target_shard_bytes and row_group_bytes must be positive")
+        self._group = row_group_bytes
         self._staging = staging_dir
         self._layout = layout if isinstance(layout, LatentLayout) else LatentLayout(int(layout))
         self._meta = file_metadata
@@ -152,4 +158,4 @@ class WriteLatentShards(beam.PTransform):
                     n=beam.pvalue.AsSingleton(num_shards))
                 | "GroupShards" >> beam.GroupByKey()
                 | "WriteShard" >> beam.ParDo(_WriteShardFn(self._staging, self._layout,
-                                                           self._meta)))
+                                                           self._meta, self._group)))
