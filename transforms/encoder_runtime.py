@@ -167,10 +167,11 @@ class LoadedEncoder:
     def _forward(self, x):
         """uint8 (B, T, H, W, 3) on the device -> (pooled float32 (B, D), tokens (B, t, h, w, d))."""
         spec = self.spec
-        x = x.permute(0, 1, 4, 2, 3).to(self.dtype) * spec.geometry.rescale  # B,T,C,H,W
+        # Normalize in float32 (as the processors do), then cast to the model's dtype.
+        x = x.permute(0, 1, 4, 2, 3).float() * spec.geometry.rescale  # B,T,C,H,W
         b, t = x.shape[:2]
         if spec.kind == "video":
-            x = (x - self._mean) / self._std
+            x = ((x - self._mean) / self._std).to(self.dtype)
             if spec.model_type == "vjepa2":
                 out = self.model(pixel_values_videos=x, **self._kwargs)
             else:
@@ -185,7 +186,7 @@ class LoadedEncoder:
                 pooled = hidden.float().mean(dim=1)
             return pooled, tokens
         x = x.reshape(b * t, *x.shape[2:])
-        x = (x - self._mean) / self._std
+        x = ((x - self._mean) / self._std).to(self.dtype)
         tower = self._vision if self._vision is not None else self.model
         out = tower(pixel_values=x, **self._kwargs)
         pooled = getattr(out, "pooler_output", None)
