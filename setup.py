@@ -32,13 +32,16 @@ setup(
         # face_recognition_models imports pkg_resources, removed in setuptools 81.
         "setuptools<81",
         "torch>=2.4",
+        # numpy's bfloat16, for latents stored as bfloat16 (schemas.latents.numpy_dtype).
+        "ml-dtypes>=0.4",
         "transformers>=4.53",
         "great-expectations>=1.3",
         "scikit-image>=0.22",
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.6"],
+        # The readers the shard format is tested against (tests/test_latent_shards.py).
+        "test": ["pytest>=8", "ruff>=0.6", "duckdb>=1.1", "datasets>=3.0"],
         "aria": ["projectaria-tools>=1.5"],
         "gcp": ["apache-beam[gcp]"],
         "aws": ["apache-beam[aws]"],
