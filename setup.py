@@ -43,6 +43,8 @@ setup(
         # The readers the shard format is tested against (tests/test_latent_shards.py).
         "test": ["pytest>=8", "ruff>=0.6", "duckdb>=1.1", "datasets>=3.0"],
         "aria": ["projectaria-tools>=1.5"],
+        # CenterFace through onnxruntime on the GPU (detector backend=onnxruntime).
+        "gpu": ["onnxruntime-gpu>=1.18", "onnx>=1.16"],
         "gcp": ["apache-beam[gcp]"],
         "aws": ["apache-beam[aws]"],
     },

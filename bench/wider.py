@@ -81,6 +81,20 @@ def cached_detections(spec: str, name: str, image_fn, detector_cache: dict) -> t
     return dets, seconds
 
 
+def ellipse_mask(boxes: np.ndarray, scale: float, height: int, width: int) -> np.ndarray:
+    """deface's default mask: the ellipse inscribed in each box scaled by ``scale``."""
+    import cv2
+
+    from privacy.redaction import scale_boxes
+
+    mask = np.zeros((height, width), np.uint8)
+    for x1, y1, x2, y2 in scale_boxes(np.asarray(boxes, np.float32).reshape(-1, 4), scale,
+                                      width, height):
+        cv2.ellipse(mask, ((x1 + x2) // 2, (y1 + y2) // 2), ((x2 - x1) // 2, (y2 - y1) // 2),
+                    0, 0, 360, 1, -1)
+    return mask.astype(bool)
+
+
 def evaluate(entry: dict, truth: dict[str, np.ndarray], shapes: dict) -> dict:
     """Coverage for one entry: {'spec': detector spec, 'threshold': post-filter, 'mask_scale'}."""
     detector_cache: dict = {}
@@ -92,7 +106,8 @@ def evaluate(entry: dict, truth: dict[str, np.ndarray], shapes: dict) -> dict:
         seconds.append(secs)
         boxes = dets.boxes[dets.scores >= entry.get("threshold", 0.0)]
         h, w = shapes[name]
-        mask = mask_from_boxes(boxes, entry["mask_scale"], h, w)
+        make_mask = ellipse_mask if entry.get("mask_shape") == "ellipse" else mask_from_boxes
+        mask = make_mask(boxes, entry["mask_scale"], h, w)
         shares = covered_shares(gt, mask)
         sizes = face_size(gt)
         covered["20+"] += list(shares[sizes >= 20] >= 0.8)
@@ -122,11 +137,15 @@ def image_shapes(names) -> dict:
 YUNET = os.path.join(MEDIA, "models", "yunet_2023mar.onnx")
 
 ENTRIES = {
-    # deface's own defaults: CenterFace at native resolution, threshold 0.2, mask scale 1.3.
-    "deface (CenterFace 0.2, x1.3)": {"spec": "centerface:threshold=0.2", "mask_scale": 1.3},
+    # deface's own defaults: CenterFace at native resolution, threshold 0.2, an ellipse
+    # inscribed in the box scaled 1.3 (and blur inside it).
+    "deface 1.5.0 defaults (CenterFace 0.2, ellipse x1.3)": {
+        "spec": "centerface:threshold=0.2", "mask_scale": 1.3, "mask_shape": "ellipse"},
+    "deface --boxes (CenterFace 0.2, box x1.3)": {
+        "spec": "centerface:threshold=0.2", "mask_scale": 1.3},
     "face-recognition HOG (upsample 1)": {"spec": "hog", "mask_scale": 1.3},
     "YuNet 0.3 (reference, user-supplied weights)": {
-        "spec": f"yunet:path={YUNET};threshold=0.3", "mask_scale": 1.3},
+        "spec": f"yunet:path={os.path.relpath(YUNET, ROOT)};threshold=0.3", "mask_scale": 1.3},
 }
 
 

@@ -73,17 +73,24 @@ def _cmd_redact(args) -> int:
     from pipeline.redact import redact_file
     from privacy.config import AnonymizationConfig
     from privacy.redaction import RedactionConfig
+    from privacy.verification import VerificationConfig
 
     try:
         config = AnonymizationConfig(detector=args.detector, redaction=RedactionConfig(
             mode=args.redaction, mask_scale=args.mask_scale),
-            temporal_window=args.temporal_window)
+            temporal_window=args.temporal_window,
+            verification=VerificationConfig(verifier=args.verifier))
     except ValueError as exc:
         raise UserError(str(exc)) from None
     stats = redact_file(args.input, args.output, config)
-    logging.getLogger("egoveil").info(
-        "%d frames, %d face detections redacted, %.1f s (%.1f frames/s)", stats.frames,
-        stats.faces_detected, stats.wall_s, stats.frames_per_second)
+    log = logging.getLogger("egoveil")
+    log.info("%d frames, %d face detections redacted, %.1f s (%.1f frames/s)", stats.frames,
+             stats.faces_detected, stats.wall_s, stats.frames_per_second)
+    v = stats.verification
+    if v.frames_checked:
+        log.info("verified %d frames: %d faces unlinkable, no face found by the independent "
+                 "detector%s", v.frames_checked, v.faces_checked,
+                 " (after a stronger second pass)" if stats.reredacted else "")
     return 0
 
 
@@ -127,6 +134,8 @@ def _parser() -> argparse.ArgumentParser:
     red.add_argument("--redaction", default="solid", choices=("solid", "pixelate", "blur"))
     red.add_argument("--mask-scale", type=float, default=1.4)
     red.add_argument("--temporal-window", type=int, default=2)
+    red.add_argument("--verifier", default="hog",
+                     help="independent detector that checks the output ('none' to skip)")
     demo = sub.add_parser("demo", help="make sample recordings and run the pipeline offline")
     demo.add_argument("dir")
     demo.add_argument("--encoder", default=None,

@@ -43,6 +43,9 @@ class EgoveilOptions(PipelineOptions):
                           help="face detector spec, e.g. 'centerface', "
                                "'centerface:threshold=0.15;scales=1,2', "
                                "'centerface+yunet:path=yunet.onnx'")
+        priv.add_argument("--verifier", dest="verifier", default="hog",
+                          help="independent detector that checks redacted frames "
+                               "('hog', 'yunet:path=FILE', or 'none' to skip verification)")
         priv.add_argument("--redaction", dest="redaction", default="solid",
                           choices=("solid", "pixelate", "blur"),
                           help="solid (default) and pixelate are irreversible; blur is not")

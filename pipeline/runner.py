@@ -37,6 +37,7 @@ from privacy.config import AnonymizationConfig
 from privacy.consent import ConsentFileError, ConsentRegistry
 from privacy.pseudonyms import PseudonymKey, PseudonymKeyError
 from privacy.redaction import RedactionConfig
+from privacy.verification import VerificationConfig
 from transforms.discover import InputPattern, normalize_uri
 from transforms.encoders import EncoderUnavailable, resolve_encoder
 from transforms.publish import DEADLETTER_FILE, EVENTS_FILE, MANIFEST
@@ -115,7 +116,8 @@ def _anonymization(opts: EgoveilOptions) -> AnonymizationConfig:
         return AnonymizationConfig(
             detector=opts.detector,
             redaction=RedactionConfig(mode=opts.redaction, mask_scale=opts.mask_scale),
-            temporal_window=opts.temporal_window)
+            temporal_window=opts.temporal_window,
+            verification=VerificationConfig(verifier=opts.verifier))
     except ValueError as exc:
         raise UserError(str(exc)) from None
 

@@ -21,10 +21,8 @@ import numpy as np
 
 from privacy.detectors.base import Detections, DetectorError, FaceDetector
 from privacy.redaction import RedactionConfig, redact
-
-# A face that moves between frames: boxes borrowed from a neighbour grow by this
-# fraction per frame of distance, so a moving face stays under the mask.
-PROPAGATION_GROWTH_PER_FRAME = 0.15
+from privacy.tracking import propagated_boxes
+from privacy.verification import RedactionVerifier, VerificationSummary
 
 
 @dataclass(slots=True)
@@ -54,16 +52,6 @@ class _Pending:
     dets: Detections
 
 
-def _grow(boxes: np.ndarray, factor: float) -> np.ndarray:
-    if boxes.shape[0] == 0 or factor == 1.0:
-        return boxes
-    cx = (boxes[:, 0] + boxes[:, 2]) / 2
-    cy = (boxes[:, 1] + boxes[:, 3]) / 2
-    hw = (boxes[:, 2] - boxes[:, 0]) * factor / 2
-    hh = (boxes[:, 3] - boxes[:, 1]) * factor / 2
-    return np.stack([cx - hw, cy - hh, cx + hw, cy + hh], axis=1).astype(np.float32)
-
-
 class SegmentAnonymizer:
     """Streams frames through detection, temporal propagation and redaction.
 
@@ -72,10 +60,16 @@ class SegmentAnonymizer:
         redaction: how to redact.
         temporal_window: neighbours on each side whose faces are also redacted here.
         detect_timeout_s: a detection taking longer fails (fail closed); None for no limit.
+        verifier: checks sampled redacted frames against their originals; the counts of
+            the last ``process`` call are in ``verification``.
+        batch_size: frames detected per detector call (larger on a GPU).
     """
 
     def __init__(self, detector: FaceDetector, redaction: RedactionConfig,
-                 temporal_window: int = 2, detect_timeout_s: float | None = 60.0) -> None:
+                 temporal_window: int = 2, detect_timeout_s: float | None = 60.0,
+                 verifier: RedactionVerifier | None = None, batch_size: int = 1) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if temporal_window < 0:
             raise ValueError(f"temporal_window must be >= 0, got {temporal_window}")
         if detect_timeout_s is not None and detect_timeout_s <= 0:
@@ -86,20 +80,24 @@ class SegmentAnonymizer:
         self.timeout = detect_timeout_s
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.broken = False
+        self.batch_size = batch_size
+        self.verifier = verifier
+        self.verification = VerificationSummary()
+        self._emitted = 0
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
-    def _detect(self, image: np.ndarray) -> Detections:
+    def _detect(self, images: list[np.ndarray]) -> list[Detections]:
         if self.broken:
             raise DetectorError("detector unusable after an earlier timeout")
         if self.timeout is None:
-            return self.detector.detect(image)
+            return self.detector.detect_batch(images)
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(1, "egoveil-detect")
-        future = self._pool.submit(self.detector.detect, image)
+        future = self._pool.submit(self.detector.detect_batch, images)
         try:
             return future.result(timeout=self.timeout)
         except concurrent.futures.TimeoutError:
@@ -108,6 +106,16 @@ class SegmentAnonymizer:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
             raise DetectorError(f"detection timed out after {self.timeout:.1f} s") from None
+
+    def _detected(self, frames: Iterable[FrameIn]) -> Iterator[_Pending]:
+        batch: list[FrameIn] = []
+        for frame in frames:
+            batch.append(frame)
+            if len(batch) == self.batch_size:
+                yield from map(_Pending, batch, self._detect([f.image for f in batch]))
+                batch = []
+        if batch:
+            yield from map(_Pending, batch, self._detect([f.image for f in batch]))
 
     def process(self, frames: Iterable[FrameIn],
                 rng: np.random.Generator | None = None) -> Iterator[FrameOut]:
@@ -118,8 +126,10 @@ class SegmentAnonymizer:
         """
         window: deque[_Pending] = deque()
         centre = 0  # index in ``window`` of the next frame to finish
-        for frame in frames:
-            window.append(_Pending(frame, self._detect(frame.image)))
+        self.verification = VerificationSummary()
+        self._emitted = 0
+        for pending in self._detected(frames):
+            window.append(pending)
             while centre < len(window) and len(window) - 1 - centre >= self.window:
                 out = self._finish(window, centre, rng)
                 if out is not None:
@@ -139,14 +149,18 @@ class SegmentAnonymizer:
         item = window[centre]
         if not item.frame.emit:
             return None
-        parts = [item.dets.boxes]
-        for j, other in enumerate(window):
-            if j != centre and len(other.dets):
-                parts.append(_grow(other.dets.boxes,
-                                   1.0 + PROPAGATION_GROWTH_PER_FRAME * abs(j - centre)))
-        boxes = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        borrowed = propagated_boxes([(j - centre, other.dets.boxes)
+                                     for j, other in enumerate(window) if j != centre])
+        boxes = np.concatenate([item.dets.boxes, borrowed]) if borrowed.shape[0] \
+            else item.dets.boxes
         image = item.frame.image
         if not image.flags.writeable:
             image = image.copy()
+        verify = self.verifier is not None and \
+            self._emitted % self.verifier.config.every_n_frames == 0
+        original = image.copy() if verify else None
         redact(image, boxes, self.redaction, rng)
+        if verify:
+            self.verification.add(self.verifier.check(original, image, item.dets.boxes))
+        self._emitted += 1
         return FrameOut(item.frame.time_s, image, len(item.dets), int(boxes.shape[0]))

@@ -24,7 +24,7 @@ SCHEMA_VERSION = "1.1"
 EMBEDDING_DTYPE = "float16"
 LATENT_DTYPES = ("float16", "bfloat16")
 
-QA_STATUSES = ("verified", "redacted_unverified")
+QA_STATUSES = ("verified", "reredacted_verified", "redacted_unverified")
 
 METADATA_KEY = b"egoveil"
 

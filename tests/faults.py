@@ -57,3 +57,31 @@ class FaultyFactory:
 
     def __call__(self) -> FaultyDetector:
         return FaultyDetector(self.fault, self.at, **self.kwargs)
+
+
+class BlindDetector(FaceDetector):
+    """Succeeds on every frame and never finds a face: a silently broken model."""
+
+    name = "blind"
+
+    def _detect(self, frame):
+        return Detections.empty()
+
+
+class BlindFactory:
+    def __call__(self) -> BlindDetector:
+        return BlindDetector()
+
+
+class HallucinatingDetector(FaceDetector):
+    """Always sees a 60 px face in the top-left corner, whatever the frame holds."""
+
+    name = "hallucinating"
+
+    def _detect(self, frame):
+        return Detections(np.array([[0, 0, 60, 60]], np.float32), np.ones(1, np.float32))
+
+
+class HallucinatingFactory:
+    def __call__(self) -> HallucinatingDetector:
+        return HallucinatingDetector()

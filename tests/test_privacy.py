@@ -188,3 +188,49 @@ def test_keys_refuse_to_travel_and_to_be_short(tmp_path):
         PseudonymKey.create_file(str(path))
     with pytest.raises(PseudonymKeyError, match="no pseudonym key"):
         PseudonymKey.load(None)
+
+
+def test_interpolation_follows_a_fast_moving_face():
+    from privacy.tracking import propagated_boxes
+
+    # A 40 px face moving 80 px per frame (a head turn): missed in the middle frame.
+    before = np.array([[100, 100, 140, 140]], np.float32)
+    after = np.array([[260, 100, 300, 140]], np.float32)
+    boxes = propagated_boxes([(-1, before), (1, after)])
+    frame = np.zeros((300, 400), bool)
+    for x1, y1, x2, y2 in boxes.astype(int):
+        frame[y1:y2, x1:x2] = True
+    assert frame[100:140, 180:220].mean() > 0.95  # where the face actually is
+
+
+def test_unrelated_faces_are_not_interpolated():
+    from privacy.tracking import interpolate
+
+    before = np.array([[0, 0, 20, 20]], np.float32)
+    after = np.array([[300, 300, 320, 320]], np.float32)
+    assert interpolate(before, after, 1, 1).shape == (0, 4)
+
+
+def _astronaut_frame():
+    from skimage import data
+
+    # The top 300 rows: below them, HOG takes the mission patch for a face.
+    return (np.ascontiguousarray(data.astronaut()[:300]),
+            np.array([[181, 58, 270, 178]], np.float32))
+
+
+def test_verifier_passes_solid_redaction_and_catches_light_blur_and_misses():
+    import cv2
+
+    from privacy.verification import RedactionVerifier, VerificationConfig
+
+    verifier = RedactionVerifier(VerificationConfig())
+    image, box = _astronaut_frame()
+    solid = redact(image.copy(), box, RedactionConfig())
+    assert verifier.check(image, solid, box).passed
+    blurred = image.copy()
+    blurred[58:178, 181:270] = cv2.GaussianBlur(blurred[58:178, 181:270], (9, 9), 0)
+    result = verifier.check(image, blurred, box)
+    assert result.linkable_faces == 1 and not result.passed
+    missed = verifier.check(image, image.copy(), np.zeros((0, 4), np.float32))
+    assert missed.output_faces == 1 and not missed.passed

@@ -18,7 +18,7 @@ from privacy.consent import ConsentRegistry
 from schemas.elements import Clip, LatentRow, Recording
 from schemas.latents import embedding_array
 from schemas.sidecar import RecordingRequest
-from tests.faults import FaultyFactory
+from tests.faults import BlindFactory, FaultyFactory, HallucinatingFactory
 from transforms.admit import AdmitRecordingFn, AdmitRecordings
 from transforms.anonymize import AnonymizeSegmentFn, AnonymizeSegments, ClipPlan
 from transforms.discover import DiscoverRecordings, InputPattern
@@ -126,18 +126,48 @@ def test_anonymize_emits_encoder_sized_clips(folder, key, key_file, tmp_path):
     assert len(list((tmp_path / "clips").glob("*.mp4"))) == 1
 
 
-@pytest.mark.parametrize("fault", ["raise", "nan", "type"])
+@pytest.mark.parametrize("fault", ["raise", "nan", "type", "hang"])
 def test_anonymize_fails_closed_when_detection_fails(folder, key, key_file, tmp_path, fault):
     rec = _recording(str(folder / "a.mp4"), key)
     plan = _plan(write_clips=True)
-    fn = AnonymizeSegmentFn(AnonymizationConfig(), plan, key_file, str(tmp_path / "clips"),
-                            "cfg", detector_factory=FaultyFactory(fault, at=6))
+    config = AnonymizationConfig(detect_timeout_s=1.0)
+    fn = AnonymizeSegmentFn(config, plan, key_file, str(tmp_path / "clips"),
+                            "cfg", detector_factory=FaultyFactory(fault, at=6, hang_s=3.0))
     with TestPipeline() as p:
         out = p | beam.Create(plan_segments(rec, plan.span, 1.0)) | AnonymizeSegments(fn)
         assert_that(out.clips, equal_to([]))
         assert_that(out.files, equal_to([]), label="no files")
         assert_that(out.deadletter | beam.Map(lambda d: (d.stage, d.reason, d.segment_index)),
                     equal_to([("anonymize", "detector_failed", 0)]), label="deadletter")
+    assert not list((tmp_path / "clips").glob("*")) if (tmp_path / "clips").exists() else True
+
+
+def test_a_silently_blind_detector_is_caught_and_the_segment_redacted_again(
+        folder, key, key_file, tmp_path):
+    rec = _recording(str(folder / "a.mp4"), key)
+    plan = _plan(write_clips=True)
+    fn = AnonymizeSegmentFn(AnonymizationConfig(), plan, key_file, str(tmp_path / "clips"),
+                            "cfg", detector_factory=BlindFactory())
+    with TestPipeline() as p:
+        out = p | beam.Create(plan_segments(rec, plan.span, 1.0)) | AnonymizeSegments(fn)
+        assert_that(out.clips | beam.Map(lambda c: c.qa_status),
+                    equal_to(["reredacted_verified"]))
+        assert_that(out.audit | beam.Map(lambda e: e.kind),
+                    equal_to(["verification_failed", "segment_anonymized"]), label="audit")
+
+
+def test_unverifiable_segments_are_quarantined(folder, key, key_file, tmp_path):
+    rec = _recording(str(folder / "a.mp4"), key)
+    plan = _plan(write_clips=True)
+    # An independent detector that still sees a face after any redaction.
+    fn = AnonymizeSegmentFn(AnonymizationConfig(), plan, key_file, str(tmp_path / "clips"),
+                            "cfg", verifier_factory=HallucinatingFactory())
+    with TestPipeline() as p:
+        out = p | beam.Create(plan_segments(rec, plan.span, 1.0)) | AnonymizeSegments(fn)
+        assert_that(out.clips, equal_to([]))
+        assert_that(out.files, equal_to([]), label="no files")
+        assert_that(out.deadletter | beam.Map(lambda d: d.reason),
+                    equal_to(["verification_failed"]), label="deadletter")
     assert not list((tmp_path / "clips").glob("*")) if (tmp_path / "clips").exists() else True
 
 

@@ -29,6 +29,7 @@ from privacy.anonymizer import FrameIn, SegmentAnonymizer
 from privacy.config import AnonymizationConfig
 from privacy.detectors import DetectorError, FaceDetector, build_detector
 from privacy.pseudonyms import PseudonymKey
+from privacy.verification import RedactionVerifier, VerificationSummary
 from schemas.elements import Clip, Segment
 from schemas.records import AuditEvent, DeadLetter
 from transforms.encoders import FrameGeometry
@@ -94,22 +95,34 @@ def _sampled(window: Iterator, step: int) -> Iterator[FrameIn]:
             after += 1
 
 
+class VerificationFailed(Exception):
+    """Redaction could not be verified even after the stronger pass: quarantine."""
+
+
 @dataclass(slots=True)
-class _SegmentResult:
-    clips: list
-    files: list
+class _Attempt:
+    builder: _ClipBuilder
     counts: dict
+    verification: VerificationSummary
 
 
 class AnonymizeSegmentFn(beam.DoFn):
-    """Segment -> redacted ``Clip`` elements; dead letters, audit events and clip files tagged."""
+    """Segment -> redacted ``Clip`` elements; dead letters, audit events and clip files tagged.
+
+    A segment's clips and clip files are released only after the whole segment was
+    detected, redacted and verified. A failed verification redacts the segment again
+    with the stronger configuration (``AnonymizationConfig.strong``); a second
+    failure quarantines it (dead letter ``verification_failed``).
+    """
 
     def __init__(self, config: AnonymizationConfig, plan: ClipPlan, key_file: str | None,
                  clips_dir: str | None, config_fingerprint: str,
                  progress: ProgressReporter | None = None,
-                 detector_factory: Callable[[], FaceDetector] | None = None) -> None:
+                 detector_factory: Callable[[], FaceDetector] | None = None,
+                 verifier_factory: Callable[[], FaceDetector] | None = None) -> None:
         self._config = config
         self._detector_factory = detector_factory
+        self._verifier_factory = verifier_factory
         self._plan = plan
         self._key_file = key_file
         self._clips_dir = clips_dir
@@ -117,6 +130,7 @@ class AnonymizeSegmentFn(beam.DoFn):
         self._progress = progress or ProgressReporter(None)
         self._ok = Metrics.counter(NAMESPACE, "segments_ok")
         self._failed = Metrics.counter(NAMESPACE, "segments_failed")
+        self._reredacted = Metrics.counter(NAMESPACE, "segments_reredacted")
         self._decoded = Metrics.counter(NAMESPACE, "frames_decoded")
         self._redacted = Metrics.counter(NAMESPACE, "frames_redacted")
         self._faces = Metrics.counter(NAMESPACE, "faces_detected")
@@ -124,57 +138,99 @@ class AnonymizeSegmentFn(beam.DoFn):
 
     def setup(self) -> None:
         self._key = PseudonymKey.load(self._key_file)
-        self._build_anonymizer()
+        verification = self._config.verification
+        self._verifier = RedactionVerifier(
+            verification, self._verifier_factory() if self._verifier_factory else None) \
+            if verification.enabled else None
+        self._anonymizer = self._build(self._config, self._detector_factory)
+        self._strong: SegmentAnonymizer | None = None  # built on first need
 
-    def _build_anonymizer(self) -> None:
-        detector = self._detector_factory() if self._detector_factory else \
-            build_detector(self._config.detector_spec)
-        self._anonymizer = SegmentAnonymizer(
-            detector, self._config.redaction,
-            temporal_window=self._config.temporal_window,
-            detect_timeout_s=self._config.detect_timeout_s)
+    def _build(self, config: AnonymizationConfig,
+               factory: Callable[[], FaceDetector] | None = None) -> SegmentAnonymizer:
+        detector = factory() if factory else build_detector(config.detector_spec)
+        return SegmentAnonymizer(detector, config.redaction,
+                                 temporal_window=config.temporal_window,
+                                 detect_timeout_s=config.detect_timeout_s,
+                                 verifier=self._verifier,
+                                 batch_size=config.detect_batch_size)
 
     def teardown(self) -> None:
-        anonymizer = getattr(self, "_anonymizer", None)
-        if anonymizer is not None:
-            anonymizer.close()
+        for anonymizer in (getattr(self, "_anonymizer", None), getattr(self, "_strong", None)):
+            if anonymizer is not None:
+                anonymizer.close()
 
     def process(self, segment: Segment):
         rec = segment.recording
         started = time.perf_counter()
+        events = []
         try:
-            result = self._anonymize(segment)
-        except (DetectorError, MediaError) as exc:
-            reason = "detector_failed" if isinstance(exc, DetectorError) else exc.reason
-            if isinstance(exc, DetectorError) and self._anonymizer.broken:
-                self._anonymizer.close()
-                self._build_anonymizer()
+            attempt = self._attempt(segment, self._anonymizer)
+            status = "verified" if self._verifier else "redacted_unverified"
+            if not attempt.verification.passed:
+                events.append(AuditEvent(kind="verification_failed",
+                                         recording_id=rec.recording_id,
+                                         segment_index=segment.index,
+                                         counts={"pass": "first",
+                                                 **attempt.verification.to_dict()}))
+                attempt.builder.discard()
+                if self._strong is None:
+                    self._strong = self._build(self._config.strong())
+                attempt = self._attempt(segment, self._strong)
+                self._reredacted.inc()
+                if not attempt.verification.passed:
+                    attempt.builder.discard()
+                    raise VerificationFailed(
+                        f"{attempt.verification.output_faces} faces found and "
+                        f"{attempt.verification.linkable_faces} linkable after the stronger pass")
+                status = "reredacted_verified"
+            files = attempt.builder.publish_files()
+        except (DetectorError, MediaError, VerificationFailed) as exc:
+            if isinstance(exc, DetectorError):
+                reason = "detector_failed"
+                for anonymizer in (self._anonymizer, self._strong):
+                    if anonymizer is not None and anonymizer.broken:
+                        self.teardown()
+                        self.setup()
+                        break
+            elif isinstance(exc, VerificationFailed):
+                reason = "verification_failed"
+            else:
+                reason = exc.reason
             self._failed.inc()
             self._progress.report(segments=1, segments_failed=1)
             yield beam.pvalue.TaggedOutput(DEADLETTER, DeadLetter(
                 input_id=self._key.pseudonym("input", rec.uri), stage="anonymize",
                 reason=reason, detail=str(exc).splitlines()[0][:200] if str(exc) else reason,
                 recording_id=rec.recording_id, segment_index=segment.index))
+            for event in events:
+                yield beam.pvalue.TaggedOutput(AUDIT, event)
             yield beam.pvalue.TaggedOutput(AUDIT, AuditEvent(
                 kind="segment_failed", recording_id=rec.recording_id,
                 segment_index=segment.index, counts={"reason": reason}))
             return
-        counts = result.counts
+        counts = dict(attempt.counts, qa_status=status,
+                      **{f"verify_{k}": v for k, v in attempt.verification.to_dict().items()})
+        clips = attempt.builder.clips
+        for clip in clips:
+            clip.qa_status = status
         self._ok.inc()
         self._decoded.inc(counts["frames_decoded"])
         self._redacted.inc(counts["frames_emitted"])
         self._faces.inc(counts["faces_detected"])
-        self._clips.inc(len(result.clips))
+        self._clips.inc(len(clips))
         self._progress.report(segments=1, frames=counts["frames_emitted"],
                               busy_s=time.perf_counter() - started)
+        for event in events:
+            yield beam.pvalue.TaggedOutput(AUDIT, event)
         yield beam.pvalue.TaggedOutput(AUDIT, AuditEvent(
             kind="segment_anonymized", recording_id=rec.recording_id,
             segment_index=segment.index, counts=counts))
-        for info in result.files:
+        for info in files:
             yield beam.pvalue.TaggedOutput(FILES, info)
-        yield from result.clips
+        yield from clips
 
-    def _anonymize(self, segment: Segment) -> _SegmentResult:
+    def _attempt(self, segment: Segment, anonymizer: SegmentAnonymizer) -> _Attempt:
+        """Decode, detect, redact and verify one segment; clip files stay in temp files."""
         rec, plan = segment.recording, self._plan
         detect_step = 1 if plan.write_clips else plan.frame_stride
         stats = DecodeStats()
@@ -182,16 +238,14 @@ class AnonymizeSegmentFn(beam.DoFn):
                              None if segment.is_last else segment.end_s,
                              context=self._config.temporal_window * detect_step, stats=stats)
         rng = np.random.default_rng(self._key.seed(rec.recording_id, rec.view, segment.index))
-        fps = rec.video.fps or 30.0
-        builder = _ClipBuilder(self, segment, fps)
+        builder = _ClipBuilder(self, segment, rec.video.fps or 30.0)
         try:
-            for out in self._anonymizer.process(_sampled(window, detect_step), rng):
+            for out in anonymizer.process(_sampled(window, detect_step), rng):
                 builder.add(out)
             builder.finish()
             total = stats.decoded + stats.corrupt
             if total and stats.corrupt / total > self._config.max_corrupt_fraction:
                 raise MediaError("corrupt_frames", f"{stats.corrupt} of {total} frames corrupt")
-            files = builder.publish_files()
         except BaseException:
             builder.discard()
             raise
@@ -199,7 +253,7 @@ class AnonymizeSegmentFn(beam.DoFn):
                   "frames_emitted": builder.frames_emitted,
                   "faces_detected": builder.faces_detected, "boxes_redacted": builder.boxes,
                   "clips": len(builder.clips)}
-        return _SegmentResult(builder.clips, files, counts)
+        return _Attempt(builder, counts, anonymizer.verification)
 
 
 class _ClipBuilder:
@@ -258,7 +312,7 @@ class _ClipBuilder:
             view=rec.view, segment_index=seg.index, clip_index=index,
             start_s=self._times[0], end_s=self._times[-1] + self.plan.frame_stride / self.fps,
             frame_count=real, fps=float(self.fps), frames=np.stack(frames),
-            faces_redacted=self._faces, qa_status="redacted_unverified"))
+            faces_redacted=self._faces, qa_status="pending"))
         self._reset()
 
     def finish(self) -> None:

@@ -13,7 +13,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MAX_FACES_PER_FRAME = 2000
+MAX_FACES_PER_FRAME = 10000
+
+
+def import_face_recognition():
+    """face_recognition, imported without its models package's pkg_resources warning."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+        import face_recognition
+    return face_recognition
 
 
 class DetectorError(RuntimeError):
@@ -104,15 +114,27 @@ class FaceDetector(abc.ABC):
     def _detect(self, frame: np.ndarray) -> Detections:
         """Backend detection on an RGB uint8 frame."""
 
+    def _detect_batch(self, frames: list[np.ndarray]) -> list[Detections]:
+        """Backend detection on several frames; backends that batch override this."""
+        return [self._detect(frame) for frame in frames]
+
     def detect(self, frame: np.ndarray) -> Detections:
-        validate_frame(frame)
+        return self.detect_batch([frame])[0]
+
+    def detect_batch(self, frames: list[np.ndarray]) -> list[Detections]:
+        """Validated detections for each frame, in order; any failure fails the batch."""
+        for frame in frames:
+            validate_frame(frame)
         try:
-            dets = self._detect(frame)
+            results = self._detect_batch(list(frames))
         except DetectorError:
             raise
         except Exception as exc:  # any backend failure means: not detected
             raise DetectorError(f"{self.name} failed: {type(exc).__name__}: {exc}") from exc
-        return validate_detections(dets, frame.shape[0], frame.shape[1])
+        if not isinstance(results, list) or len(results) != len(frames):
+            raise DetectorError(f"{self.name} returned {type(results).__name__} for "
+                                f"{len(frames)} frames")
+        return [validate_detections(d, f.shape[0], f.shape[1]) for d, f in zip(results, frames)]
 
     def describe(self) -> dict:
         """Name, weights hash and thresholds, for the record of processing."""

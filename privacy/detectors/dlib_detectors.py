@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from privacy.detectors.base import Detections, FaceDetector
+from privacy.detectors.base import Detections, FaceDetector, import_face_recognition
 
 
 class DlibDetector(FaceDetector):
@@ -24,7 +24,7 @@ class DlibDetector(FaceDetector):
             raise ValueError(f"model must be 'hog' or 'cnn', got {model!r}")
         if not 0 <= upsample <= 4:
             raise ValueError(f"upsample must be in [0, 4], got {upsample}")
-        import face_recognition  # deferred: dlib is heavy to import
+        face_recognition = import_face_recognition()
 
         self._face_locations = face_recognition.face_locations
         self.model = model

@@ -4,6 +4,7 @@ Syntax: backends joined by ``+``; each is ``name`` or ``name:key=value;key=value
 
     centerface                                   the default
     centerface:threshold=0.15;scales=1,2         more recall, slower
+    centerface:backend=onnxruntime               onnxruntime (GPU with onnxruntime-gpu)
     yunet:path=/models/yunet.onnx;threshold=0.3  a user-supplied YuNet
     centerface+yunet:path=/models/yunet.onnx     an ensemble (union of boxes)
     hog | cnn                                    face-recognition's dlib detectors
@@ -18,7 +19,7 @@ from privacy.detectors.base import Detections, FaceDetector, nms
 BACKENDS = ("centerface", "yunet", "hog", "cnn")
 
 # Chosen by measurement; see bench/ and DESIGN.md.
-DEFAULT_DETECTOR = "centerface"
+DEFAULT_DETECTOR = "centerface:threshold=0.1"
 
 
 @dataclass(slots=True, frozen=True)
@@ -28,6 +29,7 @@ class BackendSpec:
     scales: tuple[float, ...] | None = None
     path: str | None = None
     upsample: int | None = None
+    backend: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -68,6 +70,8 @@ class DetectorSpec:
                         fields["path"] = value
                     elif key == "upsample":
                         fields["upsample"] = int(value)
+                    elif key == "backend":
+                        fields["backend"] = value
                     else:
                         raise ValueError(f"unknown detector option {key!r}")
                 except ValueError as exc:
@@ -110,6 +114,8 @@ def _build_one(spec: BackendSpec) -> FaceDetector:
     if spec.kind == "centerface":
         from privacy.detectors.centerface import CenterFaceDetector
 
+        if spec.backend is not None:
+            kwargs["backend"] = spec.backend
         return CenterFaceDetector(weights_path=spec.path, **kwargs)
     if spec.kind == "yunet":
         from privacy.detectors.yunet import YuNetDetector
