@@ -5,7 +5,7 @@ For each candidate layout of the latent columns, writes the same latent payload
 (rows, ...) numpy array, on one core (pyarrow's CPU and I/O pools set to one
 thread, ``use_threads=False``), timed in CPU seconds of the process. The baseline is
 pyarrow writing the same bytes to a file as one buffer (``pa.OSFile.write``) and
-reading them back into memory allocated beforehand (``NativeFile.readinto``).
+reading them back into one buffer (``read_buffer``).
 Runs are interleaved (raw, layout, raw, layout, ...) and the ratio is taken per
 repetition, so a noisy neighbour slows both sides of a ratio alike; medians are
 reported. Reads come from the page cache, as the writes just put them there.
@@ -70,13 +70,15 @@ def _timed(fn) -> float:
 
 
 def _raw_reader(path: str, nbytes: int):
-    """Raw read: the file's bytes into memory allocated and touched beforehand, so the
-    baseline pays for the copy alone, not for the allocator (the strictest baseline)."""
-    target = np.ones(nbytes, np.uint8)
+    """Raw read: pyarrow reads the file's bytes into a new buffer (``read_buffer``).
+
+    Measured here, that is the fastest raw read (about 8 GB/s per core, against about
+    2.7 for ``readinto`` a numpy array allocated beforehand: Arrow's allocator hands out
+    memory that the kernel copies into faster on this VM), so it is the strict baseline."""
 
     def read():
         with pa.OSFile(path) as handle:
-            assert handle.readinto(target) == nbytes
+            assert handle.read_buffer().size == nbytes
 
     return read
 
@@ -178,6 +180,12 @@ def _summary(nbytes: int, writes: list, reads: list, file_bytes: int) -> dict:
         "read_gbps": gbps(statistics.median(t for _, t in reads)),
         "raw_read_gbps": gbps(statistics.median(t for t, _ in reads)),
         "read_ratio": round(statistics.median(raw / ours for raw, ours in reads), 3),
+        # Against the fastest raw repetition: the raw read's speed depends on the state of
+        # the allocator (fresh pages or reused ones), so this is the strict ratio.
+        "write_vs_best_raw": round(min(t for t, _ in writes)
+                                   / statistics.median(t for _, t in writes), 3),
+        "read_vs_best_raw": round(min(t for t, _ in reads)
+                                  / statistics.median(t for _, t in reads), 3),
         "file_over_payload": round(file_bytes / nbytes, 4),
     }
 
@@ -265,8 +273,12 @@ def row_group_sweep(tmp: str, layout: LatentLayout, payload: np.ndarray, rows: i
                 t = file.read_row_group(g, columns=columns, use_threads=False)
                 decode_latents(t.column("embedding"), (layout.embedding_dim,))
 
-        ratios = [_timed(raw_read) / _timed(read) for _ in range(repeat)]
-        out[f"{mb}MB"] = {"row_groups": groups, "read_ratio": round(statistics.median(ratios), 3)}
+        pairs = [(_timed(raw_read), _timed(read)) for _ in range(repeat)]
+        ours = statistics.median(t for _, t in pairs)
+        out[f"{mb}MB"] = {"row_groups": groups,
+                          "read_gbps": round(payload.nbytes / ours / 1e9, 3),
+                          "read_ratio": round(statistics.median(r / o for r, o in pairs), 3),
+                          "read_vs_best_raw": round(min(r for r, _ in pairs) / ours, 3)}
     return out
 
 
@@ -314,17 +326,19 @@ def markdown_tables(report: dict) -> str:
     lines = []
     for name, res in report["workloads"].items():
         lines += [f"### {name}: {res['rows']} rows of {res['row_bytes']} latent bytes", "",
-                  "| layout | write GB/s | raw write GB/s | write / raw | read GB/s | "
-                  "raw read GB/s | read / raw | file / payload |",
+                  "| layout | write GB/s | raw write GB/s | write / raw (best raw) | read GB/s | "
+                  "raw read GB/s | read / raw (best raw) | file / payload |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         rows = dict(res["layouts"])
         rows["shipped: write_shard from rows, LatentShards read"] = res["shipped"]
         for layout, v in rows.items():
             lines.append(f"| {layout} | {v['write_gbps']:.2f} | {v['raw_write_gbps']:.2f} | "
-                         f"{v['write_ratio']:.2f} | {v['read_gbps']:.2f} | "
-                         f"{v['raw_read_gbps']:.2f} | {v['read_ratio']:.2f} | "
+                         f"{v['write_ratio']:.2f} ({v['write_vs_best_raw']:.2f}) | "
+                         f"{v['read_gbps']:.2f} | {v['raw_read_gbps']:.2f} | "
+                         f"{v['read_ratio']:.2f} ({v['read_vs_best_raw']:.2f}) | "
                          f"{v['file_over_payload']:.3f} |")
-        sweep = ", ".join(f"{k}: {v['row_groups']} groups, read / raw {v['read_ratio']:.2f}"
+        sweep = ", ".join(f"{k}: {v['row_groups']} groups, {v['read_gbps']:.2f} GB/s, read / raw "
+                          f"{v['read_ratio']:.2f} ({v['read_vs_best_raw']:.2f} of the best raw)"
                           for k, v in res["row_group_sweep"].items())
         lines += ["", f"sha256 of the shard: {res['shipped']['sha256_gbps']:.2f} GB/s. "
                   f"Row-group sizes (shipped reader): {sweep}.", ""]

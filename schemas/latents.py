@@ -2,10 +2,11 @@
 
 A shard row holds a clip's pooled embedding and, on request, its token grid. Both
 are stored as ``fixed_size_binary`` of little-endian float16 or bfloat16 values,
-uncompressed, without dictionary or statistics: measured in ``bench/shards.py``,
-that layout writes and reads at the speed of the raw bytes, where
-``fixed_size_list<float16>`` is 5-10 times slower and zstd gains under 10% of the
-size for a third of the speed. The dtype and shape are in the file metadata (and
+uncompressed, without dictionary or statistics. Measured in ``bench/shards.py``
+(results in ``bench/results/shards.md``), that layout reads at the speed of pyarrow
+reading the raw bytes, twice as fast as ``binary`` for 2 KB rows, where
+``fixed_size_list<float16>`` is 10-20 times slower both ways and zstd saves 8% of
+the bytes for a seventh of the read speed. The dtype and shape are in the file metadata (and
 in each column's field metadata), and ``decode_latents`` turns a column into a
 (rows, *shape) array with no per-row copy. The writer settings live here, beside
 the schema, so that every program that rewrites shards (erasure, exports) keeps
@@ -32,8 +33,8 @@ METADATA_KEY = b"egoveil"
 LATENT_COLUMNS = ("embedding", "tokens")
 DICTIONARY_COLUMNS = ("recording_id", "wearer_id", "view", "encoder_id", "qa_status")
 # A row group is what one reader (a DataLoader worker, a DuckDB thread, a datasets
-# streaming step) takes at a time: small enough to spread a 256 MB shard over 8
-# workers, large enough that per-group overhead stays under 1% (bench/shards.py).
+# streaming step) takes at a time: 8, 32 and 128 MB groups read equally fast
+# (bench/shards.py), and 32 MB spreads a 256 MB shard over 8 workers.
 ROW_GROUP_BYTES = 32 * 1024**2
 
 
