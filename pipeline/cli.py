@@ -1,4 +1,4 @@
-"""The ``egoveil`` command: run, redact, demo, keygen, make-encoder.
+"""The ``egoveil`` command: run, redact, demo, erase, keygen, make-encoder.
 
 Errors a user can cause print one line (``egoveil: error: ...``) and exit 2;
 errors that are bugs keep their traceback.
@@ -40,6 +40,9 @@ def _print_summary(summary) -> None:
     if summary.consent_excluded:
         log.info("%d recordings excluded without reading them (no valid consent)",
                  summary.consent_excluded)
+    if summary.erasure_excluded:
+        log.info("%d recordings skipped without decoding them (erased from this output)",
+                 summary.erasure_excluded)
     if failed:
         log.info("%d dead letters (%s), see deadletter/", failed, reasons)
     log.info("%d latent rows in %d shards, %d clips; manifest.json and _SUCCESS written",
@@ -109,6 +112,24 @@ def _cmd_keygen(args) -> int:
     return 0
 
 
+def _cmd_erase(args) -> int:
+    from pipeline.erase import erase
+
+    if not args.wearer and not args.recording:
+        from pipeline.errors import UserError
+
+        raise UserError("name what to erase with --wearer ID and/or --recording URI_OR_ID")
+    summary = erase(args.dir, args.wearer or [], args.recording or [], args.key_file)
+    log = logging.getLogger("egoveil")
+    log.info("erasure %s: %d rows removed (%d shards rewritten, %d removed), %d clips and %d "
+             "unlisted files deleted, %d dead letters removed, %d tombstones added; recorded "
+             "in audit/events.jsonl", summary.erasure_id, summary.rows_removed,
+             summary.shards_rewritten, summary.shards_removed, summary.clips_deleted,
+             summary.unlisted_files_deleted, summary.deadletters_removed,
+             summary.tombstones_added)
+    return 0
+
+
 def _cmd_make_encoder(args) -> int:
     from transforms.encoders import save_random_encoder
 
@@ -142,6 +163,17 @@ def _parser() -> argparse.ArgumentParser:
                       help="encoder to use (default: the V-JEPA 2 default if it can be had, "
                            "else a small random one)")
     demo.add_argument("--no-progress", action="store_true")
+    era = sub.add_parser("erase", help="erase a wearer's or a recording's rows, clips and "
+                                       "dead letters from an output, and keep them out")
+    era.add_argument("dir", help="a published output folder")
+    era.add_argument("--wearer", action="append", metavar="ID",
+                     help="raw wearer id, as in the manifest and consent registry (repeatable)")
+    era.add_argument("--recording", action="append", metavar="URI_OR_ID",
+                     help="the recording's file (hashed to find it) or its recording_id "
+                          "pseudonym (repeatable)")
+    era.add_argument("--key-file", default=None,
+                     help="the key the output was written with (default: "
+                          "$EGOVEIL_PSEUDONYM_KEY)")
     key = sub.add_parser("keygen", help="write a new random pseudonym key file")
     key.add_argument("file")
     enc = sub.add_parser("make-encoder", help="save a randomly initialised encoder (for tests)")
@@ -174,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(argv[1:])
         args = _parser().parse_args(argv)
         return {"redact": _cmd_redact, "demo": _cmd_demo, "keygen": _cmd_keygen,
-                "make-encoder": _cmd_make_encoder}[args.command](args)
+                "erase": _cmd_erase, "make-encoder": _cmd_make_encoder}[args.command](args)
     except UserError as exc:
         print(f"egoveil: error: {exc}", file=sys.stderr)
         return 2

@@ -1,9 +1,9 @@
 """``egoveil demo DIR``: make sample recordings and run the whole pipeline on them, offline.
 
-Writes ``DIR/inputs`` (three recordings with faces, audio and identifying metadata,
-a manifest, a consent registry in which one wearer has withdrawn, and a
-throw-away pseudonym key) and ``DIR/output`` (the run's shards, clips, audit
-record and dead letters).
+Writes ``DIR/inputs`` (three recordings with faces, audio, identifying metadata,
+subtitle, telemetry and timecode tracks and chapters, a manifest, a consent
+registry in which one wearer has withdrawn, and a throw-away pseudonym key) and
+``DIR/output`` (the run's shards, clips, audit record and dead letters).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def make_inputs(directory: str) -> dict:
     os.makedirs(directory, exist_ok=True)
     manifest_lines, consent_rows = [], ["wearer_id,purpose,granted_at,withdrawn_at"]
     for seed, (name, wearer, grant, tracks) in enumerate(_RECORDINGS):
-        make_recording(os.path.join(directory, name), seconds=4.0, tracks=tracks, seed=seed)
+        make_recording(os.path.join(directory, name), seconds=4.0, tracks=tracks, seed=seed,
+                       side_tracks=True)
         manifest_lines.append(json.dumps({
             "uri": name, "wearer_id": wearer, "device_serial": f"EG1-SN-{seed:04d}",
             "capture_start": "2026-05-01T10:00:00Z",

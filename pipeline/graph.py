@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import apache_beam as beam
 
 from privacy.config import AnonymizationConfig
+from privacy.metadata_policy import LocationPolicy
+from privacy.tombstones import Tombstones
 from schemas.latents import LatentLayout
 from transforms.admit import AdmitRecordingFn, AdmitRecordings
 from transforms.anonymize import AnonymizeSegmentFn, AnonymizeSegments, ClipPlan
@@ -46,6 +48,8 @@ class GraphConfig:
     config_fingerprint: str
     progress_dir: str | None
     record: dict
+    tombstones: Tombstones | None = None
+    location: LocationPolicy | None = None
     layout: LatentLayout | None = None  # None: float16 pooled embeddings only
     runtime: RuntimeConfig | None = None
 
@@ -57,7 +61,8 @@ def build_graph(p: beam.Pipeline, cfg: GraphConfig) -> None:
 
     found = p | "Discover" >> DiscoverRecordings(cfg.patterns, cfg.manifest, cfg.key_file)
     admitted = found["requests"] | "Admit" >> AdmitRecordings(AdmitRecordingFn(
-        cfg.key_file, cfg.consent_file, cfg.purpose, cfg.caps, progress))
+        cfg.key_file, cfg.consent_file, cfg.purpose, cfg.caps, progress,
+        tombstones=cfg.tombstones, location=cfg.location))
     segments = admitted["recordings"] | "Segment" >> PlanSegments(
         plan.span, cfg.segment_seconds, progress)
     anonymized = segments | "Anonymize" >> AnonymizeSegments(AnonymizeSegmentFn(

@@ -39,6 +39,9 @@ class EgoveilOptions(PipelineOptions):
                           help="consent registry CSV: wearer_id,purpose,granted_at,withdrawn_at")
         priv.add_argument("--purpose", dest="purpose", default=DEFAULT_PURPOSE,
                           help="processing purpose checked against the consent registry")
+        priv.add_argument("--location-geohash", dest="location_geohash", type=int, default=None,
+                          help="keep a manifest location as its geohash cell of this precision "
+                               "(1-5; 5 is about 5 km); without it, locations are dropped")
         priv.add_argument("--detector", dest="detector", default=DEFAULT_DETECTOR,
                           help="face detector spec, e.g. 'centerface', "
                                "'centerface:threshold=0.15;scales=1,2', "

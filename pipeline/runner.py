@@ -35,12 +35,15 @@ from pipeline.progress import ProgressMonitor
 from pipeline.worker_deps import dlib_standin_wheel
 from privacy.config import AnonymizationConfig
 from privacy.consent import ConsentFileError, ConsentRegistry
+from privacy.metadata_policy import LocationPolicy
 from privacy.pseudonyms import PseudonymKey, PseudonymKeyError
 from privacy.redaction import RedactionConfig
+from privacy.tombstones import TombstoneError
 from privacy.verification import VerificationConfig
 from transforms.discover import InputPattern, normalize_uri
 from transforms.encoders import EncoderUnavailable, resolve_encoder
 from transforms.publish import DEADLETTER_FILE, EVENTS_FILE, MANIFEST
+from transforms.tombstone_io import read_tombstones
 from transforms.video_io import DecodeCaps
 
 log = logging.getLogger("egoveil")
@@ -58,6 +61,7 @@ class RunSummary:
     totals: dict = field(default_factory=dict)
     deadletters_by_reason: dict = field(default_factory=dict)
     consent_excluded: int = 0
+    erasure_excluded: int = 0
     frames: int = 0
     faces_detected: int = 0
     segments: int = 0
@@ -164,6 +168,11 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
     except PseudonymKeyError as exc:
         raise UserError(str(exc)) from None
 
+    try:
+        location = LocationPolicy(opts.location_geohash)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
     consent_checked = bool(opts.consent)
     if opts.consent:
         try:
@@ -189,6 +198,11 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
     layout, runtime = latent_settings(opts, encoder)
 
     output = _prepare_output(opts.output)
+    try:
+        tombstones = read_tombstones(output)
+        tombstones.check_key(key.key_id)
+    except TombstoneError as exc:
+        raise UserError(f"--output: {exc}") from None
     run_id = uuid.uuid4().hex[:16]
     caps = DecodeCaps(max_pixels=opts.max_pixels, max_duration_s=opts.max_duration_s,
                       max_bytes=int(opts.max_input_gb * 1024**3))
@@ -212,7 +226,7 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
                               "frame_stride": opts.frame_stride,
                               "segment_seconds": opts.segment_seconds,
                               "clips": opts.clips, "key_id": key.key_id,
-                              "purpose": opts.purpose}, sort_keys=True)
+                              "purpose": opts.purpose, **location.describe()}, sort_keys=True)
     config_sha = hashlib.sha256(config_blob.encode()).hexdigest()
     record = {
         "run_id": run_id,
@@ -220,6 +234,11 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
         "purpose": opts.purpose,
         "consent_checked": consent_checked,
         "key_id": key.key_id,
+        "metadata": {"wearer_id": "keyed pseudonym", "device_serial": "keyed pseudonym",
+                     "capture_start": "consent check only; outputs hold offsets",
+                     **location.describe()},
+        "erasure": {"tombstones": len(tombstones),
+                    "tombstones_sha256": tombstones.fingerprint()},
         "config_sha256": config_sha,
         "inputs": {"patterns": len(patterns), "manifest": bool(opts.manifest)},
         "anonymization": anonymization.describe(),
@@ -241,9 +260,15 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
         segment_seconds=opts.segment_seconds, write_clips=opts.clips,
         batch_size=opts.batch_size, target_shard_bytes=int(opts.target_shard_mb * 1024**2),
         caps=caps, config_fingerprint=config_sha, progress_dir=progress_dir, record=record,
-        layout=layout, runtime=runtime)
+        tombstones=tombstones, location=location, layout=layout, runtime=runtime)
     if not consent_checked:
         log.warning("consent is not being checked: no --consent registry was given")
+    if location.geohash_precision is not None:
+        log.warning("locations are kept as geohash cells of precision %d in every shard row; "
+                    "beside a wearer pseudonym they can narrow down where a wearer lives",
+                    location.geohash_precision)
+    if len(tombstones):
+        log.info("honouring %d erasure tombstones in this output", len(tombstones))
     if not encoder.pretrained:
         log.warning("encoder %s has random weights (not pretrained); every shard row records "
                     "encoder_pretrained=false", encoder.encoder_id)
@@ -264,6 +289,8 @@ def summarize(output: str, wall_s: float) -> RunSummary:
             event = json.loads(line)
             if event["kind"] == "consent_excluded":
                 summary.consent_excluded += 1
+            elif event["kind"] == "erasure_excluded":
+                summary.erasure_excluded += 1
             elif event["kind"] == "segment_anonymized":
                 summary.segments += 1
                 summary.frames += event["counts"].get("frames_emitted", 0)
@@ -283,11 +310,31 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     pipeline = test_pipeline or beam.Pipeline(options=options)
     build_graph(pipeline, graph)
     enabled = opts.progress if show_progress is None else show_progress
-    if graph.progress_dir:
-        with ProgressMonitor(graph.progress_dir, enabled=enabled):
-            result = pipeline.run()
-            result.wait_until_finish()
-    else:
-        result = pipeline.run()
-        result.wait_until_finish()
+    # The staging folder exists from now until publishing: `egoveil erase` refuses to
+    # rewrite an output while a run into it could still publish rows it erased.
+    with FileSystems.create(FileSystems.join(graph.staging, "RUNNING")):
+        pass
+    try:
+        if graph.progress_dir:
+            with ProgressMonitor(graph.progress_dir, enabled=enabled):
+                pipeline.run().wait_until_finish()
+        else:
+            pipeline.run().wait_until_finish()
+    except Exception:
+        if FileSystems.exists(graph.staging):
+            FileSystems.delete([graph.staging])
+        _raise_if_erased_during_run(graph)
+        raise
     return summarize(graph.output, time.perf_counter() - started)
+
+
+def _raise_if_erased_during_run(graph: GraphConfig) -> None:
+    """Turn a publish refused because of a concurrent erasure into one line."""
+    try:
+        changed = read_tombstones(graph.output).fingerprint() != \
+            graph.record["erasure"]["tombstones_sha256"]
+    except TombstoneError:
+        changed = True
+    if changed:
+        raise UserError("an erasure was made in this output while the run was going, so "
+                        "nothing was published; run again to honour it") from None

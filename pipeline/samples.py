@@ -5,12 +5,16 @@ Collins, ``data.astronaut``; the cameraman, ``data.camera``), so samples are mad
 offline. The camera pans and shakes like a head-mounted one; the faces move
 across the scene. Files carry what real recordings carry and egoveil must strip:
 an audio track and container metadata (location, make, model, serial, creation
-time). The generator returns the face boxes drawn in every frame, for tests.
+time) and, on request, the side tracks real cameras write: a subtitle track, a
+GoPro-style ``gpmd`` telemetry track (GPS and serial; MP4 only, FFmpeg's MOV muxer
+refuses it), a timecode track and chapters. The generator returns the face boxes
+drawn in every frame, for tests.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -34,6 +38,15 @@ SAMPLE_METADATA = {
     "title": "Walk with Alice",
     "comment": "recorded by wearer-alice near the tower",
 }
+
+
+# What the side tracks carry: strings a test can look for in every output byte.
+SAMPLE_SUBTITLE = "wearer-alice at 12 Rue de la Paix, serial EG1-SN-0042-7731"
+SAMPLE_TELEMETRY = b"GPMD DVNM EG1 Prototype CASN EG1-SN-0042-7731 GPS5 48.85840 2.29450"
+SAMPLE_CHAPTERS = ("Leaving Alice home", "Arriving at the tower")
+SAMPLE_TIMECODE = "10:00:00:00"
+SIDE_TRACK_STRINGS = (SAMPLE_SUBTITLE.encode(), SAMPLE_TELEMETRY, *(c.encode() for c in
+                                                                     SAMPLE_CHAPTERS))
 
 
 def portrait(name: str) -> np.ndarray:
@@ -89,7 +102,8 @@ def _paste(frame: np.ndarray, face: np.ndarray, cx: float, cy: float,
 def make_recording(path: str, width: int = 640, height: int = 360, fps: int = 15,
                    seconds: float = 3.0, tracks: tuple[FaceTrack, ...] | None = None,
                    audio: bool = True, metadata: dict | None = None, rotation: int = 0,
-                   seed: int = 0) -> list[list[tuple[int, int, int, int]]]:
+                   seed: int = 0, side_tracks: bool = False, metadata_atoms: str = "mdta"
+                   ) -> list[list[tuple[int, int, int, int]]]:
     """Write a sample recording and return the face boxes drawn in each frame.
 
     Args:
@@ -97,6 +111,11 @@ def make_recording(path: str, width: int = 640, height: int = 360, fps: int = 15
         rotation: display rotation written into the container (0, 90, 180, 270); the
             returned boxes are in the upright (displayed) frame.
         seed: head-motion jitter.
+        side_tracks: also write a subtitle track, a timecode track, chapters and (MP4
+            only) a ``gpmd`` telemetry track, each carrying identifying strings.
+        metadata_atoms: ``mdta`` writes metadata as QuickTime keys (what phones write:
+            ``com.apple.quicktime.*``); ``udta`` as classic user-data atoms (``©xyz``,
+            ``©mak``, ``©nam``, ...).
 
     Returns:
         For each frame, the boxes (x1, y1, x2, y2) of the faces drawn in it, in the
@@ -110,7 +129,8 @@ def make_recording(path: str, width: int = 640, height: int = 360, fps: int = 15
     faces = {t.face: portrait(t.face) for t in tracks}
     background = scene(int(width * 1.6), int(height * 1.4))
     frames_total = max(1, round(seconds * fps))
-    container = av.open(path, mode="w", options={"movflags": "use_metadata_tags"})
+    container = av.open(path, mode="w", options={"movflags": "use_metadata_tags"}
+                        if metadata_atoms == "mdta" else {})
     for key, value in (metadata if metadata is not None else SAMPLE_METADATA).items():
         container.metadata[key] = value
     # Stored frames are the displayed frame rotated back, so that a player (and egoveil)
@@ -125,6 +145,7 @@ def make_recording(path: str, width: int = 640, height: int = 360, fps: int = 15
     if audio:
         sound = container.add_stream("aac", rate=16000)
         sound.layout = "mono"
+    side = _SideTracks(container, video, fps, frames_total) if side_tracks else None
     boxes_per_frame = []
     samples_per_frame = 16000 // fps
     for i in range(frames_total):
@@ -150,6 +171,8 @@ def make_recording(path: str, width: int = 640, height: int = 360, fps: int = 15
         vf.time_base = Fraction(1, fps)
         for packet in video.encode(vf):
             container.mux(packet)
+        if side is not None:
+            side.write(i)
         if sound is not None:
             tone = (0.2 * np.sin(2 * np.pi * 440 * (np.arange(samples_per_frame)
                                                     + i * samples_per_frame) / 16000))
@@ -165,3 +188,37 @@ def make_recording(path: str, width: int = 640, height: int = 360, fps: int = 15
                 container.mux(packet)
     container.close()
     return boxes_per_frame
+
+
+class _SideTracks:
+    """Subtitle, telemetry and timecode tracks and chapters, muxed as pre-encoded packets."""
+
+    def __init__(self, container, video, fps: int, frames_total: int) -> None:
+        self.container = container
+        self.ms_per_frame = 1000 // fps
+        self.duration_ms = frames_total * self.ms_per_frame
+        video.metadata["timecode"] = SAMPLE_TIMECODE  # the MOV muxer adds a tmcd track
+        self.subtitle = container.add_mux_stream("mov_text", time_base=Fraction(1, 1000))
+        self.telemetry = (container.add_mux_stream("bin_data", time_base=Fraction(1, 1000))
+                          if container.format.name == "mp4" else None)
+        half = self.duration_ms // 2
+        container.set_chapters([
+            {"id": n + 1, "start": n * half, "end": (n + 1) * half,
+             "time_base": Fraction(1, 1000), "metadata": {"title": title}}
+            for n, title in enumerate(SAMPLE_CHAPTERS)])
+
+    def _packet(self, stream, payload: bytes, start_ms: int, duration_ms: int) -> None:
+        packet = av.Packet(payload)
+        packet.stream = stream
+        packet.pts = packet.dts = start_ms
+        packet.duration = duration_ms
+        packet.time_base = Fraction(1, 1000)
+        self.container.mux(packet)
+
+    def write(self, frame_index: int) -> None:
+        if frame_index != 0:
+            return
+        text = SAMPLE_SUBTITLE.encode()
+        self._packet(self.subtitle, struct.pack(">H", len(text)) + text, 0, self.duration_ms)
+        if self.telemetry is not None:
+            self._packet(self.telemetry, SAMPLE_TELEMETRY, 0, self.duration_ms)

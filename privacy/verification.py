@@ -49,10 +49,10 @@ class VerificationConfig:
     """
 
     verifier: str = "hog"
-    every_n_frames: int = 25
+    every_n_frames: int = 50
     min_face_px: int = 20
     tolerance: float = FACE_RECOGNITION_TOLERANCE
-    max_faces_per_frame: int = 4
+    max_faces_per_frame: int = 3
 
     def __post_init__(self) -> None:
         if self.every_n_frames < 1:

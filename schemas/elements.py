@@ -37,6 +37,8 @@ class Recording:
         device_id: keyed pseudonym of the device serial, or None.
         video: probe results.
         view: which camera the frames come from (``rgb`` for a monocular recording).
+        location_cell: the coarse location cell a run was configured to keep, or None
+            (the exact location never gets this far).
     """
 
     uri: str
@@ -47,6 +49,7 @@ class Recording:
     video: VideoInfo
     view: str = "rgb"
     size_bytes: int = 0
+    location_cell: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -83,6 +86,8 @@ class Clip:
     frames: np.ndarray
     faces_redacted: int
     qa_status: str
+    device_id: str | None = None
+    location_cell: str | None = None
 
 
 @dataclass(slots=True)
@@ -108,6 +113,8 @@ class LatentRow:
     embedding: bytes
     faces_redacted: int
     qa_status: str
+    device_id: str | None = None
+    location_cell: str | None = None
     tokens: bytes | None = None  # the token grid, when the run stores it
 
     def nbytes(self) -> int:

@@ -31,7 +31,8 @@ METADATA_KEY = b"egoveil"
 
 # Latent columns (fixed-width binary) and the small columns readers filter on.
 LATENT_COLUMNS = ("embedding", "tokens")
-DICTIONARY_COLUMNS = ("recording_id", "wearer_id", "view", "encoder_id", "qa_status")
+DICTIONARY_COLUMNS = ("recording_id", "wearer_id", "view", "encoder_id", "qa_status",
+                      "device_id", "location_cell")
 # A row group is what one reader (a DataLoader worker, a DuckDB thread, a datasets
 # streaming step) takes at a time: 8, 32 and 128 MB groups read equally fast
 # (bench/shards.py), and 32 MB spreads a 256 MB shard over 8 workers.
@@ -138,6 +139,10 @@ def latent_schema(layout: LatentLayout | int, metadata: dict | None = None) -> p
                       (layout.embedding_dim,)),
         pa.field("faces_redacted", pa.int32(), nullable=False),
         pa.field("qa_status", pa.string(), nullable=False),
+        # Keyed pseudonym of the device serial, and the coarse location cell that a
+        # run kept (None unless --location-geohash is given).
+        pa.field("device_id", pa.string(), nullable=True),
+        pa.field("location_cell", pa.string(), nullable=True),
     ]
     if layout.tokens_shape is not None:
         fields.append(_latent_field("tokens", layout.token_bytes, layout.dtype,

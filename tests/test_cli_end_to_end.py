@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.samples import SIDE_TRACK_STRINGS
 from schemas.latents import embedding_array, latent_schema, shard_metadata
 from transforms.encoders import RANDOM_PRESETS
 
@@ -131,6 +132,11 @@ def test_redact_image(tmp_path):
       "--encoder", "random:vjepa2-tiny", "--mask-scale", "1.0"], "mask_scale must be"),
     (["run", "--input", "{video}", "--output", "{tmp}/o", "--key-file", "{key}",
       "--encoder", "random:vjepa2-tiny", "--detector", "yunet"], "yunet needs the model file"),
+    (["run", "--input", "{video}", "--output", "{tmp}/o", "--key-file", "{key}",
+      "--encoder", "random:vjepa2-tiny", "--location-geohash", "7"], "between 1 and 5"),
+    (["erase", "{tmp}", "--key-file", "{key}"], "name what to erase"),
+    (["erase", "{tmp}", "--wearer", "alice", "--key-file", "{key}"],
+     "not a published egoveil output"),
     (["redact", "/nonexistent.mp4", "{tmp}/x.mp4"], "INPUT does not exist"),
     (["redact", "{video}", "{tmp}/x.gif"], "a video must be written as"),
 ])
@@ -150,6 +156,7 @@ def test_demo_runs_offline_and_says_the_encoder_is_not_pretrained(tmp_path):
                      env={"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "https://hub.invalid"})
     assert result.returncode == 0, result.stderr
     assert "randomly initialised" in result.stderr and "not pretrained" in result.stderr
+    assert "throw-away pseudonym key (for this demo only)" in result.stderr
     assert "1 recordings excluded" in result.stderr
     out = tmp_path / "demo" / "output"
     table = pq.read_table(out / "latents" / "part-00000.parquet")
@@ -161,5 +168,6 @@ def test_demo_runs_offline_and_says_the_encoder_is_not_pretrained(tmp_path):
     for path in out.rglob("*"):
         if path.is_file():
             data = path.read_bytes()
-            for raw in (b"wearer-alice", b"wearer-bob", b"EG1-SN", b"48.8584", b"walk_alice"):
+            for raw in (b"wearer-alice", b"wearer-bob", b"EG1-SN", b"48.8584", b"walk_alice",
+                        *SIDE_TRACK_STRINGS):
                 assert raw not in data, (path, raw)

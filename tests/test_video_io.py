@@ -150,3 +150,20 @@ def test_writer_keeps_pixels_only(tmp_path):
     for value in SAMPLE_METADATA.values():
         assert value.encode() not in data
     assert b"Lavf" not in data
+
+
+@pytest.mark.parametrize("extension", [".mp4", ".mov", ".mkv", ".avi"])
+def test_writer_leaves_no_encoder_strings_in_the_bitstream(tmp_path, extension):
+    """x264 writes its version and options as SEI user data; the writer drops every SEI."""
+    dest = tmp_path / f"out{extension}"
+    writer = VideoWriter(str(dest), extension, 64, 48, 10.0)
+    for i in range(12):
+        writer.write(np.full((48, 64, 3), i * 20, np.uint8), i / 10)
+    writer.close()
+    data = dest.read_bytes()
+    for marker in (b"x264", b"Copyleft", b"options:", b"Lavc", b"Lavf5", b"Lavf6"):
+        assert marker not in data, marker
+    with av.open(str(dest)) as container:
+        assert [s.type for s in container.streams] == ["video"]
+        assert [round(f.time, 3) for f in container.decode(video=0)] == \
+            [round(i / 10, 3) for i in range(12)]

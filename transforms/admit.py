@@ -1,12 +1,13 @@
 """Admission: the consent gate, content hashing, probing and pseudonymization.
 
-A recording whose wearer has not consented to the run's purpose is counted and
-never opened. An admitted recording leaves this stage with keyed pseudonyms in
-place of its raw identifiers; only its ``uri`` (needed to decode) stays raw, and
-no stage writes it out. The same content delivered twice is processed once.
+A recording whose wearer has not consented to the run's purpose, or whose wearer
+was erased from the output, is counted and never opened; one whose content was
+erased is hashed (to know it) and never probed or decoded. An admitted recording
+leaves this stage with keyed pseudonyms in place of its raw identifiers; only
+its ``uri`` (needed to decode) stays raw, and no stage writes it out. The same content delivered twice is processed once.
 
 Metrics (namespace ``egoveil``): ``recordings_admitted``, ``recordings_rejected``,
-``recordings_without_consent``, ``recordings_duplicate``.
+``recordings_without_consent``, ``recordings_erased``, ``recordings_duplicate``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from privacy.consent import ConsentRegistry
+from privacy.metadata_policy import LocationPolicy
 from privacy.pseudonyms import PseudonymKey
+from privacy.tombstones import Tombstones
 from schemas.elements import Recording
 from schemas.records import AuditEvent, DeadLetter
 from schemas.sidecar import RecordingRequest
@@ -54,26 +57,48 @@ def content_sha256(uri: str, max_bytes: int) -> tuple[str, int]:
 
 
 class AdmitRecordingFn(beam.DoFn):
-    """``RecordingRequest`` -> ``Recording``; dead letters and audit events tagged."""
+    """``RecordingRequest`` -> ``Recording``; dead letters and audit events tagged.
+
+    Args:
+        tombstones: what was erased from the output (pseudonyms only; the launcher
+            read them and checked that they were made with this run's key).
+        location: how much of a manifest location survives (default: none of it).
+    """
 
     def __init__(self, key_file: str | None, consent_file: str | None, purpose: str,
-                 caps: DecodeCaps, progress: ProgressReporter | None = None) -> None:
+                 caps: DecodeCaps, progress: ProgressReporter | None = None,
+                 tombstones: Tombstones | None = None,
+                 location: LocationPolicy | None = None) -> None:
         self._key_file = key_file
         self._consent_file = consent_file
         self._purpose = purpose
         self._caps = caps
         self._progress = progress or ProgressReporter(None)
+        self._tombstones = tombstones or Tombstones()
+        self._location = location or LocationPolicy()
         self._admitted = Metrics.counter("egoveil", "recordings_admitted")
         self._rejected = Metrics.counter("egoveil", "recordings_rejected")
         self._no_consent = Metrics.counter("egoveil", "recordings_without_consent")
+        self._erased = Metrics.counter("egoveil", "recordings_erased")
 
     def setup(self) -> None:
         self._key = PseudonymKey.load(self._key_file)
+        self._tombstones.check_key(self._key.key_id)
         self._consent = ConsentRegistry.load(self._consent_file) if self._consent_file else None
+
+    def _erased_event(self, match: str) -> beam.pvalue.TaggedOutput:
+        self._erased.inc()
+        self._progress.report(recordings=1, recordings_excluded=1)
+        return beam.pvalue.TaggedOutput(AUDIT, AuditEvent(
+            kind="erasure_excluded", counts={"match": match}))
 
     def process(self, request: RecordingRequest):
         key = self._key
         input_id = key.pseudonym("input", request.uri)
+        wearer_id = key.pseudonym("wearer", request.wearer_id) if request.wearer_id else None
+        if self._tombstones.match(wearer_id=wearer_id):
+            yield self._erased_event("wearer")
+            return
         if self._consent is not None:
             reason = self._consent.decide(request.wearer_id, self._purpose,
                                           request.capture_start)
@@ -85,6 +110,10 @@ class AdmitRecordingFn(beam.DoFn):
                 return
         try:
             sha, size = content_sha256(request.uri, self._caps.max_bytes)
+            recording_id = key.pseudonym("recording", sha)
+            if self._tombstones.match(recording_id=recording_id):
+                yield self._erased_event("recording")
+                return
             info = probe(request.uri, self._caps)
         except MediaError as exc:
             self._rejected.inc()
@@ -94,12 +123,11 @@ class AdmitRecordingFn(beam.DoFn):
             return
         self._admitted.inc()
         yield Recording(
-            uri=request.uri, content_sha256=sha,
-            recording_id=key.pseudonym("recording", sha),
-            wearer_id=key.pseudonym("wearer", request.wearer_id) if request.wearer_id else None,
+            uri=request.uri, content_sha256=sha, recording_id=recording_id, wearer_id=wearer_id,
             device_id=key.pseudonym("device", request.device_serial)
             if request.device_serial else None,
-            video=info, size_bytes=size)
+            video=info, size_bytes=size,
+            location_cell=self._location.coarsen(request.location))
 
 
 def _pick_one(keyed):

@@ -312,7 +312,8 @@ class _ClipBuilder:
             view=rec.view, segment_index=seg.index, clip_index=index,
             start_s=self._times[0], end_s=self._times[-1] + self.plan.frame_stride / self.fps,
             frame_count=real, fps=float(self.fps), frames=np.stack(frames),
-            faces_redacted=self._faces, qa_status="pending"))
+            faces_redacted=self._faces, qa_status="pending",
+            device_id=rec.device_id, location_cell=rec.location_cell))
         self._reset()
 
     def finish(self) -> None:

@@ -93,7 +93,8 @@ class ClipEncoderHandler(ModelHandler[Clip, LatentRow, LoadedEncoder]):
                 fps=clip.fps, encoder_id=self.spec.encoder_id,
                 encoder_pretrained=self.spec.pretrained,
                 embedding=latents.pooled[i].tobytes(), faces_redacted=clip.faces_redacted,
-                qa_status=clip.qa_status,
+                qa_status=clip.qa_status, device_id=clip.device_id,
+                location_cell=clip.location_cell,
                 tokens=latents.tokens[i].tobytes() if latents.tokens is not None else None)
 
     def get_num_bytes(self, batch: Sequence[Clip]) -> int:

@@ -17,6 +17,7 @@ from apache_beam.io.filesystems import FileSystems
 from schemas.elements import ShardFile
 from schemas.latents import SCHEMA_VERSION
 from transforms.shards import shard_name
+from transforms.tombstone_io import check_unchanged
 
 MANIFEST = "manifest.json"
 SUCCESS = "_SUCCESS"
@@ -63,6 +64,9 @@ class PublishFn(beam.DoFn):
 
     def process(self, _, shards, clip_files, deadletters, events):
         out = self._out
+        tombstones = self._record.get("erasure", {}).get("tombstones_sha256")
+        if tombstones is not None:
+            check_unchanged(out, tombstones)
         _delete_quietly([FileSystems.join(out, SUCCESS)])
         shards = sorted(shards, key=lambda s: s.index)
         files = []
@@ -104,6 +108,10 @@ class PublishFn(beam.DoFn):
             "shards": len(shards),
             "clips": len(clip_files),
             "deadletters": len(dl_records),
+            "recordings_without_consent": sum(e["kind"] == "consent_excluded"
+                                              for e in event_records),
+            "recordings_erased_skipped": sum(e["kind"] == "erasure_excluded"
+                                             for e in event_records),
         }
         record = dict(self._record, totals=totals,
                       published_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))

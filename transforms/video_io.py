@@ -19,6 +19,7 @@ from fractions import Fraction
 import av
 import cv2
 import numpy as np
+from av.bitstream import BitStreamFilterContext
 
 from schemas.elements import VideoInfo
 
@@ -26,6 +27,9 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 ALLOWED_CODECS = ("h264", "hevc", "av1", "vp9", "vp8", "mpeg4", "mjpeg", "prores", "ffv1",
                   "rawvideo", "png")
+
+# Drops every H.264 SEI NAL unit (type 6): encoder version strings and user data.
+SEI_FILTER = "filter_units=remove_types=6"
 
 # Output container per extension: (FFmpeg muxer, video codec).
 OUTPUT_FORMATS = {
@@ -280,8 +284,12 @@ def iter_window(uri: str, start_s: float = 0.0, end_s: float | None = None,
 class VideoWriter:
     """Encodes RGB frames with their timestamps into one video stream, nothing else.
 
-    No audio, no data or subtitle tracks, no container or stream metadata; the
-    muxer runs bit-exact, so it does not write its own version tags either.
+    No audio, no data or subtitle tracks, no chapters, no container or stream
+    metadata; the muxer and encoder run bit-exact, so they write no version tags.
+    x264 still writes its version and full option string (thread count included)
+    as SEI user data into the first frame; every SEI NAL unit is removed with
+    FFmpeg's ``filter_units`` bitstream filter, so the stream holds only parameter
+    sets and slices (PRIVACY.md 7: pixels and nothing else).
 
     Args:
         target: a path or a writable binary file object.
@@ -303,15 +311,28 @@ class VideoWriter:
         self._stream = self._container.add_stream(codec, rate=rate)
         self._stream.width, self._stream.height = self._even
         self._stream.pix_fmt = "yuv420p"
-        self._tb = Fraction(1, 90000)
+        # AVI stores one frame per time-base tick and MPEG-4 Part 2 caps the time
+        # base at 1/65535, so AVI gets the nominal frame rate's; the others 1/90000.
+        self._tb = 1 / rate if fmt == "avi" else Fraction(1, 90000)
         self._stream.codec_context.time_base = self._tb
         self._stream.time_base = self._tb
         self._stream.codec_context.flags |= av.codec.context.Flags.bitexact
         if codec == "libx264":
             self._stream.codec_context.options = {"crf": str(crf), "preset": "veryfast"}
         self._stream.metadata.clear()
+        self._strip_sei = (BitStreamFilterContext(SEI_FILTER, "h264")
+                           if codec == "libx264" else None)
         self._last_pts = -1
         self.frames = 0
+
+    def _mux(self, packets) -> None:
+        for packet in packets:
+            if self._strip_sei is None:
+                self._container.mux(packet)
+                continue
+            for kept in self._strip_sei.filter(packet):
+                kept.stream = self._stream
+                self._container.mux(kept)
 
     def write(self, image: np.ndarray, time_s: float) -> None:
         w, h = self._even
@@ -322,14 +343,19 @@ class VideoWriter:
         frame.pts = pts
         frame.time_base = self._tb
         self._last_pts = pts
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
+        self._mux(self._stream.encode(frame))
         self.frames += 1
 
     def close(self) -> None:
-        for packet in self._stream.encode():
-            self._container.mux(packet)
+        self._mux(self._stream.encode())
+        if self._strip_sei is not None:
+            self._mux_flushed(self._strip_sei.filter(None))
         self._container.close()
+
+    def _mux_flushed(self, packets) -> None:
+        for packet in packets:
+            packet.stream = self._stream
+            self._container.mux(packet)
 
 
 def read_image(uri: str) -> np.ndarray:

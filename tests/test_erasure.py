@@ -1,0 +1,327 @@
+"""Erasure, tombstones and location coarsening, on outputs published by the real writers.
+
+The end-to-end cycle (run, erase, run again) is in ``test_identifiers_end_to_end``;
+these tests cover every branch of ``egoveil erase`` on a small output that the
+shard writer and the publish step produce in a few seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+
+from pipeline.erase import erase
+from pipeline.errors import UserError
+from pipeline.output_files import UnsafePath, confined
+from privacy.erasure import ErasureError, ErasureRequest, erase_rows
+from privacy.metadata_policy import LocationPolicy, geohash
+from privacy.pseudonyms import PseudonymKey
+from privacy.tombstones import Tombstone, TombstoneError, Tombstones
+from schemas.elements import LatentRow
+from schemas.latents import latent_schema, shard_metadata
+from schemas.records import DeadLetter
+from transforms.publish import Publish
+from transforms.shards import WriteLatentShards
+
+WEARERS = ("alice", "bob", "carol")
+
+
+def test_geohash_cells_and_the_coarsening_policy():
+    assert geohash(57.64911, 10.40744, 11) == "u4pruydqqvj"  # the reference example
+    assert geohash(48.8584, 2.2945, 5) == "u09tu"           # the Eiffel tower
+    assert LocationPolicy().coarsen((48.8584, 2.2945)) is None
+    assert LocationPolicy(4).coarsen((48.8584, 2.2945)) == "u09t"
+    assert LocationPolicy(4).coarsen(None) is None
+    for bad in (0, 6, 12):
+        with pytest.raises(ValueError, match="between 1 and 5"):
+            LocationPolicy(bad)
+
+
+def test_tombstones_hold_pseudonyms_only_and_name_their_key():
+    key = PseudonymKey(b"k" * 32)
+    wearer = key.pseudonym("wearer", "alice")
+    stones = Tombstones().adding(key.key_id, [Tombstone("wearer", wearer, "e1", "t")])
+    again = Tombstones.parse(stones.dumps())
+    assert again == stones and again.match(wearer_id=wearer) == "wearer"
+    assert again.match(wearer_id=key.pseudonym("wearer", "bob")) is None
+    assert b"alice" not in stones.dumps()
+    assert len(again.adding(key.key_id, [Tombstone("wearer", wearer, "e2", "t2")])) == 1
+    with pytest.raises(TombstoneError, match="key id"):
+        again.check_key(PseudonymKey(b"x" * 32).key_id)
+    with pytest.raises(TombstoneError, match="pseudonym"):
+        Tombstone("wearer", "alice", "e", "t")
+    with pytest.raises(TombstoneError):
+        Tombstones.parse(b'{"format": "something else"}')
+    with pytest.raises(TombstoneError, match="key id"):
+        Tombstones(key_id=None, entries=(Tombstone("wearer", wearer, "e", "t"),))
+    assert Tombstones().fingerprint() != stones.fingerprint()
+
+
+def test_paths_from_a_manifest_stay_inside_the_output(tmp_path):
+    assert confined(str(tmp_path), "latents/part-00000.parquet").startswith(str(tmp_path))
+    for bad in ("../x", "/etc/passwd", "latents/../../x", "", "clips/.hidden", "a//b"):
+        with pytest.raises(UnsafePath):
+            confined(str(tmp_path), bad)
+
+
+def _row(key: PseudonymKey, i: int, wearer: str | None) -> LatentRow:
+    recording = key.pseudonym("recording", f"content-{wearer}")
+    return LatentRow(
+        clip_id=hashlib.sha256(f"clip{i}".encode()).hexdigest()[:32], recording_id=recording,
+        wearer_id=key.pseudonym("wearer", wearer) if wearer else None, view="rgb",
+        segment_index=i // 4, clip_index=i % 4, start_s=float(i), end_s=float(i + 1),
+        frame_count=8, fps=10.0, encoder_id="random:test", encoder_pretrained=False,
+        embedding=(np.arange(4, dtype="<f2") + i).tobytes(), faces_redacted=1,
+        qa_status="redacted_unverified", device_id=key.pseudonym("device", "SN1"))
+
+
+def test_erase_rows_keeps_unknown_wearers_and_names_what_it_removed():
+    key = PseudonymKey(b"k" * 32)
+    rows = [_row(key, i, w) for i, w in enumerate(["alice", "bob", None, "alice"])]
+    table = pa.Table.from_pylist([{f: getattr(r, f) for f in r.__slots__} for r in rows],
+                                 schema=latent_schema(4))
+    request = ErasureRequest(wearers=frozenset({key.pseudonym("wearer", "alice")}))
+    result = erase_rows(table, request)
+    assert result.removed_rows == 2 and result.kept.num_rows == 2
+    assert result.recordings == {key.pseudonym("recording", "content-alice")}
+    assert result.kept.schema.equals(table.schema, check_metadata=True)
+    with pytest.raises(ErasureError, match="wearer_id"):
+        erase_rows(table.drop_columns(["wearer_id"]), request)
+    with pytest.raises(ErasureError):
+        ErasureRequest()
+
+
+@pytest.fixture()
+def published(tmp_path, key_file, key):
+    """An output with 30 rows of three wearers over several shards, clips and dead letters."""
+    out = tmp_path / "out"
+    staging = str(out / ".staging" / "run")
+    rows = [_row(key, i, WEARERS[i % 3]) for i in range(30)]
+    clips = []
+    for row in rows:
+        path = out / "clips" / f"{row.clip_id}.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"clip of " + row.clip_id.encode())
+        clips.append({"path": f"clips/{row.clip_id}.mp4", "frames": 8,
+                      "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                      "bytes": path.stat().st_size})
+    alice_rec = key.pseudonym("recording", "content-alice")
+    deadletters = [DeadLetter(input_id="a" * 32, stage="anonymize", reason="detector_failed",
+                              recording_id=alice_rec, segment_index=9),
+                   DeadLetter(input_id="b" * 32, stage="admit", reason="unreadable")]
+    with TestPipeline() as p:
+        shards = (p | "Rows" >> beam.Create(rows)
+                  | WriteLatentShards(staging, 4, {"run": "test"}, target_shard_bytes=1500))
+        (shards, p | "Clips" >> beam.Create(clips), p | "DL" >> beam.Create(deadletters),
+         p | "Events" >> beam.Create([])) | Publish(str(out), staging,
+                                                    {"run_id": "t", "key_id": key.key_id})
+    os.makedirs(out / ".staging", exist_ok=True)
+    return out
+
+
+def _snapshot(out) -> dict:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file()}
+
+
+def _manifest_is_consistent(out) -> dict:
+    manifest = json.loads((out / "manifest.json").read_text())
+    for entry in manifest["files"]:
+        data = (out / entry["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry["path"]
+    listed = {f["path"] for f in manifest["files"]}
+    on_disk = {str(p.relative_to(out)) for p in (out / "latents").glob("*")} | \
+        {str(p.relative_to(out)) for p in (out / "clips").glob("*")}
+    assert on_disk <= listed, on_disk - listed
+    return manifest
+
+
+def _rows(out) -> pa.Table:
+    manifest = json.loads((out / "manifest.json").read_text())
+    return pa.concat_tables(pq.read_table(out / f["path"]) for f in manifest["files"]
+                            if f["kind"] == "latents")
+
+
+def test_erase_a_wearer_rewrites_shards_deletes_clips_and_leaves_a_tombstone(
+        published, key_file, key):
+    out = published
+    before = _rows(out)
+    old_shards = {f.name for f in (out / "latents").glob("*")}
+    stray = out / "clips" / ("f" * 32 + ".mp4")  # a clip of an earlier run, not listed
+    stray.write_bytes(b"debris")
+    alice = key.pseudonym("wearer", "alice")
+    alice_clips = [c for c, w in zip(before.column("clip_id").to_pylist(),
+                                     before.column("wearer_id").to_pylist()) if w == alice]
+
+    summary = erase(str(out), ["alice"], [], key_file)
+
+    after = _rows(out)
+    assert summary.rows_removed == 10 == before.num_rows - after.num_rows
+    assert alice not in after.column("wearer_id").to_pylist()
+    others = before.filter(pa.compute.not_equal(before.column("wearer_id"), alice))
+    assert sorted(after.column("clip_id").to_pylist()) == \
+        sorted(others.column("clip_id").to_pylist())
+    assert sorted(after.column("embedding").to_pylist()) == \
+        sorted(others.column("embedding").to_pylist())
+    manifest = _manifest_is_consistent(out)
+    assert manifest["totals"]["latent_rows"] == 20 and manifest["totals"]["clips"] == 20
+    new_shards = {f.name for f in (out / "latents").glob("*")}
+    assert len(old_shards - new_shards) == summary.shards_rewritten + summary.shards_removed
+    assert all(re.fullmatch(r"part-\d{5}-[0-9a-f]{12}\.parquet", n)
+               for n in new_shards - old_shards)
+    for shard in (out / "latents").glob("*"):
+        meta = pq.ParquetFile(shard).metadata
+        assert shard_metadata(pq.read_schema(shard)) == {"embedding_dim": 4, "embedding_dtype":
+                                                         "float16", "run": "test",
+                                                         "schema_version": "1.0"}
+        assert meta.row_group(0).column(0).compression == "ZSTD"
+    assert not any((out / "clips" / f"{c}.mp4").exists() for c in alice_clips)
+    assert not stray.exists() and summary.unlisted_files_deleted == 1
+    assert summary.deadletters_removed == 1
+    deadletters = (out / "deadletter" / "deadletters.jsonl").read_text().splitlines()
+    assert [json.loads(d)["reason"] for d in deadletters] == ["unreadable"]
+
+    stones = Tombstones.parse((out / "erasure" / "tombstones.json").read_bytes())
+    assert stones.key_id == key.key_id and stones.match(wearer_id=alice) == "wearer"
+    assert stones.match(recording_id=key.pseudonym("recording", "content-alice"))
+    events = [json.loads(line) for line in
+              (out / "audit" / "events.jsonl").read_text().splitlines()]
+    assert events[-1]["kind"] == "erasure" and events[-1]["counts"]["rows_removed"] == 10
+    assert (out / "erasure" / "log.jsonl").read_text().count('"erasure"') == 1
+    for data in _snapshot(out).values():
+        assert b"alice" not in data
+
+    again = erase(str(out), ["alice"], [], key_file)
+    assert again.rows_removed == 0 and again.tombstones_added == 0
+    _manifest_is_consistent(out)
+
+
+def test_erase_a_recording_by_file_or_by_pseudonym(published, key_file, key, tmp_path):
+    raw = tmp_path / "bob.mp4"
+    raw.write_bytes(b"content-bob")
+    bob_recording = key.pseudonym("recording", hashlib.sha256(b"content-bob").hexdigest())
+    carol_recording = key.pseudonym("recording", "content-carol")
+    summary = erase(str(published), [], [carol_recording], key_file)
+    assert summary.rows_removed == 10
+    assert carol_recording not in _rows(published).column("recording_id").to_pylist()
+    # A file is hashed to find its pseudonym; with no rows yet it still gets a tombstone.
+    summary = erase(str(published), [], [str(raw)], key_file)
+    assert summary.rows_removed == 0 and summary.tombstones_added == 1
+    stones = Tombstones.parse((published / "erasure" / "tombstones.json").read_bytes())
+    assert stones.recordings == {carol_recording, bob_recording}
+    _manifest_is_consistent(published)
+
+
+def test_an_interrupted_erasure_is_finished_by_running_it_again(published, key_file, key):
+    """Killed after the manifest swap, before deleting: the old shards still hold the rows."""
+    out = published
+    old = {p.name: p.read_bytes() for p in (out / "latents").glob("*.parquet")}
+    erase(str(out), ["alice"], [], key_file)
+    for name, data in old.items():  # put the old shards back, as a kill would have left them
+        (out / "latents" / name).write_bytes(data)
+    again = erase(str(out), ["alice"], [], key_file)
+    assert again.unlisted_files_deleted == len(old) and again.rows_removed == 0
+    assert not any((out / "latents" / name).exists() for name in old)
+    _manifest_is_consistent(out)
+    (out / "erasure" / ".lock").write_bytes(b"")
+    with pytest.raises(UserError, match="another erasure"):
+        erase(str(out), ["bob"], [], key_file)
+
+
+@pytest.mark.parametrize("mistake, message", [
+    ("wrong_key", "is not the key DIR was written with"),
+    ("tampered_shard", "does not match manifest.json"),
+    ("run_in_progress", "a run into DIR is in progress"),
+    ("escaping_manifest", "leaves the output folder"),
+    ("not_published", "not a published egoveil output"),
+    ("neither_file_nor_pseudonym", "neither a readable file nor a recording pseudonym"),
+])
+def test_erase_refuses_and_changes_nothing(published, key_file, tmp_path, mistake, message):
+    out = published
+    key_arg, recordings = key_file, []
+    if mistake == "wrong_key":
+        other = tmp_path / "other.key"
+        PseudonymKey.create_file(str(other))
+        key_arg = str(other)
+    elif mistake == "tampered_shard":
+        shard = next((out / "latents").glob("*.parquet"))
+        shard.write_bytes(shard.read_bytes() + b"x")
+    elif mistake == "run_in_progress":
+        (out / ".staging" / "run2").mkdir()
+        (out / ".staging" / "run2" / "RUNNING").write_bytes(b"")
+    elif mistake == "escaping_manifest":
+        manifest = json.loads((out / "manifest.json").read_text())
+        manifest["files"][0]["path"] = "../../etc/passwd"
+        (out / "manifest.json").write_text(json.dumps(manifest))
+    elif mistake == "not_published":
+        (out / "_SUCCESS").unlink()
+    elif mistake == "neither_file_nor_pseudonym":
+        recordings = ["/nonexistent/walk.mp4"]
+    before = _snapshot(out)
+    with pytest.raises(UserError, match=message) as exc:
+        erase(str(out), ["alice"] if not recordings else [], recordings, key_arg)
+    assert _snapshot(out) == before
+    assert str(tmp_path) not in str(exc.value) and "walk.mp4" not in str(exc.value)
+
+
+def test_admission_honours_tombstones_before_decoding(tmp_path, key_file, key):
+    """An erased wearer is never opened; an erased recording is hashed, never probed."""
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from pipeline.samples import make_recording
+    from schemas.sidecar import RecordingRequest
+    from transforms.admit import AdmitRecordingFn, AdmitRecordings
+    from transforms.video_io import DecodeCaps
+
+    video = tmp_path / "kept.mp4"
+    make_recording(str(video), seconds=0.5, fps=10)
+    erased = tmp_path / "erased.mp4"
+    erased.write_bytes(os.urandom(4096))  # probing it would make an 'unreadable' dead letter
+    content = hashlib.sha256(erased.read_bytes()).hexdigest()
+    stones = Tombstones().adding(key.key_id, [
+        Tombstone("wearer", key.pseudonym("wearer", "alice"), "e", "t"),
+        Tombstone("recording", key.pseudonym("recording", content), "e", "t")])
+    requests = [RecordingRequest(str(tmp_path / "missing.mp4"), wearer_id="alice"),
+                RecordingRequest(str(erased), wearer_id="bob"),
+                RecordingRequest(str(video), wearer_id="bob")]
+    fn = AdmitRecordingFn(key_file, None, "world-model-training", DecodeCaps(),
+                          tombstones=stones)
+    with TestPipeline() as p:
+        out = p | beam.Create(requests) | AdmitRecordings(fn)
+        assert_that(out["recordings"] | beam.Map(lambda r: os.path.basename(r.uri)),
+                    equal_to(["kept.mp4"]))
+        assert_that(out["deadletter"], equal_to([]), label="no dead letters")
+        assert_that(out["audit"] | beam.Map(lambda e: (e.kind, e.counts["match"])),
+                    equal_to([("erasure_excluded", "wearer"), ("erasure_excluded", "recording")]),
+                    label="audit")
+    with pytest.raises(TombstoneError, match="key id"):
+        AdmitRecordingFn(key_file, None, "p", DecodeCaps(), tombstones=Tombstones().adding(
+            PseudonymKey(b"z" * 32).key_id, [Tombstone("wearer", "0" * 32, "e", "t")])).setup()
+
+
+def test_publish_refuses_when_tombstones_changed_during_the_run(tmp_path, key):
+    """An erasure made while a run was going must not be undone by that run's publish."""
+    out = tmp_path / "out"
+    staging = str(out / ".staging" / "run")
+    started_with = Tombstones().fingerprint()
+    (out / "erasure").mkdir(parents=True)
+    (out / "erasure" / "tombstones.json").write_bytes(Tombstones().adding(key.key_id, [
+        Tombstone("wearer", key.pseudonym("wearer", "alice"), "e", "t")]).dumps())
+    with pytest.raises(Exception, match="erasure was made in this output while the run"):
+        with TestPipeline() as p:
+            shards = (p | "Rows" >> beam.Create([_row(key, 0, "alice")])
+                      | WriteLatentShards(staging, 4, {}))
+            empty = [p | f"Empty{i}" >> beam.Create([]) for i in range(3)]
+            (shards, *empty) | Publish(str(out), staging, {
+                "run_id": "t", "erasure": {"tombstones_sha256": started_with}})
+    assert not (out / "manifest.json").exists() and not (out / "_SUCCESS").exists()
+    assert not list((out / "latents").glob("*")) if (out / "latents").exists() else True
