@@ -232,3 +232,21 @@ def test_readers_trust_only_a_published_manifest(run_dir, tmp_path):
     os.remove(copy / "_SUCCESS")
     with pytest.raises(ShardsUnavailable, match="not published"):
         LatentShardDataset(str(copy))
+
+
+def test_an_erasure_rewrite_keeps_the_latent_layout(tmp_path):
+    """`egoveil erase` rewrites shards with the settings they were written with."""
+    from pipeline.erase import _rewritten_shard
+
+    path = str(tmp_path / "s.parquet")
+    schema = latent_schema(LAYOUT, {"encoder_id": "random:test"})
+    write_shard([_row(i) for i in range(12)], schema, path, LAYOUT, row_group_bytes=1000)
+    data = open(path, "rb").read()
+    table = pq.read_table(path)
+    out = pq.ParquetFile(pa.BufferReader(_rewritten_shard(data, table.slice(0, 7))))
+    assert out.schema_arrow.equals(schema, check_metadata=True) and out.metadata.num_rows == 7
+    group = out.metadata.row_group(0)
+    for name in ("embedding", "tokens"):
+        column = group.column(schema.get_field_index(name))
+        assert column.compression == "UNCOMPRESSED" and column.statistics is None
+    assert group.column(schema.get_field_index("segment_index")).statistics is not None
