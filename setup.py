@@ -36,12 +36,15 @@ setup(
         "ml-dtypes>=0.4",
         "transformers>=4.53",
         "great-expectations>=1.3",
+        "jinja2>=3.1",
         "scikit-image>=0.22",
         "tqdm>=4.60",
     ],
     extras_require={
-        # The readers the shard format is tested against (tests/test_latent_shards.py).
-        "test": ["pytest>=8", "ruff>=0.6", "duckdb>=1.1", "datasets>=3.0"],
+        # The report's browser test drives Debian's Chromium through Playwright's
+        # protocol client; no browser is downloaded (.ci/run installs Chromium). duckdb
+        # and datasets are readers the shard format is tested against.
+        "test": ["pytest>=8", "ruff>=0.6", "playwright>=1.45", "duckdb>=1.1", "datasets>=3.0"],
         "aria": ["projectaria-tools>=1.5"],
         # CenterFace through onnxruntime on the GPU (detector backend=onnxruntime).
         "gpu": ["onnxruntime-gpu>=1.18", "onnx>=1.16"],

@@ -1,50 +1,51 @@
-"""Appending events to a published output's audit log, outside a run (``egoveil erase``).
+"""Appending an operation's events to a published output's audit log (``egoveil erase``).
 
-Events keep the shape of ``schemas.records.AuditEvent``. The log is plain JSON
-Lines for now; when the hash-chained log lands, ``append_events`` is the one
-place to point at its append API.
-
-A later run rewrites ``audit/events.jsonl`` with its own events, so erasures are
-also appended to ``DIR/erasure/log.jsonl``, which runs never touch: the record
-of every erasure outlives the runs after it (GDPR Art. 19 and 30).
+The log is the hash-chained one of ``privacy.audit_log``: the events are chained
+onto it, the new file list is sealed into it, and ``manifest.json`` is rewritten
+to name the new head. Runs append to the same log, so every erasure stays on
+record after the runs that follow it (GDPR Art. 19 and 30).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-
-from pipeline.output_files import write_atomically
+from pipeline.errors import UserError
+from privacy.audit_log import AuditLog, AuditLogBroken, record_operation
 from schemas.records import AuditEvent
-from transforms.publish import EVENTS_FILE
-
-ERASURE_LOG = "erasure/log.jsonl"
+from transforms.output_store import FileSystemsStore
 
 
-def _append(path: str, events: list[AuditEvent]) -> bytes:
-    existing = b""
-    if FileSystems.exists(path):
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            existing = handle.read()
-    if existing and not existing.endswith(b"\n"):
-        existing += b"\n"
-    data = existing + "".join(json.dumps(e.to_dict(), sort_keys=True) + "\n"
-                              for e in events).encode()
-    write_atomically(path, data)
-    return data
+def check_log(output_dir: str) -> None:
+    """Refuse to touch an output whose audit log does not verify.
+
+    Raises:
+        UserError: the log is broken (the message names the first broken entry).
+    """
+    try:
+        AuditLog.load(FileSystemsStore(output_dir))
+    except AuditLogBroken as exc:
+        raise UserError(f"DIR holds an audit log that does not verify ({exc}); nothing was "
+                        "changed") from None
 
 
-def append_events(output_dir: str, events: list[AuditEvent]) -> dict:
-    """Append ``events`` to the audit events and the erasure log.
+def append_and_reseal(output_dir: str, manifest: dict, *, op: str, op_id: str,
+                      events: list[AuditEvent]) -> dict:
+    """Chain ``events`` onto the log, seal ``manifest``'s file list, write log and manifest.
+
+    Args:
+        output_dir: the published output.
+        manifest: the manifest to publish, its file list already holding every file the
+            operation rewrote (the log's own entry is replaced).
+        op: the operation (``erase``).
+        op_id: its id, 16 hex characters.
+        events: what it did; no personal data.
 
     Returns:
-        The new manifest entry of ``audit/events.jsonl``.
+        The manifest as written.
     """
-    _append(FileSystems.join(output_dir, ERASURE_LOG), events)
-    data = _append(FileSystems.join(output_dir, EVENTS_FILE), events)
-    return {"path": EVENTS_FILE, "kind": "audit_events",
-            "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-            "rows": data.count(b"\n")}
+    try:
+        return record_operation(FileSystemsStore(output_dir), manifest, op=op, op_id=op_id,
+                                events=[e.to_dict() for e in events])
+    except AuditLogBroken as exc:
+        raise UserError(f"DIR holds an audit log that does not verify ({exc}); the erasure's "
+                        "new files are written but not published: restore the log and erase "
+                        "again") from None

@@ -1,4 +1,4 @@
-"""The ``egoveil`` command: run, redact, demo, erase, keygen, make-encoder.
+"""The ``egoveil`` command: run, redact, demo, erase, keygen, make-encoder, audit, validate.
 
 Errors a user can cause print one line (``egoveil: error: ...``) and exit 2;
 errors that are bugs keep their traceback.
@@ -48,6 +48,12 @@ def _print_summary(summary) -> None:
     log.info("%d latent rows in %d shards, %d clips; manifest.json and _SUCCESS written",
              t.get("latent_rows", 0), t.get("shards", 0), t.get("clips", 0))
     log.info("wall %.1f s, %.1f frames/s", summary.wall_s, summary.frames_per_second)
+    if summary.contract.get("success"):
+        log.info("data contract passed: %d expectations on %d tables (audit/validation.html)",
+                 summary.contract["expectations"], summary.contract["batches"])
+    if summary.audit_head:
+        log.info("audit log head %s: keep it outside the folder; `egoveil audit verify DIR "
+                 "--expect-head HEAD` detects a rewritten log", summary.audit_head)
 
 
 def _cmd_run(argv: list[str]) -> int:
@@ -139,6 +145,18 @@ def _cmd_make_encoder(args) -> int:
     return 0
 
 
+def _cmd_audit(args) -> int:
+    from pipeline.audit_cli import cmd_report, cmd_verify
+
+    return {"verify": cmd_verify, "report": cmd_report}[args.audit_command](args)
+
+
+def _cmd_validate(args) -> int:
+    from pipeline.audit_cli import cmd_validate
+
+    return cmd_validate(args)
+
+
 def _parser() -> argparse.ArgumentParser:
     from privacy.detectors import DEFAULT_DETECTOR
 
@@ -180,6 +198,9 @@ def _parser() -> argparse.ArgumentParser:
     enc.add_argument("dir")
     enc.add_argument("--preset", default="vjepa2-tiny",
                      help="vjepa2-tiny, vjepa2-small, vjepa2-vitl, dinov2-tiny or dinov2-vitb14")
+    from pipeline.audit_cli import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -206,10 +227,11 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(argv[1:])
         args = _parser().parse_args(argv)
         return {"redact": _cmd_redact, "demo": _cmd_demo, "keygen": _cmd_keygen,
-                "erase": _cmd_erase, "make-encoder": _cmd_make_encoder}[args.command](args)
+                "erase": _cmd_erase, "make-encoder": _cmd_make_encoder, "audit": _cmd_audit,
+                "validate": _cmd_validate}[args.command](args)
     except UserError as exc:
         print(f"egoveil: error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
         print("egoveil: interrupted", file=sys.stderr)
         return 130

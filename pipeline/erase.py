@@ -6,9 +6,10 @@ An erasure reaches every derived artifact of a published output (PRIVACY.md 12):
    the schema, file metadata and write settings it had;
 2. the tombstone file gains the wearers and recordings, so no later run brings
    them back (``egoveil run`` refuses recordings that match, before decoding);
-3. the dead letters of the erased recordings are dropped, and an ``erasure``
-   event is appended to the audit log (counts and an erasure id, no pseudonyms);
-4. ``manifest.json`` is swapped for one that lists the new files;
+3. the dead letters of the erased recordings are dropped;
+4. an ``erasure`` event (counts and an erasure id, no pseudonyms) is chained onto
+   the audit log, the new file list is sealed into it, and ``manifest.json`` is
+   swapped for one that lists the new files and names the log's new head;
 5. only then are the old shards, the erased rows' clips and any shard or clip
    file the manifest does not list deleted.
 
@@ -33,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.audit_append import append_events
+from pipeline.audit_append import append_and_reseal, check_log
 from pipeline.errors import UserError
 from pipeline.output_files import (
     UnsafePath,
@@ -43,6 +44,7 @@ from pipeline.output_files import (
     write_atomically,
     write_new,
 )
+from privacy.audit_log import file_entry
 from privacy.erasure import (
     ErasureError,
     ErasureRequest,
@@ -51,11 +53,11 @@ from privacy.erasure import (
     tombstones_for,
 )
 from privacy.pseudonyms import PseudonymKey, PseudonymKeyError
-from privacy.tombstones import TombstoneError, is_pseudonym
+from privacy.tombstones import TOMBSTONE_PATH, TombstoneError, is_pseudonym
 from schemas.records import AuditEvent
 from transforms.admit import content_sha256
 from transforms.discover import normalize_uri
-from transforms.publish import MANIFEST, RECORD_FILE, SUCCESS
+from transforms.publish import EVENTS_FILE, MANIFEST, RECORD_FILE, SUCCESS
 from transforms.tombstone_io import read_tombstones, tombstone_uri
 from transforms.video_io import MediaError
 
@@ -323,6 +325,7 @@ def erase(output_dir: str, wearers: list[str], recordings: list[str],
     """
     output = normalize_uri(output_dir)
     manifest = _manifest(output)
+    check_log(output)
     key = _load_key(key_file, output)
     request = _request(key, wearers, recordings)
     with _Lock(output):
@@ -346,19 +349,20 @@ def erase(output_dir: str, wearers: list[str], recordings: list[str],
         # New files first; the old ones stay listed and readable until the manifest swap.
         for path, data in plan.new_files:
             write_new(path, data)
-        write_atomically(tombstone_uri(output), new_tombstones.dumps())
+        tombstone_bytes = new_tombstones.dumps()
+        write_atomically(tombstone_uri(output), tombstone_bytes)
         for path, data in plan.replaced:
             write_atomically(path, data)
-        events_entry = append_events(output, [AuditEvent(kind="erasure",
-                                                         counts=summary.counts())])
-        files = [events_entry if f["path"] == events_entry["path"] else f for f in plan.files]
+        files = [f for f in plan.files if f["path"] not in (EVENTS_FILE, TOMBSTONE_PATH)]
+        files.append(file_entry(TOMBSTONE_PATH, tombstone_bytes, "erasure_tombstones", None))
         shards = [f for f in files if f["kind"] == "latents"]
         totals = dict(manifest.get("totals", {}), latent_rows=sum(f["rows"] for f in shards),
                       shards=len(shards), clips=sum(f["kind"] == "clip" for f in files),
                       deadletters=sum(f["rows"] or 0 for f in files
                                       if f["kind"] == "deadletter"))
-        write_atomically(FileSystems.join(output, MANIFEST), json.dumps(
-            dict(manifest, files=files, totals=totals), indent=2, sort_keys=True).encode())
+        append_and_reseal(output, dict(manifest, files=files, totals=totals), op="erase",
+                          op_id=summary.erasure_id,
+                          events=[AuditEvent(kind="erasure", counts=summary.counts())])
 
         # Only now, with the manifest no longer naming them, the old files go.
         delete_if_present(plan.old_shards + plan.clip_files + unlisted)

@@ -3,3 +3,9 @@
 
 class UserError(Exception):
     """A mistake in the command line, the inputs or the environment that the user can fix."""
+
+
+class RunFailed(UserError):
+    """The run went through but its outputs failed a check, so nothing was published."""
+
+    exit_code = 1

@@ -27,12 +27,14 @@ from apache_beam.options.pipeline_options import (
     WorkerOptions,
 )
 
-from pipeline.errors import UserError
+from pipeline.errors import RunFailed, UserError
 from pipeline.graph import GraphConfig, build_graph
 from pipeline.latent_options import latent_settings
 from pipeline.options import EgoveilOptions, unknown_arguments
 from pipeline.progress import ProgressMonitor
 from pipeline.worker_deps import dlib_standin_wheel
+from privacy.audit_log import AuditLog, AuditLogBroken
+from privacy.audit_record import describe_verification, scrub_paths
 from privacy.config import AnonymizationConfig
 from privacy.consent import ConsentFileError, ConsentRegistry
 from privacy.metadata_policy import LocationPolicy
@@ -40,9 +42,12 @@ from privacy.pseudonyms import PseudonymKey, PseudonymKeyError
 from privacy.redaction import RedactionConfig
 from privacy.tombstones import TombstoneError
 from privacy.verification import VerificationConfig
+from schemas.audit import VALIDATION_JSON
 from transforms.discover import InputPattern, normalize_uri
 from transforms.encoders import EncoderUnavailable, resolve_encoder
+from transforms.output_store import FileSystemsStore
 from transforms.publish import DEADLETTER_FILE, EVENTS_FILE, MANIFEST
+from transforms.run_audit import CONTRACT_FAILED_JSON
 from transforms.tombstone_io import read_tombstones
 from transforms.video_io import DecodeCaps
 
@@ -65,6 +70,8 @@ class RunSummary:
     frames: int = 0
     faces_detected: int = 0
     segments: int = 0
+    audit_head: str = ""
+    contract: dict = field(default_factory=dict)
 
     @property
     def frames_per_second(self) -> float:
@@ -191,6 +198,10 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
     except Exception as exc:  # noqa: BLE001 - a detector that does not load is a user problem
         raise UserError(f"--detector cannot be loaded: {str(exc).splitlines()[0]}") from None
     try:
+        verification_info = describe_verification(anonymization.verification)
+    except Exception as exc:  # noqa: BLE001 - a verifier that does not load is a user problem
+        raise UserError(f"--verifier cannot be loaded: {str(exc).splitlines()[0]}") from None
+    try:
         encoder = resolve_encoder(opts.encoder, opts.encoder_revision, opts.frames_per_clip,
                                   opts.resolution)
     except EncoderUnavailable as exc:
@@ -198,6 +209,11 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
     layout, runtime = latent_settings(opts, encoder)
 
     output = _prepare_output(opts.output)
+    try:
+        AuditLog.load(FileSystemsStore(output))
+    except AuditLogBroken as exc:
+        raise UserError(f"--output holds an audit log that does not verify ({exc}); a run never "
+                        "appends to a broken log: restore it or use a new --output") from None
     try:
         tombstones = read_tombstones(output)
         tombstones.check_key(key.key_id)
@@ -241,14 +257,17 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
                     "tombstones_sha256": tombstones.fingerprint()},
         "config_sha256": config_sha,
         "inputs": {"patterns": len(patterns), "manifest": bool(opts.manifest)},
-        "anonymization": anonymization.describe(),
-        "detector": detector_info,
+        "anonymization": scrub_paths(anonymization.describe()),
+        "detector": scrub_paths(detector_info),
+        "verification": verification_info,
         "encoder": encoder.describe(),
         "latents": layout.describe(),
         "encoder_runtime": {"device": runtime.device, "precision": runtime.precision,
                             "compile": runtime.compile, "batch_size": runtime.batch_size},
         "clips": {"frames_per_clip": encoder.frames_per_clip, "frame_stride": opts.frame_stride,
                   "segment_seconds": opts.segment_seconds, "write_clips": opts.clips},
+        "caps": {"max_pixels": caps.max_pixels, "max_duration_s": caps.max_duration_s,
+                 "max_bytes": caps.max_bytes},
         "runner": runner or "DirectRunner",
         "versions": _library_versions(),
     }
@@ -279,7 +298,13 @@ def summarize(output: str, wall_s: float) -> RunSummary:
     """Read a published run back: totals, dead letters by reason, consent exclusions."""
     summary = RunSummary(output=output, wall_s=wall_s)
     with FileSystems.open(FileSystems.join(output, MANIFEST)) as handle:
-        summary.totals = json.load(handle)["totals"]
+        manifest = json.load(handle)
+    summary.totals = manifest["totals"]
+    summary.audit_head = manifest.get("audit", {}).get("head", "")
+    if FileSystems.exists(FileSystems.join(output, VALIDATION_JSON)):
+        with FileSystems.open(FileSystems.join(output, VALIDATION_JSON)) as handle:
+            summary.contract = {k: v for k, v in json.load(handle).items()
+                                if k in ("success", "expectations", "batches")}
     with FileSystems.open(FileSystems.join(output, DEADLETTER_FILE)) as handle:
         for line in handle.read().decode().splitlines():
             reason = json.loads(line)["reason"]
@@ -287,6 +312,8 @@ def summarize(output: str, wall_s: float) -> RunSummary:
     with FileSystems.open(FileSystems.join(output, EVENTS_FILE)) as handle:
         for line in handle.read().decode().splitlines():
             event = json.loads(line)
+            if event.get("op_id") != manifest["run_id"]:
+                continue  # the log holds every earlier operation on this folder too
             if event["kind"] == "consent_excluded":
                 summary.consent_excluded += 1
             elif event["kind"] == "erasure_excluded":
@@ -325,7 +352,26 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             FileSystems.delete([graph.staging])
         _raise_if_erased_during_run(graph)
         raise
+    failure = contract_failure(graph.staging)
+    if failure:
+        raise RunFailed(failure)
     return summarize(graph.output, time.perf_counter() - started)
+
+
+def contract_failure(staging: str) -> str | None:
+    """One line saying why a run's data contract failed, or None when it did not fail."""
+    results = FileSystems.join(staging, CONTRACT_FAILED_JSON)
+    if not FileSystems.exists(results):
+        return None
+    with FileSystems.open(results) as handle:
+        doc = json.load(handle)
+    from privacy.data_contract import describe_expectation
+
+    first = next((f"{r['name']} ({r['suite']}): {describe_expectation(e)}"
+                  for r in doc["results"] for e in r["expectations"] if not e["success"]), "")
+    return (f"the data contract failed ({doc['failed']} of {doc['expectations']} "
+            f"expectations; first: {first}); nothing was published. Results and the staged "
+            f"shards are in .staging/{staging.rstrip('/').rsplit('/', 1)[-1]}/")
 
 
 def _raise_if_erased_during_run(graph: GraphConfig) -> None:

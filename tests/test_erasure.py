@@ -22,6 +22,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from pipeline.erase import erase
 from pipeline.errors import UserError
 from pipeline.output_files import UnsafePath, confined
+from privacy.audit_verify import verify_output
 from privacy.erasure import ErasureError, ErasureRequest, erase_rows
 from privacy.metadata_policy import LocationPolicy, geohash
 from privacy.pseudonyms import PseudonymKey
@@ -29,6 +30,8 @@ from privacy.tombstones import Tombstone, TombstoneError, Tombstones
 from schemas.elements import LatentRow
 from schemas.latents import latent_schema, shard_metadata
 from schemas.records import DeadLetter
+from tests.records import run_record
+from transforms.output_store import FileSystemsStore
 from transforms.publish import Publish
 from transforms.shards import WriteLatentShards
 
@@ -123,7 +126,7 @@ def published(tmp_path, key_file, key):
                   | WriteLatentShards(staging, 4, {"run": "test"}, target_shard_bytes=1500))
         (shards, p | "Clips" >> beam.Create(clips), p | "DL" >> beam.Create(deadletters),
          p | "Events" >> beam.Create([])) | Publish(str(out), staging,
-                                                    {"run_id": "t", "key_id": key.key_id})
+                                                    run_record(key.key_id))
     os.makedirs(out / ".staging", exist_ok=True)
     return out
 
@@ -194,8 +197,13 @@ def test_erase_a_wearer_rewrites_shards_deletes_clips_and_leaves_a_tombstone(
     assert stones.match(recording_id=key.pseudonym("recording", "content-alice"))
     events = [json.loads(line) for line in
               (out / "audit" / "events.jsonl").read_text().splitlines()]
-    assert events[-1]["kind"] == "erasure" and events[-1]["counts"]["rows_removed"] == 10
-    assert (out / "erasure" / "log.jsonl").read_text().count('"erasure"') == 1
+    erasures = [e for e in events if e["kind"] == "erasure"]
+    assert len(erasures) == 1 and erasures[0]["counts"]["rows_removed"] == 10
+    assert [e["kind"] for e in events][-2:] == ["erasure", "files_sealed"]
+    assert erasures[0]["op"] == "erase" and erasures[0]["op_id"] == summary.erasure_id
+    verified = verify_output(FileSystemsStore(str(out)))
+    # The fixture's clips are stand-in bytes, not videos: their frames cannot be counted.
+    assert [f for f in verified.findings if "cannot be read as clip" not in f.problem] == []
     for data in _snapshot(out).values():
         assert b"alice" not in data
 
@@ -299,8 +307,9 @@ def test_admission_honours_tombstones_before_decoding(tmp_path, key_file, key):
         assert_that(out["recordings"] | beam.Map(lambda r: os.path.basename(r.uri)),
                     equal_to(["kept.mp4"]))
         assert_that(out["deadletter"], equal_to([]), label="no dead letters")
-        assert_that(out["audit"] | beam.Map(lambda e: (e.kind, e.counts["match"])),
-                    equal_to([("erasure_excluded", "wearer"), ("erasure_excluded", "recording")]),
+        assert_that(out["audit"] | beam.Map(lambda e: (e.kind, e.counts.get("match"))),
+                    equal_to([("erasure_excluded", "wearer"), ("erasure_excluded", "recording"),
+                              ("recording_admitted", None)]),
                     label="audit")
     with pytest.raises(TombstoneError, match="key id"):
         AdmitRecordingFn(key_file, None, "p", DecodeCaps(), tombstones=Tombstones().adding(
@@ -320,7 +329,7 @@ def test_publish_refuses_when_tombstones_changed_during_the_run(tmp_path, key):
             shards = (p | "Rows" >> beam.Create([_row(key, 0, "alice")])
                       | WriteLatentShards(staging, 4, {}))
             empty = [p | f"Empty{i}" >> beam.Create([]) for i in range(3)]
-            (shards, *empty) | Publish(str(out), staging, {
-                "run_id": "t", "erasure": {"tombstones_sha256": started_with}})
+            (shards, *empty) | Publish(str(out), staging, run_record(
+                key.key_id, erasure={"tombstones_sha256": started_with}))
     assert not (out / "manifest.json").exists() and not (out / "_SUCCESS").exists()
     assert not list((out / "latents").glob("*")) if (out / "latents").exists() else True

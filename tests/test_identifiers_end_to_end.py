@@ -249,7 +249,9 @@ def test_run_erase_run_brings_nothing_back(first_run, inputs, tmp_path):
     assert not any((out / "clips" / f"{c}.mp4").exists() for c in alice_clips)
     events = [json.loads(line) for line in
               (out / "audit" / "events.jsonl").read_text().splitlines()]
-    assert events[-1]["kind"] == "erasure" and events[-1]["counts"]["rows_removed"] == 1
+    erasures = [e for e in events if e["kind"] == "erasure"]
+    assert len(erasures) == 1 and erasures[0]["counts"]["rows_removed"] == 1
+    assert egoveil("audit", "verify", str(out)).returncode == 0
 
     rerun = _run(inputs, out, "--consent", inputs["consent"], "--clips")
     assert "1 recordings skipped without decoding them (erased" in rerun.stderr
@@ -259,8 +261,13 @@ def test_run_erase_run_brings_nothing_back(first_run, inputs, tmp_path):
     assert not any((out / "clips" / f"{c}.mp4").exists() for c in alice_clips)
     totals = json.loads((out / "manifest.json").read_text())["totals"]
     assert totals["recordings_erased_skipped"] == 1
-    log = (out / "erasure" / "log.jsonl").read_text().splitlines()
-    assert [json.loads(line)["kind"] for line in log] == ["erasure"]
+    # The run appended to the same hash-chained log: the erasure stays on record.
+    events = [json.loads(line) for line in
+              (out / "audit" / "events.jsonl").read_text().splitlines()]
+    assert [e for e in events if e["kind"] == "erasure"] == erasures
+    assert [e["kind"] for e in events].count("erasure_excluded") == 1
+    verified = egoveil("audit", "verify", str(out))
+    assert verified.returncode == 0, verified.stderr
     assert _leaks(out, erased.stderr + rerun.stderr, [inputs["secret"]]) == []
 
     # A run with another key would not recognise the tombstones: refused, one line.

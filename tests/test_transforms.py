@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import apache_beam as beam
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to, is_not_empty
 
+from pipeline.runner import contract_failure
 from pipeline.samples import make_recording
 from privacy.config import AnonymizationConfig
 from privacy.consent import ConsentRegistry
@@ -19,6 +21,7 @@ from schemas.elements import Clip, LatentRow, Recording
 from schemas.latents import embedding_array
 from schemas.sidecar import RecordingRequest
 from tests.faults import BlindFactory, FaultyFactory, HallucinatingFactory
+from tests.records import run_record
 from transforms.admit import AdmitRecordingFn, AdmitRecordings
 from transforms.anonymize import AnonymizeSegmentFn, AnonymizeSegments, ClipPlan
 from transforms.discover import DiscoverRecordings, InputPattern
@@ -93,8 +96,9 @@ def test_admit_dedups_rejects_and_checks_consent(folder, key_file, tmp_path):
         assert_that(out["deadletter"] | beam.Map(lambda d: (d.stage, d.reason)),
                     equal_to([("admit", "unreadable"), ("admit", "unreadable")]),
                     label="deadletters")
-        assert_that(out["audit"] | beam.Map(lambda e: e.kind),
-                    equal_to(["consent_excluded", "duplicate_input"]), label="audit")
+        assert_that(out["audit"] | beam.Map(lambda e: (e.kind, sorted(e.counts))),
+                    equal_to([("consent_excluded", ["reason"]), ("duplicate_input", []),
+                              ("recording_admitted", ["duration_s", "fps"])]), label="audit")
 
 
 def test_plan_segments_aligns_to_clips(folder, key):
@@ -193,23 +197,27 @@ def test_embed_clips_with_a_saved_encoder(tiny_encoder):
 
 def _row(i: int, dim: int = 4) -> LatentRow:
     emb = np.arange(dim, dtype="<f2") + i
-    return LatentRow(clip_id=f"{i:032x}", recording_id="r" * 32, wearer_id=None, view="rgb",
+    return LatentRow(clip_id=f"{i:032x}", recording_id="ab" * 16, wearer_id=None, view="rgb",
                      segment_index=i // 10, clip_index=i % 10, start_s=float(i),
                      end_s=float(i) + 1, frame_count=8, fps=10.0, encoder_id="random:test",
                      encoder_pretrained=False, embedding=emb.tobytes(), faces_redacted=0,
                      qa_status="redacted_unverified")
 
 
-def test_shards_are_sized_sorted_and_published(tmp_path):
-    out, staging = str(tmp_path / "out"), str(tmp_path / "out" / ".staging" / "run")
+def _publish(rows: list[LatentRow], out: str, staging: str) -> None:
     with TestPipeline() as p:
-        rows = p | beam.Create([_row(i) for i in range(50)])
-        shards = rows | WriteLatentShards(staging, 4, {"run": "test"}, target_shard_bytes=2000)
+        shards = (p | beam.Create(rows)
+                  | WriteLatentShards(staging, 4, {"run": "test"}, target_shard_bytes=2000))
         empty = p | "NoFiles" >> beam.Create([])
         empty_dl = p | "NoDL" >> beam.Create([])
         empty_ev = p | "NoEvents" >> beam.Create([])
-        totals = (shards, empty, empty_dl, empty_ev) | Publish(out, staging, {"run_id": "t"})
+        totals = (shards, empty, empty_dl, empty_ev) | Publish(out, staging, run_record())
         assert_that(totals, is_not_empty())
+
+
+def test_shards_are_sized_sorted_and_published(tmp_path):
+    out, staging = str(tmp_path / "out"), str(tmp_path / "out" / ".staging" / "run")
+    _publish([_row(i) for i in range(50)], out, staging)
     manifest = json.loads(open(os.path.join(out, "manifest.json")).read())
     shard_files = [f for f in manifest["files"] if f["kind"] == "latents"]
     assert len(shard_files) >= 3
@@ -225,6 +233,30 @@ def test_shards_are_sized_sorted_and_published(tmp_path):
         emb = embedding_array(table.column("embedding"), 4)
         seen += [int(e[0]) for e in emb]
     assert sorted(seen) == list(range(50))
+
+
+def test_a_shard_that_breaks_the_contract_is_not_published(tmp_path):
+    out, staging = str(tmp_path / "out"), str(tmp_path / "out" / ".staging" / "run")
+    rows = [_row(i) for i in range(12)]
+    rows[5].embedding = np.array([0, np.nan, 1, 2], dtype="<f2").tobytes()
+    _publish(rows, out, staging)
+    for name in ("manifest.json", "_SUCCESS", "latents", "audit"):
+        assert not os.path.exists(os.path.join(out, name)), name
+    results = json.loads(open(os.path.join(staging, "validation.json")).read())
+    assert results["success"] is False
+    failed = [(r["suite"], e["column"]) for r in results["results"]
+              for e in r["expectations"] if not e["success"]]
+    assert failed == [("latents_embeddings", "nonfinite")]
+    assert os.path.exists(os.path.join(staging, "validation.html"))
+    assert [n for n in os.listdir(staging) if n.endswith(".parquet")]
+    message = contract_failure(staging)
+    assert "\n" not in message and "the data contract failed (1 of" in message
+    assert re.search(r"first: latents/part-0000\d.parquet \(latents_embeddings\): "
+                     r"expect_column_values_to_be_in_set\(nonfinite\): 1 of \d+ values "
+                     r"unexpected\); nothing", message), message
+    assert message.endswith("nothing was published. Results and the staged shards are in "
+                            ".staging/run/")
+    assert contract_failure(str(tmp_path)) is None
 
 
 def test_consent_registry_decisions():

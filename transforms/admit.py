@@ -134,7 +134,13 @@ def _pick_one(keyed):
     """One recording per content hash; the others are counted as duplicates."""
     _, recordings = keyed
     ordered = sorted(recordings, key=lambda r: (r.wearer_id is None, r.recording_id, r.uri))
-    yield ordered[0]
+    first = ordered[0]
+    duration = first.video.duration_s
+    yield beam.pvalue.TaggedOutput(AUDIT, AuditEvent(
+        kind="recording_admitted", recording_id=first.recording_id,
+        counts={"duration_s": round(duration, 3) if duration else None,
+                "fps": round(first.video.fps, 3) if first.video.fps else None}))
+    yield first
     for dup in ordered[1:]:
         yield beam.pvalue.TaggedOutput(AUDIT, AuditEvent(
             kind="duplicate_input", recording_id=dup.recording_id))

@@ -1,29 +1,29 @@
 """Publishing a run: staged files into place, then ``manifest.json``, then ``_SUCCESS``.
 
 Readers trust only the manifest (PRIVACY.md 18): it lists every published file
-with its sha256 and row count, and ``_SUCCESS`` is written last, after it.
+with its sha256 and row count, and ``_SUCCESS`` is written last, after it. The
+data contract runs before anything moves (``transforms.run_audit``): a run that
+fails it publishes nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from datetime import datetime, timezone
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from privacy.audit_log import file_entry
+from privacy.data_contract import ShardSource
+from privacy.tombstones import TOMBSTONE_PATH
+from schemas.audit import DEADLETTER_FILE, EVENTS_FILE, MANIFEST, RECORD_FILE, SUCCESS
 from schemas.elements import ShardFile
 from schemas.latents import SCHEMA_VERSION
+from transforms.output_store import FileSystemsStore
+from transforms.run_audit import RunAudit, staged_shard_loader
 from transforms.shards import shard_name
 from transforms.tombstone_io import check_unchanged
-
-MANIFEST = "manifest.json"
-SUCCESS = "_SUCCESS"
-DEADLETTER_FILE = "deadletter/deadletters.jsonl"
-EVENTS_FILE = "audit/events.jsonl"
-RECORD_FILE = "audit/record.json"
 
 
 def _write_bytes(path: str, data: bytes) -> None:
@@ -45,11 +45,6 @@ def _delete_quietly(paths: list[str]) -> None:
         FileSystems.delete(existing)
 
 
-def _entry(rel: str, data: bytes, kind: str, rows: int | None) -> dict:
-    return {"path": rel, "kind": kind, "sha256": hashlib.sha256(data).hexdigest(),
-            "bytes": len(data), "rows": rows}
-
-
 def _jsonl(records: list[dict]) -> bytes:
     return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
 
@@ -67,10 +62,32 @@ class PublishFn(beam.DoFn):
         tombstones = self._record.get("erasure", {}).get("tombstones_sha256")
         if tombstones is not None:
             check_unchanged(out, tombstones)
-        _delete_quietly([FileSystems.join(out, SUCCESS)])
         shards = sorted(shards, key=lambda s: s.index)
-        files = []
+        dl_records = sorted((d.to_dict() for d in deadletters),
+                            key=lambda d: json.dumps(d, sort_keys=True))
+        event_records = sorted((e.to_dict() for e in events),
+                               key=lambda e: json.dumps(e, sort_keys=True))
+        totals = {
+            "latent_rows": sum(s.rows for s in shards),
+            "shards": len(shards),
+            "clips": len(clip_files),
+            "deadletters": len(dl_records),
+            "recordings_without_consent": sum(e["kind"] == "consent_excluded"
+                                              for e in event_records),
+            "recordings_erased_skipped": sum(e["kind"] == "erasure_excluded"
+                                             for e in event_records),
+        }
+        audit = RunAudit(FileSystemsStore(out), self._record, event_records, dl_records, totals)
+        contract = audit.check([ShardSource(f"latents/{shard_name(number)}", shard.rows,
+                                            staged_shard_loader(shard.staging_path))
+                                for number, shard in enumerate(shards)])
+        if not contract.success:
+            audit.keep_failure(self._staging)
+            yield dict(totals, published=False)
+            return
 
+        _delete_quietly([FileSystems.join(out, SUCCESS)])
+        files = []
         # Renumber shards densely so names are part-00000 .. part-(n-1).
         latents_dir = FileSystems.join(out, "latents")
         ensure_dir(latents_dir)
@@ -91,44 +108,22 @@ class PublishFn(beam.DoFn):
             files.append({"path": clip["path"], "kind": "clip", "sha256": clip["sha256"],
                           "bytes": clip["bytes"], "rows": clip["frames"]})
 
-        dl_records = sorted((d.to_dict() for d in deadletters),
-                            key=lambda d: json.dumps(d, sort_keys=True))
         data = _jsonl(dl_records)
         _write_bytes(FileSystems.join(out, DEADLETTER_FILE), data)
-        files.append(_entry(DEADLETTER_FILE, data, "deadletter", len(dl_records)))
-
-        event_records = sorted((e.to_dict() for e in events),
-                               key=lambda e: json.dumps(e, sort_keys=True))
-        data = _jsonl(event_records)
-        _write_bytes(FileSystems.join(out, EVENTS_FILE), data)
-        files.append(_entry(EVENTS_FILE, data, "audit_events", len(event_records)))
-
-        totals = {
-            "latent_rows": sum(s.rows for s in shards),
-            "shards": len(shards),
-            "clips": len(clip_files),
-            "deadletters": len(dl_records),
-            "recordings_without_consent": sum(e["kind"] == "consent_excluded"
-                                              for e in event_records),
-            "recordings_erased_skipped": sum(e["kind"] == "erasure_excluded"
-                                             for e in event_records),
-        }
-        record = dict(self._record, totals=totals,
-                      published_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        data = json.dumps(record, indent=2, sort_keys=True).encode()
-        _write_bytes(FileSystems.join(out, RECORD_FILE), data)
-        files.append(_entry(RECORD_FILE, data, "audit_record", None))
+        files.append(file_entry(DEADLETTER_FILE, data, "deadletter", len(dl_records)))
+        tombstone_file = FileSystems.join(out, TOMBSTONE_PATH)
+        if FileSystems.exists(tombstone_file):  # the erasures this run honoured
+            with FileSystems.open(tombstone_file) as handle:
+                files.append(file_entry(TOMBSTONE_PATH, handle.read(), "erasure_tombstones",
+                                        None))
+        files.extend(audit.write_files())
 
         manifest = {"schema_version": SCHEMA_VERSION, "run_id": self._record.get("run_id"),
-                    "config_sha256": self._record.get("config_sha256"),
-                    "files": files, "totals": totals}
-        tmp = FileSystems.join(out, MANIFEST + ".tmp")
-        _write_bytes(tmp, json.dumps(manifest, indent=2, sort_keys=True).encode())
-        _delete_quietly([FileSystems.join(out, MANIFEST)])
-        FileSystems.rename([tmp], [FileSystems.join(out, MANIFEST)])
+                    "config_sha256": self._record.get("config_sha256"), "totals": totals}
+        audit.seal(manifest, files)
         _write_bytes(FileSystems.join(out, SUCCESS), b"")
         _delete_quietly([self._staging])
-        yield totals
+        yield dict(totals, published=True)
 
 
 class Publish(beam.PTransform):
@@ -151,4 +146,5 @@ class Publish(beam.PTransform):
                     events=beam.pvalue.AsList(events)))
 
 
-__all__ = ["Publish", "ShardFile", "MANIFEST", "SUCCESS"]
+__all__ = ["Publish", "ShardFile", "MANIFEST", "SUCCESS", "DEADLETTER_FILE", "EVENTS_FILE",
+           "RECORD_FILE"]

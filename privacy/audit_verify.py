@@ -1,0 +1,239 @@
+"""``egoveil audit verify``: does a published folder hold what its audit trail says?
+
+Checks, in this order, and reports every problem with the first one first:
+
+1. the folder is published: ``manifest.json`` parses and ``_SUCCESS`` exists;
+2. the log's hash chain holds, entry by entry (the first broken entry is named);
+3. the log is the one the manifest names: same sha256 and entry count, same head,
+   and an externally kept head (``expect_head``) is one of its entries;
+4. the manifest's file list is the one the log sealed last;
+5. every listed file exists with its sha256, size and row count, and no file is
+   there that the manifest does not list;
+6. the record of processing is the one the log recorded for the publishing run,
+   names what a record must name, and agrees with the manifest's totals unless a
+   later operation (an erasure) resealed the folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from privacy.audit_chain import check_chain, files_digest
+from privacy.output_store import OutputStore
+from schemas.audit import (
+    EVENTS_FILE,
+    GENESIS,
+    MANIFEST,
+    RECORD_FILE,
+    SUCCESS,
+    WORK_PREFIXES,
+)
+
+RECORD_REQUIRED = ("run_id", "purpose", "consent_checked", "key_id", "config_sha256",
+                   "anonymization", "detector", "encoder", "totals", "outcomes",
+                   "published_at")
+_BLOCK = 1 << 22
+
+
+@dataclass(slots=True, frozen=True)
+class Finding:
+    """One thing that does not hold: where (a file, or a file and line) and what."""
+
+    where: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.problem}"
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """The outcome of verifying one folder."""
+
+    findings: list[Finding] = field(default_factory=list)
+    head: str | None = None
+    entries: int = 0
+    files_checked: int = 0
+    run_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def add(self, where: str, problem: str) -> None:
+        self.findings.append(Finding(where, problem))
+
+
+def _sha256_and_size(store: OutputStore, rel: str) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with store.open(rel) as handle:
+        while block := handle.read(_BLOCK):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def count_rows(store: OutputStore, rel: str, kind: str | None) -> int | None:
+    """Rows as the manifest counts them for ``kind``; None where the kind has no rows.
+
+    Raises:
+        ValueError: the file cannot be read as its kind.
+    """
+    if kind == "latents":
+        import pyarrow.parquet as pq
+
+        with store.open(rel) as handle:
+            return pq.ParquetFile(handle).metadata.num_rows
+    if kind in ("deadletter", "audit_events"):
+        return store.read(rel).count(b"\n")
+    if kind == "clip":
+        import av
+
+        with store.open(rel) as handle, av.open(handle) as container:
+            stream = container.streams.video[0]
+            return stream.frames or sum(1 for _ in container.demux(stream) if _.size)
+    return None
+
+
+def verify_output(store: OutputStore, expect_head: str | None = None) -> VerifyReport:
+    """Verify the published folder in ``store``; see the module docstring for the checks."""
+    report = VerifyReport()
+    if not store.exists(MANIFEST):
+        report.add(MANIFEST, "missing: the folder was never published or was cut short")
+        return report
+    try:
+        manifest = json.loads(store.read(MANIFEST))
+        files = manifest["files"]
+        if not isinstance(files, list):
+            raise TypeError("files is not a list")
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong, the manifest is unusable
+        report.add(MANIFEST, f"unreadable ({type(exc).__name__}): it was altered")
+        return report
+    report.run_id = manifest.get("run_id")
+    if not store.exists(SUCCESS):
+        report.add(SUCCESS, "missing: the folder is not published")
+
+    listed = {}
+    for entry in files:
+        if not isinstance(entry, dict) or not {"path", "sha256"} <= set(entry):
+            report.add(MANIFEST, "a file entry lacks path or sha256: it was altered")
+            return report
+        listed[entry["path"]] = entry
+
+    chain = _check_log(store, manifest, listed, report, expect_head)
+    _check_seal(chain, listed, report)
+    _check_files(store, listed, report)
+    _check_record(store, manifest, chain, report)
+    return report
+
+
+def _check_log(store, manifest, listed, report, expect_head):
+    if not store.exists(EVENTS_FILE):
+        report.add(EVENTS_FILE, "missing")
+        return None
+    data = store.read(EVENTS_FILE)
+    chain = check_chain(data)
+    report.entries = len(chain.entries)
+    report.head = chain.head
+    if not chain.ok:
+        report.add(f"{EVENTS_FILE} {chain.where()}", chain.problem)
+        return None
+    audit = manifest.get("audit") or {}
+    entry = listed.get(EVENTS_FILE) or {}
+    if audit.get("entries") is not None and audit["entries"] != len(chain.entries):
+        missing = audit["entries"] - len(chain.entries)
+        where = f"{EVENTS_FILE} line {len(chain.entries) + 1}" if missing > 0 else EVENTS_FILE
+        report.add(where, f"the log has {len(chain.entries)} entries, manifest.json says "
+                          f"{audit['entries']}" + (" (its last entries were removed)"
+                                                   if missing > 0 else " (entries were added)"))
+    elif audit.get("head") != chain.head:
+        report.add(EVENTS_FILE, "its head is not the one manifest.json names")
+    if expect_head and expect_head not in {e["hash"] for e in chain.entries} | {GENESIS}:
+        report.add(EVENTS_FILE, "the head kept outside the folder is not in the log: the log "
+                                "was rewritten")
+    if not entry:
+        report.add(MANIFEST, f"does not list {EVENTS_FILE}")
+    return chain
+
+
+def _check_seal(chain, listed, report) -> None:
+    if chain is None:
+        return
+    seals = [e for e in chain.entries if e["kind"] == "files_sealed"]
+    if not seals:
+        report.add(EVENTS_FILE, "no files_sealed entry: nothing was ever published with it")
+        return
+    last = seals[-1]
+    if chain.entries[-1] is not last:
+        report.add(f"{EVENTS_FILE} line {chain.entries.index(last) + 2}",
+                   "entries follow the last seal: the log was appended to without resealing")
+    sealed = [f for path, f in listed.items() if path != EVENTS_FILE]
+    if last["counts"].get("files_sha256") != files_digest(sealed):
+        report.add(MANIFEST, f"its file list is not the one the log sealed (seq {last['seq']}): "
+                             "manifest.json was altered")
+
+
+def _check_files(store, listed, report) -> None:
+    present = set(store.list_files())
+    for path in sorted(listed):
+        entry = listed[path]
+        if path not in present:
+            report.add(path, "missing (listed in manifest.json)")
+            continue
+        try:
+            sha, size = _sha256_and_size(store, path)
+        except OSError as exc:
+            report.add(path, f"unreadable ({type(exc).__name__})")
+            continue
+        report.files_checked += 1
+        if sha != entry["sha256"]:
+            report.add(path, "sha256 differs from manifest.json: the file was altered")
+            continue
+        if entry.get("bytes") is not None and size != entry["bytes"]:
+            report.add(path, f"{size} bytes, manifest.json says {entry['bytes']}")
+        if entry.get("rows") is not None:
+            try:
+                rows = count_rows(store, path, entry.get("kind"))
+            except Exception as exc:  # noqa: BLE001 - a file that does not parse as its kind
+                report.add(path, f"cannot be read as {entry.get('kind')} ({type(exc).__name__})")
+                continue
+            if rows is not None and rows != entry["rows"]:
+                report.add(path, f"{rows} rows, manifest.json says {entry['rows']}")
+    ignored = {MANIFEST, SUCCESS}
+    for path in sorted(present - set(listed) - ignored):
+        if not path.startswith(WORK_PREFIXES):
+            report.add(path, "not listed in manifest.json: it was added after publishing")
+
+
+def _check_record(store, manifest, chain, report) -> None:
+    if not store.exists(RECORD_FILE):
+        return  # reported as a missing file already when listed
+    try:
+        data = store.read(RECORD_FILE)
+        record = json.loads(data)
+    except Exception as exc:  # noqa: BLE001
+        report.add(RECORD_FILE, f"unreadable ({type(exc).__name__})")
+        return
+    if not isinstance(record, dict):
+        report.add(RECORD_FILE, "not a JSON object")
+        return
+    missing = [k for k in RECORD_REQUIRED if k not in record]
+    if missing:
+        report.add(RECORD_FILE, f"lacks {', '.join(missing)}")
+    if record.get("run_id") != manifest.get("run_id"):
+        report.add(RECORD_FILE, "its run_id is not the one manifest.json names")
+    if chain is None:
+        return
+    seals = [e for e in chain.entries if e["kind"] == "files_sealed"]
+    # Later operations (erasures) change the published totals but not the run's record.
+    if seals and seals[-1]["op_id"] == manifest.get("run_id") \
+            and record.get("totals") != manifest.get("totals"):
+        report.add(RECORD_FILE, "its totals differ from manifest.json's")
+    recorded = [e for e in chain.entries if e["kind"] == "run_record"
+                and e["op_id"] == manifest.get("run_id")]
+    if not recorded:
+        report.add(EVENTS_FILE, f"no run_record entry for run {manifest.get('run_id')}")
+    elif recorded[-1]["counts"].get("record_sha256") != hashlib.sha256(data).hexdigest():
+        report.add(RECORD_FILE, f"is not the record the log holds (seq {recorded[-1]['seq']})")

@@ -1,0 +1,445 @@
+"""The audit trail of real runs: record, chained log, contract gate, ``audit verify`` against
+tampering, ``validate``, and the auditor's report checked in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.samples import make_recording
+from privacy.audit_chain import check_chain, entry_line, files_digest, make_entry
+from schemas.audit import EVENTS_FILE, GENESIS
+
+FPS = 15
+RAW = (b"wearer-alice", b"wearer-bob", b"EG1-SN-0042", b"walk alice", b"street_bob",
+       b"broken.mp4", b"48.8584")
+
+
+def egoveil(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The ``egoveil`` command in a child process (runs: Beam and torch stay out of pytest)."""
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=600)
+
+
+@pytest.fixture
+def cli(capsys):
+    """The ``egoveil`` command in process, for the read-only audit commands (seconds faster
+    than a child process each); returns what a child process would."""
+    import logging
+
+    from pipeline.cli import main
+
+    def call(*args: str) -> subprocess.CompletedProcess:
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        finally:  # main() points the root logger at this test's captured stderr
+            root.handlers[:] = handlers
+            root.setLevel(level)
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+    return call
+
+
+@dataclass
+class Published:
+    out: Path
+    inputs: Path
+    argv: list[str]
+    boxes: list
+    stderr: str
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, key_file, tiny_encoder) -> Published:
+    """One real run: a consented recording with faces, a withdrawn wearer, a broken file."""
+    root = tmp_path_factory.mktemp("audited")
+    inputs = root / "inputs"
+    inputs.mkdir()
+    boxes = make_recording(str(inputs / "walk alice.mp4"), seconds=2.0, fps=FPS)
+    make_recording(str(inputs / "street_bob.mov"), seconds=1.0, fps=FPS, seed=1)
+    (inputs / "broken.mp4").write_bytes(os.urandom(4096))
+    lines = [{"uri": "walk alice.mp4", "wearer_id": "wearer-alice",
+              "device_serial": "EG1-SN-0042", "location": {"lat": 48.8584, "lon": 2.2945}},
+             {"uri": "street_bob.mov", "wearer_id": "wearer-bob"},
+             {"uri": "broken.mp4", "wearer_id": "wearer-alice"}]
+    (inputs / "manifest.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (inputs / "consent.csv").write_text(
+        "wearer_id,purpose,granted_at,withdrawn_at\n"
+        "wearer-alice,world-model-training,2026-01-01T00:00:00Z,\n"
+        "wearer-bob,world-model-training,2026-01-01T00:00:00Z,2026-02-01T00:00:00Z\n")
+    argv = ["run", "--manifest", str(inputs / "manifest.jsonl"), "--consent",
+            str(inputs / "consent.csv"), "--key-file", key_file, "--encoder", tiny_encoder,
+            "--clips", "--no-progress"]
+    out = root / "out"
+    result = egoveil(*argv, "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    return Published(out, inputs, argv, boxes, result.stderr)
+
+
+@pytest.fixture
+def copy(published, tmp_path) -> Path:
+    """A copy of the published folder to tamper with."""
+    dest = tmp_path / "copy"
+    shutil.copytree(published.out, dest)
+    return dest
+
+
+def _entries(out: Path) -> list[dict]:
+    check = check_chain((out / EVENTS_FILE).read_bytes())
+    assert check.ok, check.problem
+    return check.entries
+
+
+def test_the_run_records_its_processing(published, key):
+    out = published.out
+    record = json.loads((out / "audit" / "record.json").read_text())
+    assert record["purpose"] == "world-model-training" and record["consent_checked"] is True
+    assert record["key_id"] == key.key_id
+    assert re.fullmatch(r"[0-9a-f]{64}", record["detector"]["weights_sha256"])
+    assert record["detector"]["threshold"] > 0 and record["anonymization"]["redaction"] == \
+        {"mode": "solid", "mask_scale": 1.4, "pixel_blocks": 4}
+    assert record["caps"]["max_duration_s"] > 0 and record["encoder"]["weights_sha256"]
+    verification = record["verification"]
+    assert verification["enabled"] and verification["verifier"]["name"]
+    for model in ("face_encoder", "face_landmarks"):
+        assert re.fullmatch(r"[0-9a-f]{64}", verification[model]["weights_sha256"])
+    outcomes = record["outcomes"]
+    assert (outcomes["recordings_seen"], outcomes["recordings_admitted"],
+            outcomes["recordings_consent_excluded"], outcomes["recordings_rejected"]) == \
+        (3, 1, 1, 1)
+    assert outcomes["consent_excluded_by_reason"] == {"withdrawn": 1}
+    assert outcomes["deadletters_by_reason"] == {"unreadable": 1}
+    assert outcomes["faces_detected"] > 0 and outcomes["segments_anonymized"] >= 1
+    assert sum(outcomes["segments_by_verification"].values()) >= outcomes["segments_anonymized"]
+    assert outcomes["verification_checks"]["frames_checked"] >= 1
+    assert outcomes["video_seconds_admitted"] == pytest.approx(2.0, abs=0.1)
+
+    entries = _entries(out)
+    kinds = [e["kind"] for e in entries]
+    assert kinds[-3:] == ["run_record", "contract_validated", "files_sealed"]
+    assert {"recording_admitted", "consent_excluded", "segment_anonymized", "deadletter"} \
+        <= set(kinds)
+    assert {e["op_id"] for e in entries} == {record["run_id"]}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["audit"]["head"] == entries[-1]["hash"]
+    sealed = [f for f in manifest["files"] if f["path"] != EVENTS_FILE]
+    assert entries[-1]["counts"]["files_sha256"] == files_digest(sealed)
+    listed = {f["path"] for f in manifest["files"]}
+    assert {"audit/record.json", "audit/validation.json", "audit/validation.html",
+            EVENTS_FILE, "deadletter/deadletters.jsonl"} <= listed
+    validation = json.loads((out / "audit" / "validation.json").read_text())
+    assert validation["success"] and validation["failed"] == 0
+    assert entries[-2]["counts"]["success"] is True
+    assert f"audit log head {entries[-1]['hash']}" in published.stderr
+
+
+def test_no_personal_data_in_any_output(published, key_file, tmp_path):
+    report = tmp_path / "report.html"
+    result = egoveil("audit", "report", str(published.out), "--html", str(report))
+    secret = Path(key_file).read_bytes().strip()
+    files = [p for p in published.out.rglob("*") if p.is_file()] + [report]
+    for path in files:
+        data = path.read_bytes()
+        for raw in (*RAW, secret, str(published.inputs).encode()):
+            assert raw not in data, (path, raw)
+    for raw in RAW:
+        assert raw.decode() not in result.stdout + result.stderr
+
+
+def test_verify_passes_on_what_the_run_published(published, cli):
+    result = egoveil("audit", "verify", str(published.out))
+    assert result.returncode == 0, result.stderr
+    head = _entries(published.out)[-1]["hash"]
+    assert "audit verify: OK" in result.stdout and head in result.stdout
+    as_json = json.loads(cli("audit", "verify", str(published.out), "--json").stdout)
+    assert as_json["ok"] and as_json["head"] == head and as_json["findings"] == []
+
+
+def _lines(out: Path) -> list[bytes]:
+    return (out / EVENTS_FILE).read_bytes().splitlines(keepends=True)
+
+
+def _set_lines(out: Path, lines: list[bytes]) -> None:
+    (out / EVENTS_FILE).write_bytes(b"".join(lines))
+
+
+def _flip_byte(path: Path, at: float = 0.5) -> None:
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at)] ^= 0x20
+    path.write_bytes(bytes(data))
+
+
+def _flip_a_bit_in_line_3(out: Path) -> None:
+    lines = _lines(out)
+    assert b'"at":"2' in lines[2]
+    lines[2] = lines[2].replace(b'"at":"2', b'"at":"3', 1)  # '2' ^ 0x01 == '3'
+    _set_lines(out, lines)
+
+
+def _first_clip(out: Path) -> Path:
+    return sorted((out / "clips").glob("*.mp4"))[0]
+
+
+def _edit_manifest_rows(out: Path) -> None:
+    manifest = json.loads((out / "manifest.json").read_text())
+    shard = next(f for f in manifest["files"] if f["kind"] == "latents")
+    shard["rows"] += 1
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+TAMPERING = {
+    "flip a byte in the log": (_flip_a_bit_in_line_3,
+                               "audit/events.jsonl line 3 (seq 2): hash does not match"),
+    "delete a log line": (lambda out: _set_lines(out, _lines(out)[:1] + _lines(out)[2:]),
+                          "audit/events.jsonl line 2 (seq 1)"),
+    "reorder log lines": (
+        lambda out: _set_lines(out, [_lines(out)[0], _lines(out)[2], _lines(out)[1],
+                                     *_lines(out)[3:]]),
+        "audit/events.jsonl line 2 (seq 1)"),
+    "delete the last log line": (lambda out: _set_lines(out, _lines(out)[:-1]),
+                                 "audit/events.jsonl line {n}"),
+    "flip a byte in a shard": (lambda out: _flip_byte(out / "latents" / "part-00000.parquet"),
+                               "latents/part-00000.parquet: sha256 differs"),
+    "delete a shard": (lambda out: (out / "latents" / "part-00000.parquet").unlink(),
+                       "latents/part-00000.parquet: missing"),
+    "add a shard": (lambda out: shutil.copy(out / "latents" / "part-00000.parquet",
+                                            out / "latents" / "part-00001.parquet"),
+                    "latents/part-00001.parquet: not listed in manifest.json"),
+    "edit the record": (
+        lambda out: (out / "audit" / "record.json").write_text(
+            (out / "audit" / "record.json").read_text().replace("world-model-training",
+                                                                "advertising")),
+        "audit/record.json: sha256 differs"),
+    "edit the manifest": (_edit_manifest_rows, "manifest.json: its file list is not the one"),
+    "flip a byte in a clip": (lambda out: _flip_byte(_first_clip(out)), "clips/"),
+    "drop a file in": (lambda out: (out / "audit" / "notes.txt").write_text("x"),
+                       "audit/notes.txt: not listed"),
+    "remove _SUCCESS": (lambda out: (out / "_SUCCESS").unlink(), "_SUCCESS: missing"),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERING))
+def test_verify_names_the_first_broken_entry_or_file(copy, case, cli):
+    tamper, expected = TAMPERING[case]
+    n = len(_lines(copy))
+    tamper(copy)
+    result = cli("audit", "verify", str(copy))
+    assert result.returncode == 1, result.stdout
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("egoveil: audit verify: FAILED: ")
+    assert expected.format(n=n) in first, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_rewritten_log_is_caught_by_the_head_kept_outside(copy, cli):
+    """A forger who rechains the log and fixes the manifest passes the folder's own checks;
+    the head an auditor kept from an earlier verify does not match."""
+    kept = _entries(copy)[-1]["hash"]
+    entries = [e for e in _entries(copy) if e["kind"] != "consent_excluded"]
+    prev, forged = GENESIS, []
+    for seq, entry in enumerate(entries):
+        body = {k: v for k, v in entry.items() if k not in ("seq", "prev", "hash")}
+        forged.append(make_entry(prev, seq, **body))
+        prev = forged[-1]["hash"]
+    data = b"".join(entry_line(e) for e in forged)
+    (copy / EVENTS_FILE).write_bytes(data)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    import hashlib
+
+    log_entry = next(f for f in manifest["files"] if f["path"] == EVENTS_FILE)
+    log_entry.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data),
+                     rows=len(forged))
+    manifest["audit"].update(head=prev, entries=len(forged))
+    (copy / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+    assert cli("audit", "verify", str(copy)).returncode == 0
+    result = cli("audit", "verify", str(copy), "--expect-head", kept)
+    assert result.returncode == 1
+    assert "the head kept outside the folder is not in the log" in result.stderr
+
+
+def test_validate_runs_the_contract_on_demand(published, copy, tmp_path, cli):
+    result = cli("validate", str(published.out))
+    assert result.returncode == 0, result.stderr
+    assert "data contract passed" in result.stdout
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shard = copy / "latents" / "part-00000.parquet"
+    table = pq.read_table(shard)
+    wearers = table.column("wearer_id").to_pylist()
+    wearers[0] = "wearer-alice"
+    table = table.set_column(table.schema.get_field_index("wearer_id"),
+                             table.schema.field("wearer_id"), pa.array(wearers, pa.string()))
+    pq.write_table(table, shard)
+    page, doc = tmp_path / "v.html", tmp_path / "v.json"
+    result = cli("validate", str(copy), "--html", str(page), "--json", str(doc))
+    assert result.returncode == 1
+    assert "expect_column_values_to_match_regex(wearer_id): 1 of" in result.stderr
+    assert b"wearer-alice" not in page.read_bytes() + doc.read_bytes()
+    assert sorted(os.listdir(copy / "audit")) == sorted(os.listdir(published.out / "audit"))
+
+
+def test_a_second_run_appends_to_the_same_log(published, copy, cli):
+    first = _entries(copy)
+    result = egoveil(*published.argv, "--output", str(copy))
+    assert result.returncode == 0, result.stderr
+    assert "1 recordings excluded" in result.stderr  # counts this run only
+    entries = _entries(copy)
+    assert entries[:len(first)] == first
+    assert len({e["op_id"] for e in entries}) == 2
+    assert cli("audit", "verify", str(copy)).returncode == 0
+
+
+def test_erasures_append_through_the_api_and_show_in_the_report(copy, tmp_path, cli):
+    from privacy.audit_log import load_manifest, record_operation
+    from transforms.output_store import FileSystemsStore
+
+    store = FileSystemsStore(str(copy))
+    rec = _entries(copy)[0]["recording_id"]
+    record_operation(store, load_manifest(store), op="erase", op_id="00000000000000e1",
+                     events=[{"kind": "erasure", "recording_id": rec,
+                              "counts": {"rows": 3, "clips": 1}}])
+    assert cli("audit", "verify", str(copy)).returncode == 0
+    report = tmp_path / "r.html"
+    result = cli("audit", "report", str(copy), "--html", str(report), "--thumbnails", "0")
+    assert result.returncode == 0 and "erasures: 1" in result.stdout
+    html = report.read_text()
+    assert "00000000000000e1" in html and "rows: 3" in html
+
+
+def test_run_refuses_an_output_whose_log_is_broken(published, copy):
+    _set_lines(copy, _lines(copy)[1:])
+    result = egoveil(*published.argv, "--output", str(copy))
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("egoveil: error:")]
+    assert len(errors) == 1 and "audit log that does not verify" in errors[0]
+    assert "line 1 (seq 0)" in errors[0] and str(copy) not in errors[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["audit", "verify", "{tmp}/nope"], "DIR is not a folder"),
+    (["audit", "verify", "{out}", "--expect-head", "abc"], "--expect-head takes a log head"),
+    (["validate", "{tmp}"], "DIR has no manifest.json"),
+    (["audit", "report", "{tmp}"], "DIR has no manifest.json"),
+    (["audit", "report", "{out}", "--html", "{tmp}/missing/r.html"], "--html: the folder"),
+])
+def test_audit_mistakes_get_one_line(published, tmp_path, args, message, cli):
+    argv = [a.format(tmp=tmp_path, out=published.out) for a in args]
+    result = cli(*argv)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("egoveil: error:")]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
+
+
+def test_report_on_a_tampered_folder_says_so(copy, tmp_path, cli):
+    _flip_byte(copy / "latents" / "part-00000.parquet")
+    report = tmp_path / "r.html"
+    result = cli("audit", "report", str(copy), "--html", str(report))
+    assert result.returncode == 1
+    assert "integrity: FAILED: latents/part-00000.parquet: sha256 differs" in result.stdout
+    assert 'data-status="broken"' in report.read_text()
+
+
+# ---------------------------------------------------------------- the report in a browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# What this machine's Chromium needs (Playwright adds --headless and a fresh profile itself).
+BROWSER_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (.ci/run installs it)")
+def test_report_in_headless_chromium(published, tmp_path, cli):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    report = tmp_path / "report.html"
+    result = cli("audit", "report", str(published.out), "--html", str(report))
+    assert result.returncode == 0, result.stderr
+    assert "integrity: verified" in result.stdout
+
+    requests, errors = [], []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("request", lambda r: requests.append(r.url))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(report.as_uri(), wait_until="load")
+        state = page.evaluate("""() => ({
+            status: document.querySelector('[data-status]').dataset.status,
+            contract: document.querySelector('[data-contract]').dataset.contract,
+            headings: [...document.querySelectorAll('h2')].map(h => h.textContent.trim()),
+            images: [...document.images].map(i => ({ok: i.complete && i.naturalWidth > 0,
+                                                    clip: i.dataset.clip, src: i.src,
+                                                    w: i.getBoundingClientRect().width})),
+            charts: [...document.querySelectorAll('svg.chart')].map(
+                s => s.getBoundingClientRect().width * s.getBoundingClientRect().height),
+            overflow: document.documentElement.scrollWidth > window.innerWidth,
+        })""")
+        shot = tmp_path / "report.png"
+        page.screenshot(path=str(shot), full_page=True)
+        contract_page = (published.out / "audit" / "validation.html").as_uri()
+        page.goto(contract_page, wait_until="load")
+        contract_title = page.title()
+        browser.close()
+
+    assert requests == [report.as_uri(), contract_page], requests  # no network, no CDN
+    assert contract_title == "egoveil data contract: passed"
+    assert errors == []
+    assert state["status"] == "verified" and state["contract"] == "passed"
+    for heading in ("Faces redacted per minute of video", "Verification outcomes",
+                    "Dead letters by reason", "Consent coverage", "Erasures",
+                    "Models and thresholds", "Redacted thumbnails"):
+        assert heading in state["headings"]
+    assert len(state["charts"]) >= 3 and all(area > 0 for area in state["charts"])
+    assert not state["overflow"]
+    clips = {p.stem for p in (published.out / "clips").glob("*.mp4")}
+    assert 1 <= len(state["images"]) <= 12
+    assert all(i["ok"] and i["w"] > 100 and i["clip"] in clips for i in state["images"])
+
+    from PIL import Image
+
+    picture = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert picture.shape[0] > 2000 and picture.std() > 20  # a long page, not a blank one
+    _thumbnails_show_redacted_frames(state["images"], published)
+
+
+def _thumbnails_show_redacted_frames(images: list[dict], published: Published) -> None:
+    """Each thumbnail is its clip's redacted frame: the faces drawn into the input at that
+    time are solid grey in the thumbnail."""
+    import av
+    from PIL import Image
+
+    checked = 0
+    for image in images:
+        thumb = np.asarray(Image.open(io.BytesIO(base64.b64decode(image["src"].split(",")[1])))
+                           .convert("RGB"), dtype=int)
+        with av.open(str(published.out / "clips" / f"{image['clip']}.mp4")) as container:
+            frames = list(container.decode(video=0))
+        middle = frames[len(frames) // 2]
+        scale = thumb.shape[1] / middle.width
+        for x1, y1, x2, y2 in published.boxes[round(middle.time * FPS)]:
+            if x2 - x1 < 40:
+                continue
+            cx, cy = (x1 + x2) / 2 * scale, (y1 + y2) / 2 * scale
+            half = (x2 - x1) * scale / 5
+            patch = thumb[int(cy - half):int(cy + half), int(cx - half):int(cx + half)]
+            assert (np.abs(patch - 128) <= 16).all(axis=-1).mean() > 0.9, image["clip"]
+            checked += 1
+    assert checked >= 2
