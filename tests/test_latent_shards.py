@@ -29,6 +29,7 @@ from schemas.latents import (
     shard_metadata,
     writer_options,
 )
+from tests.records import run_record
 from transforms.publish import Publish
 from transforms.shards import WriteLatentShards, file_sha256, write_shard
 
@@ -60,7 +61,8 @@ def _publish(out: str, layout: LatentLayout, rows: int = ROWS) -> str:
                   | WriteLatentShards(staging, layout, meta, target_shard_bytes=3000,
                                       row_group_bytes=700))
         nothing = [p | f"No{name}" >> beam.Create([]) for name in ("Files", "DL", "Events")]
-        _ = (shards, *nothing) | Publish(out, staging, {"run_id": "t"})
+        record = run_record(embedding_dim=layout.embedding_dim, latents=layout.describe())
+        _ = (shards, *nothing) | Publish(out, staging, record)
     return out
 
 
