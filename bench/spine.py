@@ -35,7 +35,9 @@ def timed(cmd: list[str]) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    return {"wall_s": wall, "peak_rss_mb": rss_kb / 1024, "stderr": proc.stderr}
+    cpu = sum(float(re.search(rf"{kind} time \(seconds\): ([\d.]+)", proc.stderr).group(1))
+              for kind in ("User", "System"))
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss_kb / 1024, "stderr": proc.stderr}
 
 
 def frames_in(video: str) -> int:
@@ -80,6 +82,7 @@ def main() -> None:
         results[name] = {
             "walls_s": [round(r["wall_s"], 2) for r in runs],
             "median_wall_s": round(wall, 2),
+            "median_cpu_s": round(statistics.median(r["cpu_s"] for r in runs), 2),
             "frames_redacted": frames,
             "frames_decoded": total,
             "redacted_frames_per_s": round(frames / wall, 2),
@@ -92,6 +95,7 @@ def main() -> None:
               "video": os.path.relpath(video, ROOT), "repeat": args.repeat,
               "encoder": "random V-JEPA 2 tiny (egoveil make-encoder)", "detector": "centerface",
               "command": "python bench/spine.py", "results": results,
+              "load_average_at_end": os.getloadavg(),
               "date": time.strftime("%Y-%m-%d")}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "spine.json"), "w") as handle:

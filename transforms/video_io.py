@@ -83,12 +83,20 @@ def sniff_format(head: bytes) -> str:
     raise MediaError("unreadable", "not a supported container (MP4/MOV, Matroska/WebM, AVI)")
 
 
-def open_binary(uri: str):
-    """Open ``uri`` for reading through Beam's FileSystems (no decompression guessing)."""
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
+def _is_local(uri: str) -> bool:
+    return "://" not in uri
 
+
+def open_binary(uri: str):
+    """Open ``uri`` for reading: a local file directly, anything else through Beam's
+    FileSystems (no decompression guessing). Local files skip importing Beam, which
+    costs seconds for a one-file ``egoveil redact``."""
     try:
+        if _is_local(uri):
+            return open(uri, "rb")
+        from apache_beam.io.filesystem import CompressionTypes
+        from apache_beam.io.filesystems import FileSystems
+
         return FileSystems.open(uri, mime_type="application/octet-stream",
                                 compression_type=CompressionTypes.UNCOMPRESSED)
     except Exception as exc:  # noqa: BLE001 - missing, permission, unknown scheme
@@ -96,9 +104,11 @@ def open_binary(uri: str):
 
 
 def file_size(uri: str) -> int | None:
-    from apache_beam.io.filesystems import FileSystems
-
     try:
+        if _is_local(uri):
+            return os.path.getsize(uri)
+        from apache_beam.io.filesystems import FileSystems
+
         return FileSystems.match([uri])[0].metadata_list[0].size_in_bytes
     except Exception:  # noqa: BLE001 - size unknown: checked again while reading
         return None
