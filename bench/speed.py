@@ -75,7 +75,7 @@ def main() -> None:
                          "frames_per_cpu_s": round(frames / cpu, 2),
                          "peak_rss_mb": round(max(r["rss_mb"] for r in items))}
     base = results["deface 1.5.0 (defaults)"]
-    for name, r in results.items():
+    for r in results.values():
         r["speed_vs_deface_wall"] = round(base["median_wall_s"] / r["median_wall_s"], 2)
         r["speed_vs_deface_cpu"] = round(base["median_cpu_s"] / r["median_cpu_s"], 2)
     record = {"command": "python bench/speed.py", "date": time.strftime("%Y-%m-%d"),
