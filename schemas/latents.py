@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: pair_id (stereo pairs)
 EMBEDDING_DTYPE = "float16"
 
 QA_STATUSES = ("verified", "reredacted_verified", "redacted_unverified")
@@ -53,6 +53,9 @@ def latent_schema(embedding_dim: int, metadata: dict | None = None) -> pa.Schema
         # run kept (None unless --location-geohash is given).
         pa.field("device_id", pa.string(), nullable=True),
         pa.field("location_cell", pa.string(), nullable=True),
+        # Shared by the two views of a stereo pair over the same frames (left and right
+        # rows, or the one ``stereo`` row that holds both); null for a view without a partner.
+        pa.field("pair_id", pa.string(), nullable=True),
     ]
     file_meta = {
         "schema_version": SCHEMA_VERSION,

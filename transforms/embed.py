@@ -55,7 +55,7 @@ class ClipEncoderHandler(ModelHandler[Clip, LatentRow, LoadedEncoder]):
                 encoder_pretrained=self.spec.pretrained,
                 embedding=emb.astype("<f2").tobytes(), faces_redacted=clip.faces_redacted,
                 qa_status=clip.qa_status, device_id=clip.device_id,
-                location_cell=clip.location_cell)
+                location_cell=clip.location_cell, pair_id=clip.pair_id)
 
     def get_num_bytes(self, batch: Sequence[Clip]) -> int:
         return sum(clip.frames.nbytes for clip in batch)

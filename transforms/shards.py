@@ -24,7 +24,7 @@ DEFAULT_TARGET_SHARD_BYTES = 256 * 1024**2
 ROW_GROUP_BYTES = 64 * 1024**2
 _COLUMNS = ("clip_id", "recording_id", "wearer_id", "view", "segment_index", "clip_index",
             "start_s", "end_s", "frame_count", "fps", "encoder_id", "encoder_pretrained",
-            "embedding", "faces_redacted", "qa_status", "device_id", "location_cell")
+            "embedding", "faces_redacted", "qa_status", "device_id", "location_cell", "pair_id")
 
 
 def shard_name(index: int) -> str:
@@ -59,7 +59,7 @@ class _WriteShardFn(beam.DoFn):
         pq.write_table(table, sink, row_group_size=max(1024, ROW_GROUP_BYTES // row_bytes),
                        compression="zstd", use_dictionary=["recording_id", "wearer_id", "view",
                                                            "encoder_id", "qa_status", "device_id",
-                                                           "location_cell"],
+                                                           "location_cell", "pair_id"],
                        write_statistics=True)
         data = sink.getvalue().to_pybytes()
         with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
