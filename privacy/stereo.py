@@ -45,14 +45,21 @@ class CrossViewConfig:
         template_ncc: normalised cross-correlation a template match needs (``>= 1`` turns
             template matching off).
         min_search_px: the band is upscaled until the face is at least this tall.
+        min_source_score: only faces found with at least this confidence are searched
+            for (the run's low threshold also finds texture that is no face; searching
+            for it would redact more texture in the other view).
+        max_size_ratio: a hit may differ from the face's size by at most this factor (a
+            rectified pair sees a face at one depth, so at about one size).
     """
 
     enabled: bool = True
     detector: str = DEFAULT_BAND_DETECTOR
-    max_disparity: float = 0.2
+    max_disparity: float = 0.15
     row_slack: float = 0.5
     template_ncc: float = 0.6
     min_search_px: int = 64
+    min_source_score: float = 0.3
+    max_size_ratio: float = 1.5
 
     def __post_init__(self) -> None:
         if not 0 < self.max_disparity <= 1:
@@ -63,6 +70,10 @@ class CrossViewConfig:
             raise ValueError(f"template_ncc must be in (0, 1], got {self.template_ncc}")
         if not 16 <= self.min_search_px <= 512:
             raise ValueError(f"min_search_px must be in [16, 512], got {self.min_search_px}")
+        if not 0 <= self.min_source_score < 1:
+            raise ValueError(f"min_source_score must be in [0, 1), got {self.min_source_score}")
+        if not 1 < self.max_size_ratio <= 4:
+            raise ValueError(f"max_size_ratio must be in (1, 4], got {self.max_size_ratio}")
 
 
 @dataclass(slots=True)
@@ -149,7 +160,8 @@ class CrossViewSearch:
         ratio = _sizes(boxes) / size
         centre_y = (boxes[:, 1] + boxes[:, 3]) / 2
         near = np.abs(centre_y - (box[1] + box[3]) / 2) <= (self.config.row_slack + 0.5) * face_h
-        keep = np.nonzero((ratio >= 0.5) & (ratio <= 2.0) & near)[0]
+        limit = self.config.max_size_ratio
+        keep = np.nonzero((ratio >= 1 / limit) & (ratio <= limit) & near)[0]
         if keep.size == 0:
             return None
         best = keep[np.argmax(found.scores[keep])]
@@ -194,6 +206,7 @@ class CrossViewSearch:
         counts = counts if counts is not None else CrossViewCounts()
         height, width = dst_image.shape[:2]
         missing = self.unmatched(src.boxes, dst.boxes, width)
+        missing = missing[src.scores[missing] >= self.config.min_source_score]
         if not self.config.enabled or missing.size == 0:
             return Detections.empty()
         dst_grey = _grey(dst_image)
@@ -204,14 +217,16 @@ class CrossViewSearch:
             if band[2] - band[0] < 4 or band[3] - band[1] < 4:
                 continue
             counts.searched += 1
-            hit = self._by_detector(box, dst_image, band) if self.detector is not None else None
+            hit = self._by_template(box, src_image, dst_grey, band)
             if hit is not None:
-                counts.by_detector += 1
-            else:
-                hit = self._by_template(box, src_image, dst_grey, band)
+                counts.by_template += 1
+            elif self.detector is not None:
+                hit = self._by_detector(box, dst_image, band)
                 if hit is None:
                     continue
-                counts.by_template += 1
+                counts.by_detector += 1
+            else:
+                continue
             boxes.append(hit)
             scores.append(float(src.scores[i]))
         if not boxes:
@@ -226,11 +241,13 @@ class CrossViewSearch:
 # a face is not on the same rows in both, so the band is taller and reaches further.
 UNRECTIFIED_ROW_SLACK = 1.5
 UNRECTIFIED_MAX_DISPARITY = 0.5
+UNRECTIFIED_SIZE_RATIO = 2.0
 
 
 def unrectified(search: CrossViewSearch) -> CrossViewSearch:
     """The same search with the wider band an unrectified pair needs."""
     config = dataclasses.replace(
         search.config, row_slack=max(search.config.row_slack, UNRECTIFIED_ROW_SLACK),
-        max_disparity=max(search.config.max_disparity, UNRECTIFIED_MAX_DISPARITY))
+        max_disparity=max(search.config.max_disparity, UNRECTIFIED_MAX_DISPARITY),
+        max_size_ratio=max(search.config.max_size_ratio, UNRECTIFIED_SIZE_RATIO))
     return CrossViewSearch(config, search.detector)
