@@ -68,6 +68,10 @@ class EgoveilOptions(PipelineOptions):
                          help="take every n-th decoded frame into a clip")
         enc.add_argument("--batch-size", dest="batch_size", type=int, default=8,
                          help="clips per encoder forward pass")
+        enc.add_argument("--stereo-embed", dest="stereo_embed", default="separate",
+                         choices=("separate", "joint"),
+                         help="stereo pairs: one row per eye sharing a pair_id (separate), or "
+                              "one 'stereo' row embedding both eyes side by side (joint)")
         enc.add_argument("--segment-seconds", dest="segment_seconds", type=float,
                          default=DEFAULT_SEGMENT_SECONDS,
                          help="length of a segment, the unit of parallel work")

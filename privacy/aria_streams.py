@@ -102,16 +102,16 @@ def select_streams(streams: list[tuple[str, bool]]) -> StreamSelection:
     allowed = {sid for sid, is_image in streams if sid in ALLOWED_VIEWS and is_image}
     dropped = tuple(sorted(((sid, dropped_kind(sid) if sid not in ALLOWED_VIEWS else "other")
                             for sid, _ in streams if sid not in allowed),
-                           key=lambda item: _order(item[0])))
+                           key=lambda item: stream_order(item[0])))
     groups = []
     for name, type_id in (("rgb", RGB_TYPE), ("slam", SLAM_TYPE)):
-        ids = tuple(sorted((s for s in allowed if s.split("-")[0] == type_id), key=_order))
+        ids = tuple(sorted((s for s in allowed if s.split("-")[0] == type_id), key=stream_order))
         if ids:
             groups.append(StreamGroup(name, ids, tuple(ALLOWED_VIEWS[s] for s in ids)))
     return StreamSelection(tuple(groups), dropped)
 
 
-def _order(stream_id: str) -> tuple[int, int]:
+def stream_order(stream_id: str) -> tuple[int, int]:
     type_id, _, instance = stream_id.partition("-")
     try:
         return int(type_id), int(instance or 0)
