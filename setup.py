@@ -42,7 +42,9 @@ setup(
         # The report's browser test drives Debian's Chromium through Playwright's
         # protocol client; no browser is downloaded (.ci/run installs Chromium).
         "test": ["pytest>=8", "ruff>=0.6", "playwright>=1.45"],
-        "aria": ["projectaria-tools>=1.5"],
+        # Project Aria VRS (transforms/vrs_io.py). Its viewers' dependencies pin Pillow
+        # below Apache Beam's floor; the README installs it with --no-deps instead.
+        "aria": ["projectaria-tools>=2.3,<3"],
         # CenterFace through onnxruntime on the GPU (detector backend=onnxruntime).
         "gpu": ["onnxruntime-gpu>=1.18", "onnx>=1.16"],
         "gcp": ["apache-beam[gcp]"],
