@@ -176,3 +176,23 @@ def test_joint_embedding_puts_both_eyes_in_one_stereo_clip(stereo_inputs, key_fi
     spec = resolve_encoder("random:vjepa2-tiny")
     assert clips and {c.view for c in clips} == {"stereo"}
     assert all(c.pair_id and c.frames.shape[1:3] == spec.geometry.output_hw for c in clips)
+
+
+def test_two_sources_pair_by_timestamp_and_count_frames_without_a_partner():
+    from types import SimpleNamespace
+
+    from transforms.frame_sources import _zip_views
+    from transforms.video_io import DecodeStats, MediaError
+
+    def frames(times):
+        return iter([(SimpleNamespace(time_s=t, to_rgb=lambda t=t: np.full((2, 2, 3), int(t * 10),
+                                                                        np.uint8)), True)
+                     for t in times])
+
+    stats = DecodeStats()
+    # The right eye lost its second frame: the rest still pair with their own instants.
+    out = list(_zip_views(frames([0.0, 0.1, 0.2, 0.3]), frames([0.0, 0.2, 0.3]), 10.0, stats))
+    assert [round(i.time_s, 1) for i, _ in out] == [0.0, 0.2, 0.3] and stats.corrupt == 1
+    assert out[1][0].views()["right"][0, 0, 0] == 2
+    with pytest.raises(MediaError, match="not synchronised"):
+        list(_zip_views(frames([0.0, 0.1]), frames([5.0, 5.1]), 10.0, DecodeStats()))

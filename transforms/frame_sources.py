@@ -11,7 +11,6 @@ one step and no frame crosses a shuffle.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -53,18 +52,33 @@ def split_packed(image: np.ndarray, layout: str) -> dict[str, np.ndarray]:
 
 def _zip_views(left: Iterator, right: Iterator, fps: float | None, stats: DecodeStats
                ) -> Iterator[tuple[Instant, bool]]:
-    """Pairs the frames of two synchronised sources; unmatched frames are counted corrupt."""
+    """Pairs the frames of two synchronised sources by timestamp.
+
+    A frame with no partner within half a frame period (one eye's frame was corrupt
+    or missing) is dropped and counted corrupt, so one bad frame never shifts the
+    pairing of the rest; the segment's corrupt-frame threshold still applies.
+    """
     tolerance = 0.5 / (fps or 30.0)
-    for a, b in itertools.zip_longest(left, right):
-        if a is None or b is None:
-            stats.corrupt += 1
-            continue
+    matched = unmatched = 0
+    a, b = next(left, None), next(right, None)
+    while a is not None and b is not None:
         (fa, inside), (fb, _) = a, b
-        if abs(fa.time_s - fb.time_s) > tolerance:
-            raise MediaError("unsupported", "the two views are not synchronised (timestamps "
-                                            f"differ by {abs(fa.time_s - fb.time_s):.3f} s)")
-        yield Instant(fa.time_s, lambda fa=fa, fb=fb: {
-            STEREO_VIEWS[0]: fa.to_rgb(), STEREO_VIEWS[1]: fb.to_rgb()}), inside
+        if fa.time_s < fb.time_s - tolerance:
+            unmatched += 1
+            a = next(left, None)
+        elif fb.time_s < fa.time_s - tolerance:
+            unmatched += 1
+            b = next(right, None)
+        else:
+            matched += 1
+            yield Instant(fa.time_s, lambda fa=fa, fb=fb: {
+                STEREO_VIEWS[0]: fa.to_rgb(), STEREO_VIEWS[1]: fb.to_rgb()}), inside
+            a, b = next(left, None), next(right, None)
+    unmatched += sum(1 for _ in left) + sum(1 for _ in right) + (a is not None) + (b is not None)
+    if unmatched and not matched:
+        raise MediaError("unsupported", "the two views are not synchronised: no frame of one "
+                                        "has a partner in the other")
+    stats.corrupt += unmatched
 
 
 def iter_instants(rec: Recording, start_s: float = 0.0, end_s: float | None = None,
