@@ -32,6 +32,8 @@ setup(
         # face_recognition_models imports pkg_resources, removed in setuptools 81.
         "setuptools<81",
         "torch>=2.4",
+        # numpy's bfloat16, for latents stored as bfloat16 (schemas.latents.numpy_dtype).
+        "ml-dtypes>=0.4",
         "transformers>=4.53",
         "great-expectations>=1.3",
         "jinja2>=3.1",
@@ -40,8 +42,9 @@ setup(
     ],
     extras_require={
         # The report's browser test drives Debian's Chromium through Playwright's
-        # protocol client; no browser is downloaded (.ci/run installs Chromium).
-        "test": ["pytest>=8", "ruff>=0.6", "playwright>=1.45"],
+        # protocol client; no browser is downloaded (.ci/run installs Chromium). duckdb
+        # and datasets are readers the shard format is tested against.
+        "test": ["pytest>=8", "ruff>=0.6", "playwright>=1.45", "duckdb>=1.1", "datasets>=3.0"],
         # Project Aria VRS (transforms/vrs_io.py). Its viewers' dependencies pin Pillow
         # below Apache Beam's floor; the README installs it with --no-deps instead.
         "aria": ["projectaria-tools>=2.3,<3"],

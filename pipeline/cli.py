@@ -221,9 +221,10 @@ def _parser() -> argparse.ArgumentParser:
                           "$EGOVEIL_PSEUDONYM_KEY)")
     key = sub.add_parser("keygen", help="write a new random pseudonym key file")
     key.add_argument("file")
-    enc = sub.add_parser("make-encoder", help="save a randomly initialised V-JEPA 2 (for tests)")
+    enc = sub.add_parser("make-encoder", help="save a randomly initialised encoder (for tests)")
     enc.add_argument("dir")
-    enc.add_argument("--preset", default="vjepa2-tiny")
+    enc.add_argument("--preset", default="vjepa2-tiny",
+                     help="vjepa2-tiny, vjepa2-small, vjepa2-vitl, dinov2-tiny or dinov2-vitb14")
     from pipeline.audit_cli import add_parsers
 
     add_parsers(sub)

@@ -160,11 +160,14 @@ def _rewrite_settings(meta: pq.FileMetaData) -> dict:
     group = meta.row_group(0)
     columns = [group.column(i) for i in range(group.num_columns)]
     return {
-        "compression": {c.path_in_schema: c.compression.lower() for c in columns},
+        # Footers say UNCOMPRESSED where the writer takes "none" (the latent columns).
+        "compression": {c.path_in_schema: c.compression.lower().replace("uncompressed", "none")
+                        for c in columns},
         "use_dictionary": [c.path_in_schema for c in columns
                            if any("DICTIONARY" in e for e in c.encodings)],
         "row_group_size": max(1, group.num_rows),
-        "write_statistics": any(c.is_stats_set for c in columns),
+        # Per column: latent columns carry no statistics (schemas.latents.writer_options).
+        "write_statistics": [c.path_in_schema for c in columns if c.is_stats_set],
         "version": meta.format_version,
     }
 

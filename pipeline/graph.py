@@ -9,10 +9,12 @@ import apache_beam as beam
 from privacy.config import AnonymizationConfig
 from privacy.metadata_policy import LocationPolicy
 from privacy.tombstones import Tombstones
+from schemas.latents import LatentLayout
 from transforms.admit import AdmitRecordingFn, AdmitRecordings
 from transforms.anonymize import AnonymizeSegmentFn, AnonymizeSegments, ClipPlan
 from transforms.discover import DiscoverRecordings, InputPattern
 from transforms.embed import EmbedClips
+from transforms.encoder_runtime import RuntimeConfig
 from transforms.encoders import EncoderSpec
 from transforms.progress import ProgressReporter
 from transforms.publish import Publish
@@ -48,6 +50,8 @@ class GraphConfig:
     record: dict
     tombstones: Tombstones | None = None
     location: LocationPolicy | None = None
+    layout: LatentLayout | None = None  # None: float16 pooled embeddings only
+    runtime: RuntimeConfig | None = None
     joint_pairs: bool = False
 
 
@@ -66,11 +70,17 @@ def build_graph(p: beam.Pipeline, cfg: GraphConfig) -> None:
     anonymized = segments | "Anonymize" >> AnonymizeSegments(AnonymizeSegmentFn(
         cfg.anonymization, plan, cfg.key_file, f"{cfg.output}/clips",
         cfg.config_fingerprint, progress))
-    rows = anonymized.clips | "Embed" >> EmbedClips(cfg.encoder, cfg.batch_size)
-    file_metadata = {"encoder": cfg.encoder.describe(), "config_sha256": cfg.config_fingerprint,
+    layout = cfg.layout or LatentLayout(embedding_dim=cfg.encoder.embedding_dim)
+    runtime = cfg.runtime or RuntimeConfig(batch_size=cfg.batch_size)
+    rows = anonymized.clips | "Embed" >> EmbedClips(cfg.encoder, cfg.batch_size, layout=layout,
+                                                    runtime=runtime)
+    enc = cfg.encoder
+    file_metadata = {"encoder": enc.describe(), "encoder_id": enc.encoder_id,
+                     "encoder_revision": enc.revision, "encoder_pretrained": enc.pretrained,
+                     "config_sha256": cfg.config_fingerprint,
                      "frames_per_clip": plan.frames_per_clip, "frame_stride": plan.frame_stride}
     shards = rows | "WriteShards" >> WriteLatentShards(
-        cfg.staging, cfg.encoder.embedding_dim, file_metadata, cfg.target_shard_bytes)
+        cfg.staging, layout, file_metadata, cfg.target_shard_bytes)
 
     deadletters = ((found[DEADLETTER], admitted[DEADLETTER], anonymized[DEADLETTER])
                    | "DeadLetters" >> beam.Flatten())

@@ -68,6 +68,24 @@ class EgoveilOptions(PipelineOptions):
                          help="take every n-th decoded frame into a clip")
         enc.add_argument("--batch-size", dest="batch_size", type=int, default=8,
                          help="clips per encoder forward pass")
+        enc.add_argument("--resolution", dest="resolution", type=int, default=None,
+                         help="encoder input side in pixels (default: the model processor's)")
+        enc.add_argument("--tokens", dest="tokens", action="store_true", default=False,
+                         help="also store each clip's token grid (what world-model predictors "
+                              "train on)")
+        enc.add_argument("--token-grid", dest="token_grid", default=None, metavar="TxHxW",
+                         help="average-pool the stored token grid to this size, e.g. 4x8x8 "
+                              "(implies --tokens)")
+        enc.add_argument("--latent-dtype", dest="latent_dtype", default="float16",
+                         choices=("float16", "bfloat16"), help="storage dtype of latents")
+        enc.add_argument("--device", dest="device", default="auto",
+                         choices=("auto", "cuda", "cpu"),
+                         help="where the encoder runs (auto: the GPU when there is one)")
+        enc.add_argument("--precision", dest="precision", default="auto",
+                         choices=("auto", "bf16", "fp32"),
+                         help="encoder arithmetic (auto: bf16 on GPUs, fp32 on CPUs)")
+        enc.add_argument("--compile", dest="compile", action="store_true", default=False,
+                         help="torch.compile the encoder (batches padded to --batch-size)")
         enc.add_argument("--stereo-embed", dest="stereo_embed", default="separate",
                          choices=("separate", "joint"),
                          help="stereo pairs: one row per eye sharing a pair_id (separate), or "

@@ -29,6 +29,7 @@ from apache_beam.options.pipeline_options import (
 
 from pipeline.errors import RunFailed, UserError
 from pipeline.graph import GraphConfig, build_graph
+from pipeline.latent_options import latent_settings
 from pipeline.options import EgoveilOptions, unknown_arguments
 from pipeline.progress import ProgressMonitor
 from pipeline.worker_deps import dlib_standin_wheel
@@ -167,6 +168,8 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     if opts.frames_per_clip is not None and opts.frames_per_clip < 1:
         raise UserError("--frames-per-clip must be at least 1")
+    if opts.resolution is not None and opts.resolution < 1:
+        raise UserError("--resolution must be at least 1")
     if opts.segment_seconds <= 0 or opts.target_shard_mb <= 0:
         raise UserError("--segment-seconds and --target-shard-mb must be positive")
 
@@ -202,9 +205,11 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
     except Exception as exc:  # noqa: BLE001 - a verifier that does not load is a user problem
         raise UserError(f"--verifier cannot be loaded: {str(exc).splitlines()[0]}") from None
     try:
-        encoder = resolve_encoder(opts.encoder, opts.encoder_revision, opts.frames_per_clip)
+        encoder = resolve_encoder(opts.encoder, opts.encoder_revision, opts.frames_per_clip,
+                                  opts.resolution)
     except EncoderUnavailable as exc:
         raise UserError(str(exc)) from None
+    layout, runtime = latent_settings(opts, encoder)
 
     output = _prepare_output(opts.output)
     try:
@@ -236,6 +241,7 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
 
     config_blob = json.dumps({"anonymization": anonymization.describe(),
                               "encoder": encoder.describe(),
+                              "latents": layout.describe(),
                               "frame_stride": opts.frame_stride,
                               "segment_seconds": opts.segment_seconds,
                               "clips": opts.clips, "key_id": key.key_id,
@@ -259,6 +265,9 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
         "detector": scrub_paths(detector_info),
         "verification": verification_info,
         "encoder": encoder.describe(),
+        "latents": layout.describe(),
+        "encoder_runtime": {"device": runtime.device, "precision": runtime.precision,
+                            "compile": runtime.compile, "batch_size": runtime.batch_size},
         "clips": {"frames_per_clip": encoder.frames_per_clip, "frame_stride": opts.frame_stride,
                   "segment_seconds": opts.segment_seconds, "write_clips": opts.clips,
                   "stereo_embed": opts.stereo_embed},
@@ -275,7 +284,8 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
         segment_seconds=opts.segment_seconds, write_clips=opts.clips,
         batch_size=opts.batch_size, target_shard_bytes=int(opts.target_shard_mb * 1024**2),
         caps=caps, config_fingerprint=config_sha, progress_dir=progress_dir, record=record,
-        tombstones=tombstones, location=location, joint_pairs=opts.stereo_embed == "joint")
+        tombstones=tombstones, location=location, layout=layout, runtime=runtime,
+        joint_pairs=opts.stereo_embed == "joint")
     if not consent_checked:
         log.warning("consent is not being checked: no --consent registry was given")
     if location.geohash_precision is not None:

@@ -27,7 +27,7 @@ import pyarrow as pa
 from privacy.audit_chain import canonical_json
 from schemas import contracts
 from schemas.audit import DEADLETTER_FILE, EVENTS_FILE, LOG_FIELDS, RECORD_FILE
-from schemas.latents import EMBEDDING_DTYPE, latent_schema, shard_metadata
+from schemas.latents import LatentLayout, latent_schema, numpy_dtype, shard_metadata
 
 RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 0,
                  "include_unexpected_rows": False}
@@ -135,9 +135,11 @@ def fields_frame(schema: pa.Schema, expected: pa.Schema) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(contracts.FIELD_COLUMNS)).astype(object)
 
 
-def embeddings_frame(table: pa.Table, declared_dim: int | None) -> pd.DataFrame:
+def embeddings_frame(table: pa.Table, declared_dim: int | None,
+                     dtype: str = "float16") -> pd.DataFrame:
     """Per row: embedding byte length, decoded value count and non-finite values."""
-    itemsize = np.dtype(EMBEDDING_DTYPE).itemsize
+    value_type = numpy_dtype(dtype)
+    itemsize = value_type.itemsize
     names = table.column_names
     clip_ids = table.column("clip_id").to_pylist() if "clip_id" in names else \
         [None] * table.num_rows
@@ -151,7 +153,7 @@ def embeddings_frame(table: pa.Table, declared_dim: int | None) -> pd.DataFrame:
             nonfinite.append(None)
             continue
         usable = len(blob) - len(blob) % itemsize
-        decoded = np.frombuffer(blob[:usable], dtype=np.dtype(EMBEDDING_DTYPE).newbyteorder("<"))
+        decoded = np.frombuffer(blob[:usable], dtype=value_type).astype(np.float32)
         lengths.append(len(blob))
         values.append(int(decoded.size))
         nonfinite.append(int((~np.isfinite(decoded)).sum()))
@@ -205,6 +207,16 @@ class ShardSource:
     load: Callable[[], pa.Table]
 
 
+def _layout(record: dict, embedding_dim: int) -> LatentLayout:
+    """The latent layout a run declared in its record (float16 embeddings if it did not)."""
+    latents = record.get("latents") or {}
+    shape = latents.get("tokens_shape")
+    return LatentLayout(embedding_dim=max(embedding_dim, 1),
+                        dtype=latents.get("dtype") or "float16",
+                        token_grid=tuple(shape[:3]) if shape else None,
+                        token_dim=int(shape[3]) if shape else None)
+
+
 class DataContract:
     """The contract for one run's outputs, parameterized by its record of processing.
 
@@ -215,6 +227,7 @@ class DataContract:
     def __init__(self, record: dict) -> None:
         encoder = record.get("encoder") or {}
         self.embedding_dim = int(encoder.get("embedding_dim") or 0)
+        self.layout = _layout(record, self.embedding_dim)
         self.encoder_id = encoder.get("encoder_id")
         self.encoder_pretrained = bool(encoder.get("pretrained"))
         caps = record.get("caps") or {}
@@ -229,9 +242,9 @@ class DataContract:
 
         runner = _Runner()
         batches: list[BatchResult] = []
-        expected = latent_schema(max(self.embedding_dim, 1))
+        expected = latent_schema(self.layout)
         non_nullable = [f.name for f in expected if not f.nullable]
-        itemsize = np.dtype(EMBEDDING_DTYPE).itemsize
+        itemsize = self.layout.itemsize
         for number, shard in enumerate(shards):
             table = shard.load()
             try:
@@ -254,7 +267,7 @@ class DataContract:
                 shard.name, "latents_embeddings",
                 contracts.latents_embeddings_suite(f"latents_embeddings_{number}",
                                                    self.embedding_dim, itemsize),
-                embeddings_frame(table, declared)))
+                embeddings_frame(table, declared, self.layout.dtype)))
             del table
         batches.append(runner.run(EVENTS_FILE, "audit_events",
                                   contracts.audit_events_suite("audit_events"),

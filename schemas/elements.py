@@ -125,7 +125,11 @@ class Clip:
 
 @dataclass(slots=True)
 class LatentRow:
-    """One shard row: a clip's latents and what an auditor or trainer needs about it."""
+    """One shard row: a clip's latents and what an auditor or trainer needs about it.
+
+    ``embedding`` and ``tokens`` hold little-endian float16 or bfloat16 values, as
+    the run's ``LatentLayout`` says.
+    """
 
     clip_id: str
     recording_id: str
@@ -144,10 +148,11 @@ class LatentRow:
     qa_status: str
     device_id: str | None = None
     location_cell: str | None = None
+    tokens: bytes | None = None  # the token grid, when the run stores it
     pair_id: str | None = None
 
     def nbytes(self) -> int:
-        return len(self.embedding) + 160
+        return len(self.embedding) + len(self.tokens or b"") + 160
 
 
 @dataclass(slots=True, frozen=True)

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from transforms.encoder_runtime import LoadedEncoder
 from transforms.encoders import (
     EncoderUnavailable,
-    LoadedEncoder,
     geometry_from_processor,
     resolve_encoder,
 )

@@ -1,14 +1,19 @@
-"""Encoders: resolving ``--encoder`` on the launcher, loading it on workers, preprocessing.
+"""Encoders: resolving ``--encoder`` on the launcher and shaping frames like its processor.
 
 ``--encoder`` takes a Hugging Face model id, a local directory saved with
-``save_pretrained``, or ``random:<preset>`` for a randomly initialised V-JEPA 2 of
-a small size (demos and tests; every shard row then says it is not pretrained).
+``save_pretrained``, or ``random:<preset>`` for a randomly initialised model of a
+known architecture (demos, tests and GPU timing; every shard row then says it is
+not pretrained): ``vjepa2-tiny``, ``vjepa2-small``, ``vjepa2-vitl``, ``dinov2-tiny``,
+``dinov2-vitb14``. Video encoders (V-JEPA 2) take clips of N frames; image encoders
+(DINOv2, SigLIP, CLIP or any transformers vision model with a pooled output) take
+each frame of a clip.
 
 Preprocessing reproduces the model's own processor from its saved config (resize,
 centre crop, rescale, normalize, with the processor's PIL resampling): the
 transformers video processors need torchvision, which this project does not
 install beside the pinned CPU torch. Frames are resized and cropped on the CPU
-right after redaction, so only encoder-sized frames travel to the model.
+right after redaction, so only encoder-sized frames travel to the model; rescale
+and normalize run on the model's device (``transforms.encoder_runtime``).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import hashlib
 import json
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlparse
 
 import numpy as np
@@ -30,17 +35,31 @@ PROCESSOR_FILES = ("video_preprocessor_config.json", "preprocessor_config.json")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# Small V-JEPA 2 configurations for demos and tests (same architecture, random weights).
+_VJEPA2_SMALL_PREDICTOR = dict(pred_hidden_size=48, pred_num_hidden_layers=1,
+                               pred_num_attention_heads=3, num_pooler_layers=1)
+# Random-weight models, by preset: their transformers config. The large ones are the
+# real architectures, for timing on GPUs (bench/gpu_embed.py) without downloading weights.
 RANDOM_PRESETS = {
     "vjepa2-tiny": dict(hidden_size=96, num_hidden_layers=2, num_attention_heads=3,
-                        crop_size=64, frames_per_clip=8, pred_hidden_size=48,
-                        pred_num_hidden_layers=1, pred_num_attention_heads=3,
-                        num_pooler_layers=1),
+                        crop_size=64, frames_per_clip=8, **_VJEPA2_SMALL_PREDICTOR),
     "vjepa2-small": dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=3,
-                         crop_size=128, frames_per_clip=16, pred_hidden_size=96,
-                         pred_num_hidden_layers=2, pred_num_attention_heads=3,
-                         num_pooler_layers=1),
+                         crop_size=128, frames_per_clip=16,
+                         **dict(_VJEPA2_SMALL_PREDICTOR, pred_hidden_size=96,
+                                pred_num_hidden_layers=2)),
+    # facebook/vjepa2-vitl-fpc64-256: ViT-L/16, tubelet 2, 256 px (transformers' defaults).
+    "vjepa2-vitl": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                        crop_size=256, frames_per_clip=64, **_VJEPA2_SMALL_PREDICTOR),
+    "dinov2-tiny": dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=3,
+                        mlp_ratio=2, patch_size=14, image_size=56),
+    # facebook/dinov2-base: ViT-B/14, fed 224 px crops by its processor.
+    "dinov2-vitb14": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                          patch_size=14, image_size=518),
 }
+RANDOM_PRESET_TYPES = {name: name.split("-")[0] for name in RANDOM_PRESETS}
+
+# The processor each random preset's real model ships with, for a given crop size.
+_RANDOM_CROPS = {"vjepa2-tiny": 64, "vjepa2-small": 128, "vjepa2-vitl": 256,
+                 "dinov2-tiny": 56, "dinov2-vitb14": 224}
 
 
 class EncoderUnavailable(RuntimeError):
@@ -143,14 +162,33 @@ def geometry_from_processor(cfg: dict, fallback_crop: int) -> FrameGeometry:
     )
 
 
+
+
+def with_resolution(geometry: FrameGeometry, resolution: int) -> FrameGeometry:
+    """The same preprocessing scaled so that the encoder input is ``resolution`` square."""
+    out_h, _ = geometry.output_hw
+    scale = resolution / out_h
+    return replace(
+        geometry,
+        shortest_edge=round(geometry.shortest_edge * scale) if geometry.shortest_edge else None,
+        size=(resolution, resolution) if geometry.size else None,
+        crop=(resolution, resolution) if geometry.crop else None)
+
+
 @dataclass(slots=True, frozen=True)
 class EncoderSpec:
     """A resolved encoder: everything workers need to load it and shape its input.
 
     Attributes:
         source: Hugging Face id, local directory, or ``random:<preset>``.
-        kind: ``video`` (clips of ``frames_per_clip`` frames) or ``image`` (one frame).
+        kind: ``video`` (clips of ``frames_per_clip`` frames) or ``image`` (one frame
+            at a time; a clip's embedding is the mean over its frames).
         pretrained: False for randomly initialised weights.
+        embedding_dim: values per pooled embedding.
+        token_dim: values per token of the last hidden state.
+        patch_size: pixels per token side, or None where the model has no token grid.
+        tubelet_size: frames per token (video encoders; 1 for image encoders).
+        native_size: the input size the model was configured for (side in pixels).
         weights_sha256: hash of the weight files where they are local, for the record.
     """
 
@@ -164,6 +202,10 @@ class EncoderSpec:
     geometry: FrameGeometry
     weights_sha256: str | None = None
     random_config: dict | None = field(default=None)
+    token_dim: int | None = None
+    patch_size: int | None = None
+    tubelet_size: int = 1
+    native_size: int | None = None
 
     @property
     def encoder_id(self) -> str:
@@ -172,10 +214,21 @@ class EncoderSpec:
             return self.source if not self.revision else f"{self.source}@{self.revision}"
         return f"local:{self.model_type}:{(self.weights_sha256 or '')[:16]}"
 
+    @property
+    def token_grid(self) -> tuple[int, int, int] | None:
+        """(time, height, width) of the model's token grid for one clip, or None."""
+        if not self.patch_size:
+            return None
+        h, w = self.geometry.output_hw
+        return (self.frames_per_clip // self.tubelet_size, h // self.patch_size,
+                w // self.patch_size)
+
     def describe(self) -> dict:
         return {"encoder_id": self.encoder_id, "model_type": self.model_type,
                 "kind": self.kind, "pretrained": self.pretrained,
                 "frames_per_clip": self.frames_per_clip, "embedding_dim": self.embedding_dim,
+                "input_size": list(self.geometry.output_hw),
+                "token_grid": list(self.token_grid) if self.token_grid else None,
                 "weights_sha256": self.weights_sha256, "revision": self.revision}
 
 
@@ -221,23 +274,101 @@ def _read_processor_config(source: str, revision: str | None, local: bool) -> di
     return {}
 
 
+def _vision_config(config):
+    return getattr(config, "vision_config", None) or config
+
+
 def _embedding_dim(config) -> int:
-    for attr in ("projection_dim", "hidden_size"):
-        vision = getattr(config, "vision_config", None)
-        if vision is not None and getattr(vision, attr, None):
-            return int(getattr(vision, attr))
+    vision = getattr(config, "vision_config", None)
+    if vision is not None:
+        # CLIP-style dual encoders project the pooled output; SigLIP has no projection.
+        return int(getattr(config, "projection_dim", 0) or vision.hidden_size)
     dim = getattr(config, "hidden_size", None) or (getattr(config, "hidden_sizes", None) or [0])[-1]
     if not dim:
         raise EncoderUnavailable("cannot tell the embedding size from the model config")
     return int(dim)
 
 
+def _random_processor(model_type: str, crop: int) -> dict:
+    """The processor config the real model of a random preset ships with."""
+    if model_type == "vjepa2":
+        return {"video_processor_type": "VJEPA2VideoProcessor",
+                "crop_size": {"height": crop, "width": crop},
+                "size": {"shortest_edge": int(crop * 256 / 224)},
+                "do_resize": True, "do_center_crop": True, "do_rescale": True,
+                "rescale_factor": 1 / 255, "do_normalize": True,
+                "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD),
+                "resample": 2}
+    # DINOv2's BitImageProcessor: shortest edge 256/224 of the crop, bicubic.
+    return {"image_processor_type": "BitImageProcessor",
+            "crop_size": {"height": crop, "width": crop},
+            "size": {"shortest_edge": int(crop * 256 / 224)},
+            "do_resize": True, "do_center_crop": True, "do_rescale": True,
+            "rescale_factor": 1 / 255, "do_normalize": True,
+            "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD), "resample": 3}
+
+
+def random_model_config(spec_or_preset):
+    """The transformers config of a random preset (by name) or of a random spec."""
+    from transformers import AutoConfig
+
+    if isinstance(spec_or_preset, str):
+        model_type = RANDOM_PRESET_TYPES[spec_or_preset]
+        cfg = RANDOM_PRESETS[spec_or_preset]
+    else:
+        model_type, cfg = spec_or_preset.model_type, spec_or_preset.random_config
+    return AutoConfig.for_model(model_type, **cfg)
+
+
+def _spec_from_config(config, processor_cfg: dict, *, source: str, revision: str | None,
+                      pretrained: bool, frames_per_clip: int | None,
+                      resolution: int | None, weights_sha256: str | None = None,
+                      random_config: dict | None = None) -> EncoderSpec:
+    model_type = getattr(config, "model_type", "unknown")
+    kind = "video" if model_type in VIDEO_MODEL_TYPES else "image"
+    vision = _vision_config(config)
+    native = int(getattr(config, "crop_size", 0) or getattr(vision, "image_size", 224) or 224)
+    if kind == "video":
+        fpc = frames_per_clip or min(int(getattr(config, "frames_per_clip", 16) or 16), 16)
+        tubelet = getattr(config, "tubelet_size", 1) or 1
+        tubelet = int(tubelet[0] if isinstance(tubelet, (list, tuple)) else tubelet)
+        if fpc % tubelet:
+            raise EncoderUnavailable(f"frames per clip ({fpc}) must be a multiple of the "
+                                     f"encoder's tubelet size ({tubelet})")
+    else:
+        fpc, tubelet = frames_per_clip or 1, 1
+    patch = getattr(vision, "patch_size", None)
+    patch = int(patch[0] if isinstance(patch, (list, tuple)) else patch) if patch else None
+    if getattr(vision, "hidden_sizes", None):
+        patch = None  # convolutional (ConvNeXt, ResNet): no token grid at the patch size
+    geometry = geometry_from_processor(processor_cfg, native)
+    if resolution:
+        if patch and resolution % patch:
+            raise EncoderUnavailable(f"resolution ({resolution}) must be a multiple of the "
+                                     f"encoder's patch size ({patch})")
+        geometry = with_resolution(geometry, resolution)
+    return EncoderSpec(
+        source=source, revision=revision, model_type=model_type, kind=kind,
+        pretrained=pretrained, frames_per_clip=fpc, embedding_dim=_embedding_dim(config),
+        geometry=geometry, weights_sha256=weights_sha256, random_config=random_config,
+        token_dim=int(getattr(vision, "hidden_size", 0) or 0) or None, patch_size=patch,
+        tubelet_size=tubelet, native_size=native)
+
+
 def resolve_encoder(source: str, revision: str | None = None,
-                    frames_per_clip: int | None = None) -> EncoderSpec:
+                    frames_per_clip: int | None = None,
+                    resolution: int | None = None) -> EncoderSpec:
     """Check that an encoder can be loaded and read what the pipeline needs about it.
 
     Runs on the launcher, before anything is processed. Reads configs only (and hashes
     local weights); the weights themselves load on the workers.
+
+    Args:
+        source: Hugging Face id, ``save_pretrained`` folder or ``random:<preset>``.
+        revision: Hub revision (branch, tag or commit).
+        frames_per_clip: frames per clip (default: up to 16 for video encoders, 1 for image).
+        resolution: square input side in pixels instead of the processor's (the resize
+            before the crop scales with it).
 
     Raises:
         EncoderUnavailable: with a one-line message that says what to do.
@@ -247,16 +378,12 @@ def resolve_encoder(source: str, revision: str | None = None,
         if preset not in RANDOM_PRESETS:
             raise EncoderUnavailable(f"unknown random encoder preset {preset!r}; choose from "
                                      f"{', '.join(RANDOM_PRESETS)}")
-        cfg = dict(RANDOM_PRESETS[preset])
-        if frames_per_clip:
-            cfg["frames_per_clip"] = frames_per_clip
-        crop = cfg["crop_size"]
-        geometry = geometry_from_processor(
-            {"video_processor_type": "VJEPA2VideoProcessor", "crop_size": crop}, crop)
-        return EncoderSpec(source=source, revision=None, model_type="vjepa2", kind="video",
-                           pretrained=False, frames_per_clip=cfg["frames_per_clip"],
-                           embedding_dim=cfg["hidden_size"], geometry=geometry,
-                           random_config=cfg)
+        model_type, cfg = RANDOM_PRESET_TYPES[preset], RANDOM_PRESETS[preset]
+        config = random_model_config(preset)
+        processor = _random_processor(model_type, _RANDOM_CROPS[preset])
+        return _spec_from_config(config, processor, source=source, revision=None,
+                                 pretrained=False, frames_per_clip=frames_per_clip,
+                                 resolution=resolution, random_config=dict(cfg))
 
     from transformers import AutoConfig
 
@@ -288,118 +415,31 @@ def resolve_encoder(source: str, revision: str | None = None,
         raise EncoderUnavailable(f"cannot load {what}: {reason} Pass a Hugging Face model id or "
                                  "a folder saved with save_pretrained") from None
 
-    model_type = getattr(config, "model_type", "unknown")
-    kind = "video" if model_type in VIDEO_MODEL_TYPES else "image"
-    if local and _weights_sha256(source) is None:
+    weights = _weights_sha256(source) if local else None
+    if local and weights is None:
         raise EncoderUnavailable("cannot load the --encoder folder: it has a config but no "
                                  "weights (*.safetensors or *.bin)")
-    vision = getattr(config, "vision_config", config)
-    crop = int(getattr(config, "crop_size", 0) or getattr(vision, "image_size", 224) or 224)
-    if kind == "video":
-        fpc = frames_per_clip or int(getattr(config, "frames_per_clip", 16) or 16)
-        fpc = min(fpc, 16) if frames_per_clip is None else fpc
-    else:
-        fpc = frames_per_clip or 1
-    if kind == "video" and model_type == "vjepa2":
-        tubelet = int(getattr(config, "tubelet_size", 2))
-        if fpc % tubelet:
-            raise EncoderUnavailable(f"frames per clip ({fpc}) must be a multiple of the "
-                                     f"encoder's tubelet size ({tubelet})")
-    return EncoderSpec(
-        source=source if not local else os.path.abspath(source),
-        revision=revision, model_type=model_type, kind=kind, pretrained=True,
-        frames_per_clip=fpc, embedding_dim=_embedding_dim(config),
-        geometry=geometry_from_processor(processor_cfg, crop),
-        weights_sha256=_weights_sha256(source) if local else None,
-    )
-
-
-class LoadedEncoder:
-    """A model on its device, turning uint8 clips into pooled float32 embeddings."""
-
-    def __init__(self, spec: EncoderSpec, device: str | None = None) -> None:
-        import torch
-
-        self.spec = spec
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self.model = _load_model(spec).to(self.device, self.dtype).eval()
-        g = spec.geometry
-        shape = (1, 1, 3, 1, 1) if spec.kind == "video" else (1, 3, 1, 1)
-        self._mean = torch.tensor(g.mean, device=self.device).view(*shape)
-        self._std = torch.tensor(g.std, device=self.device).view(*shape)
-
-    def embed(self, clips: np.ndarray) -> np.ndarray:
-        """(B, T, H, W, 3) uint8 -> (B, D) float32 pooled embeddings."""
-        import torch
-
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(clips)).to(self.device, non_blocking=True)
-            x = x.permute(0, 1, 4, 2, 3).float() * self.spec.geometry.rescale  # B,T,C,H,W
-            if self.spec.kind == "video":
-                x = ((x - self._mean) / self._std).to(self.dtype)
-                out = self.model(pixel_values_videos=x, skip_predictor=True) \
-                    if self.spec.model_type == "vjepa2" else self.model(pixel_values=x)
-                pooled = out.last_hidden_state.mean(dim=1)
-            else:
-                b, t = x.shape[:2]
-                x = x.reshape(b * t, *x.shape[2:])
-                x = ((x - self._mean) / self._std).to(self.dtype)
-                pooled = _image_features(self.model, x).reshape(b, t, -1).mean(dim=1)
-            return pooled.float().cpu().numpy()
-
-
-def _image_features(model, pixels):
-    if hasattr(model, "get_image_features"):
-        feats = model.get_image_features(pixel_values=pixels)
-        return feats if not hasattr(feats, "pooler_output") else feats.pooler_output
-    out = model(pixel_values=pixels)
-    pooled = getattr(out, "pooler_output", None)
-    if pooled is None:
-        pooled = out.last_hidden_state.mean(dim=1)
-    return pooled.flatten(1)
-
-
-def _load_model(spec: EncoderSpec):
-    import torch
-    from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    if spec.random_config is not None:
-        from transformers import VJEPA2Config, VJEPA2Model
-
-        torch.manual_seed(0)  # the same random encoder on every worker and every run
-        return VJEPA2Model(VJEPA2Config(**spec.random_config))
-    try:
-        return AutoModel.from_pretrained(spec.source, revision=spec.revision)
-    except (OSError, ValueError) as exc:
-        raise EncoderUnavailable(f"cannot load encoder weights: {str(exc).splitlines()[0]}") \
-            from exc
+    return _spec_from_config(
+        config, processor_cfg, source=os.path.abspath(source) if local else source,
+        revision=revision, pretrained=True, frames_per_clip=frames_per_clip,
+        resolution=resolution, weights_sha256=weights)
 
 
 def save_random_encoder(directory: str, preset: str = "vjepa2-tiny") -> str:
-    """Save a randomly initialised V-JEPA 2 with its processor config (``egoveil make-encoder``)."""
+    """Save a randomly initialised model with its processor config (``egoveil make-encoder``)."""
     import torch
-    from transformers import VJEPA2Config, VJEPA2Model
+    from transformers import AutoModel
 
     if preset not in RANDOM_PRESETS:
         raise EncoderUnavailable(f"unknown preset {preset!r}; choose from "
                                  f"{', '.join(RANDOM_PRESETS)}")
-    cfg = RANDOM_PRESETS[preset]
+    model_type = RANDOM_PRESET_TYPES[preset]
     torch.manual_seed(0)
-    model = VJEPA2Model(VJEPA2Config(**cfg))
+    model = AutoModel.from_config(random_model_config(preset))
     os.makedirs(directory, exist_ok=True)
     model.save_pretrained(directory)
-    crop = cfg["crop_size"]
-    processor = {
-        "video_processor_type": "VJEPA2VideoProcessor",
-        "crop_size": {"height": crop, "width": crop},
-        "size": {"shortest_edge": int(crop * 256 / 224)},
-        "do_resize": True, "do_center_crop": True, "do_rescale": True,
-        "rescale_factor": 1 / 255, "do_normalize": True,
-        "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD), "resample": 2,
-    }
-    with open(os.path.join(directory, "video_preprocessor_config.json"), "w") as handle:
-        json.dump(processor, handle, indent=2)
+    name = ("video_preprocessor_config.json" if model_type in VIDEO_MODEL_TYPES
+            else "preprocessor_config.json")
+    with open(os.path.join(directory, name), "w") as handle:
+        json.dump(_random_processor(model_type, _RANDOM_CROPS[preset]), handle, indent=2)
     return directory
