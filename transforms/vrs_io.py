@@ -34,7 +34,8 @@ from transforms.video_io import DecodeCaps, DecodeStats, MediaError
 
 VRS_EXTENSIONS = (".vrs",)
 VRS_MAGIC = b"VisionRe"  # the file header's magic ("VisionRecordFile")
-INSTALL_HINT = "Project Aria VRS needs projectaria-tools: pip install 'egoveil[aria]'"
+INSTALL_HINT = ("Project Aria VRS needs projectaria-tools: pip install 'egoveil[aria]' (leaner: "
+                "pip install --no-deps projectaria-tools==2.3.0)")
 # Frames of one group further apart than this are not the same instant.
 SYNC_TOLERANCE_S = 0.005
 
