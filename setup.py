@@ -45,7 +45,9 @@ setup(
         # protocol client; no browser is downloaded (.ci/run installs Chromium). duckdb
         # and datasets are readers the shard format is tested against.
         "test": ["pytest>=8", "ruff>=0.6", "playwright>=1.45", "duckdb>=1.1", "datasets>=3.0"],
-        "aria": ["projectaria-tools>=1.5"],
+        # Project Aria VRS (transforms/vrs_io.py). Its viewers' dependencies pin Pillow
+        # below Apache Beam's floor; the README installs it with --no-deps instead.
+        "aria": ["projectaria-tools>=2.3,<3"],
         # CenterFace through onnxruntime on the GPU (detector backend=onnxruntime).
         "gpu": ["onnxruntime-gpu>=1.18", "onnx>=1.16"],
         "gcp": ["apache-beam[gcp]"],

@@ -30,6 +30,31 @@ def configure_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
 
 
+def closing_note(summary) -> list[str]:
+    """Views written, faces the other eye recovered, and what VRS streams were read or dropped."""
+    from privacy.aria_streams import stream_order
+
+    lines = []
+    if set(summary.rows_by_view) - {"rgb"}:
+        lines.append("rows by view: " + ", ".join(f"{view} {count}" for view, count
+                                                  in summary.rows_by_view.items()))
+        lines.append(f"cross-view search: {summary.cross_view_recovered} faces missed in one "
+                     "eye were found through the other and redacted")
+    for number, vrs in enumerate(summary.vrs_files, start=1):
+        read = ", ".join(f"{sid} ({vrs['streams_read'][sid]})"
+                         for sid in sorted(vrs["streams_read"], key=stream_order))
+        by_kind: dict = {}
+        for sid in sorted(vrs["streams_dropped"], key=stream_order):
+            kind = vrs["streams_dropped"][sid]
+            by_kind.setdefault(kind, []).append(sid)
+        dropped = "; ".join(f"{kind}: {', '.join(ids)}" for kind, ids in by_kind.items())
+        lines.append(f"VRS file {number}: {vrs['streams_listed']} streams listed; read "
+                     f"{len(vrs['streams_read'])}: {read}")
+        lines.append(f"VRS file {number}: dropped unread {len(vrs['streams_dropped'])}: "
+                     f"{dropped}; file tags (device serial, session id) never read")
+    return lines
+
+
 def _print_summary(summary) -> None:
     t = summary.totals
     failed = sum(summary.deadletters_by_reason.values())
@@ -47,6 +72,8 @@ def _print_summary(summary) -> None:
         log.info("%d dead letters (%s), see deadletter/", failed, reasons)
     log.info("%d latent rows in %d shards, %d clips; manifest.json and _SUCCESS written",
              t.get("latent_rows", 0), t.get("shards", 0), t.get("clips", 0))
+    for line in closing_note(summary):
+        log.info("%s", line)
     log.info("wall %.1f s, %.1f frames/s", summary.wall_s, summary.frames_per_second)
     if summary.contract.get("success"):
         log.info("data contract passed: %d expectations on %d tables (audit/validation.html)",

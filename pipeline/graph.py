@@ -52,12 +52,14 @@ class GraphConfig:
     location: LocationPolicy | None = None
     layout: LatentLayout | None = None  # None: float16 pooled embeddings only
     runtime: RuntimeConfig | None = None
+    joint_pairs: bool = False
 
 
 def build_graph(p: beam.Pipeline, cfg: GraphConfig) -> None:
     progress = ProgressReporter(cfg.progress_dir)
     plan = ClipPlan(frames_per_clip=cfg.encoder.frames_per_clip, frame_stride=cfg.frame_stride,
-                    geometry=cfg.encoder.geometry, write_clips=cfg.write_clips)
+                    geometry=cfg.encoder.geometry, write_clips=cfg.write_clips,
+                    joint_pairs=cfg.joint_pairs)
 
     found = p | "Discover" >> DiscoverRecordings(cfg.patterns, cfg.manifest, cfg.key_file)
     admitted = found["requests"] | "Admit" >> AdmitRecordings(AdmitRecordingFn(

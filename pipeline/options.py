@@ -86,6 +86,10 @@ class EgoveilOptions(PipelineOptions):
                          help="encoder arithmetic (auto: bf16 on GPUs, fp32 on CPUs)")
         enc.add_argument("--compile", dest="compile", action="store_true", default=False,
                          help="torch.compile the encoder (batches padded to --batch-size)")
+        enc.add_argument("--stereo-embed", dest="stereo_embed", default="separate",
+                         choices=("separate", "joint"),
+                         help="stereo pairs: one row per eye sharing a pair_id (separate), or "
+                              "one 'stereo' row embedding both eyes side by side (joint)")
         enc.add_argument("--segment-seconds", dest="segment_seconds", type=float,
                          default=DEFAULT_SEGMENT_SECONDS,
                          help="length of a segment, the unit of parallel work")

@@ -72,6 +72,9 @@ class RunSummary:
     segments: int = 0
     audit_head: str = ""
     contract: dict = field(default_factory=dict)
+    rows_by_view: dict = field(default_factory=dict)
+    cross_view_recovered: int = 0
+    vrs_files: list = field(default_factory=list)  # the vrs_streams events' counts
 
     @property
     def frames_per_second(self) -> float:
@@ -242,6 +245,7 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
                               "frame_stride": opts.frame_stride,
                               "segment_seconds": opts.segment_seconds,
                               "clips": opts.clips, "key_id": key.key_id,
+                              "stereo_embed": opts.stereo_embed,
                               "purpose": opts.purpose, **location.describe()}, sort_keys=True)
     config_sha = hashlib.sha256(config_blob.encode()).hexdigest()
     record = {
@@ -265,7 +269,8 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
         "encoder_runtime": {"device": runtime.device, "precision": runtime.precision,
                             "compile": runtime.compile, "batch_size": runtime.batch_size},
         "clips": {"frames_per_clip": encoder.frames_per_clip, "frame_stride": opts.frame_stride,
-                  "segment_seconds": opts.segment_seconds, "write_clips": opts.clips},
+                  "segment_seconds": opts.segment_seconds, "write_clips": opts.clips,
+                  "stereo_embed": opts.stereo_embed},
         "caps": {"max_pixels": caps.max_pixels, "max_duration_s": caps.max_duration_s,
                  "max_bytes": caps.max_bytes},
         "runner": runner or "DirectRunner",
@@ -279,7 +284,8 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
         segment_seconds=opts.segment_seconds, write_clips=opts.clips,
         batch_size=opts.batch_size, target_shard_bytes=int(opts.target_shard_mb * 1024**2),
         caps=caps, config_fingerprint=config_sha, progress_dir=progress_dir, record=record,
-        tombstones=tombstones, location=location, layout=layout, runtime=runtime)
+        tombstones=tombstones, location=location, layout=layout, runtime=runtime,
+        joint_pairs=opts.stereo_embed == "joint")
     if not consent_checked:
         log.warning("consent is not being checked: no --consent registry was given")
     if location.geohash_precision is not None:
@@ -322,7 +328,26 @@ def summarize(output: str, wall_s: float) -> RunSummary:
                 summary.segments += 1
                 summary.frames += event["counts"].get("frames_emitted", 0)
                 summary.faces_detected += event["counts"].get("faces_detected", 0)
+                summary.cross_view_recovered += event["counts"].get("cross_view_recovered", 0)
+            elif event["kind"] == "vrs_streams":
+                summary.vrs_files.append(event["counts"])
+    summary.rows_by_view = _rows_by_view(output, manifest)
     return summary
+
+
+def _rows_by_view(output: str, manifest: dict) -> dict:
+    """Published shard rows per view (only the ``view`` column is read)."""
+    import pyarrow.parquet as pq
+
+    counts: dict = {}
+    for entry in manifest.get("files", []):
+        if entry.get("kind") != "latents":
+            continue
+        with FileSystems.open(FileSystems.join(output, entry["path"])) as handle:
+            views = pq.read_table(handle, columns=["view"]).column("view").to_pylist()
+        for view in views:
+            counts[view] = counts.get(view, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None,

@@ -222,3 +222,57 @@ class _SideTracks:
         self._packet(self.subtitle, struct.pack(">H", len(text)) + text, 0, self.duration_ms)
         if self.telemetry is not None:
             self._packet(self.telemetry, SAMPLE_TELEMETRY, 0, self.duration_ms)
+
+
+@dataclass(slots=True, frozen=True)
+class StereoFace:
+    """A face pasted into both views of a stereo pair, optionally made hard in one.
+
+    Attributes:
+        face: an RGB face crop.
+        centre: (x, y) of the face in the left view, in pixels.
+        height: face height in pixels.
+        disparity: how far left the face sits in the right view, in pixels.
+        hard_in: ``left`` or ``right`` to degrade the face in that view only, or None.
+    """
+
+    face: np.ndarray
+    centre: tuple[float, float]
+    height: int
+    disparity: float
+    hard_in: str | None = None
+
+
+def degrade_face(face: np.ndarray, seed: int = 0) -> np.ndarray:
+    """What one eye may see of a face the other sees well: defocus, haze and low light.
+
+    A smudged or misfocused lens and a darker sensor are what make a detector miss a
+    face in one view only.
+    """
+    rng = np.random.default_rng(seed)
+    blurred = cv2.GaussianBlur(face, (0, 0), max(1.0, face.shape[0] / 18))
+    haze = 0.45 * blurred.astype(np.float32) + 0.55 * 150
+    noisy = haze + rng.normal(0, 6, haze.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def stereo_pair(faces: list[StereoFace]) -> tuple[np.ndarray, np.ndarray, list, list]:
+    """scikit-image's Middlebury motorcycle stereo pair with faces pasted into both views.
+
+    Returns:
+        left, right: RGB uint8 views (500 x 741, rectified: a point keeps its row).
+        left_boxes, right_boxes: each face's box (x1, y1, x2, y2) in each view (None
+            where it falls outside).
+    """
+    from skimage import data
+
+    left, right, _ = data.stereo_motorcycle()
+    left, right = left.copy(), right.copy()
+    left_boxes, right_boxes = [], []
+    for i, f in enumerate(faces):
+        cx, cy = f.centre
+        for view, image, boxes, x in (("left", left, left_boxes, cx),
+                                      ("right", right, right_boxes, cx - f.disparity)):
+            face = degrade_face(f.face, seed=i) if f.hard_in == view else f.face
+            boxes.append(_paste(image, face, x, cy, f.height))
+    return left, right, left_boxes, right_boxes

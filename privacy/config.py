@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 from privacy.detectors.factory import DEFAULT_DETECTOR, DetectorSpec
 from privacy.redaction import RedactionConfig
+from privacy.stereo import CrossViewConfig
 from privacy.verification import VerificationConfig
 
 # A segment that fails verification is redacted again with this detector, the
@@ -32,6 +33,7 @@ class AnonymizationConfig:
         strong_detector: detector spec of the second, stronger pass after a failed
             verification (the verifier's detector is added to it).
         detect_batch_size: frames per detector call (raise it on a GPU backend).
+        cross_view: how a face found in one eye of a stereo pair is searched for in the other.
     """
 
     detector: str = DEFAULT_DETECTOR
@@ -42,10 +44,13 @@ class AnonymizationConfig:
     verification: VerificationConfig = field(default_factory=VerificationConfig)
     strong_detector: str = STRONG_DETECTOR
     detect_batch_size: int = 1
+    cross_view: CrossViewConfig = field(default_factory=CrossViewConfig)
 
     def __post_init__(self) -> None:
         DetectorSpec.parse(self.detector)  # raises ValueError naming the problem
         DetectorSpec.parse(self.strong_detector)
+        if self.cross_view.detector != "none":
+            DetectorSpec.parse(self.cross_view.detector)
         if self.verification.enabled:
             DetectorSpec.parse(self.verification.verifier)
         if not 0 <= self.temporal_window <= 30:

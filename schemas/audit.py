@@ -53,6 +53,9 @@ EVENT_KINDS = {
     "consent_excluded": "a recording without valid consent was counted and never opened "
                         "(counts: reason)",
     "duplicate_input": "the same content was delivered twice and processed once",
+    "vrs_streams": "a Project Aria VRS file's streams: the allow-listed ones read and the rest "
+                   "dropped unread (counts: streams_listed, streams_read, streams_dropped, by "
+                   "stream id)",
     "erasure_excluded": "a recording erased from this folder was delivered again and skipped "
                         "(counts: match, wearer or recording)",
     "segment_anonymized": "a segment was decoded, detected, redacted and verified (counts: "

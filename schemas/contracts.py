@@ -35,7 +35,9 @@ from schemas.audit import (
 from schemas.latents import QA_STATUSES
 from schemas.records import REASONS, DeadLetter
 
-VIEWS = ("rgb", "left", "right")
+# rgb: a monocular camera; left/right: the two eyes of a stereo pair; stereo: both eyes
+# embedded together; side-left/side-right: Project Aria's side SLAM cameras.
+VIEWS = ("rgb", "left", "right", "stereo", "side-left", "side-right")
 FIELD_COLUMNS = ("position", "name", "type", "nullable",
                  "expected_name", "expected_type", "expected_nullable")
 EMBEDDING_COLUMNS = ("clip_id", "declared_dim", "byte_length", "values", "nonfinite")
@@ -88,6 +90,10 @@ def latents_rows_suite(name: str, *, columns: list[str], non_nullable: list[str]
         optional.append(gxe.ExpectColumnValuesToMatchRegex(
             column="device_id", regex=PSEUDONYM_REGEX,
             description="device serials appear only as keyed pseudonyms"))
+    if "pair_id" in columns:
+        optional.append(gxe.ExpectColumnValuesToMatchRegex(
+            column="pair_id", regex=PSEUDONYM_REGEX,
+            description="stereo pair ids: 32 lowercase hex characters"))
     if "location_cell" in columns:
         optional.append(gxe.ExpectColumnValuesToMatchRegex(
             column="location_cell", regex=GEOHASH_CELL_REGEX,

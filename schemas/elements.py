@@ -10,6 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# How a recording's views are packed. ``pair`` (two files, the manifest's ``pair_uri``)
+# and ``vrs`` (Project Aria camera streams) are set at admission, never by the manifest.
+LAYOUTS = ("none", "sbs", "tb", "streams", "pair", "vrs")
+STEREO_VIEWS = ("left", "right")
+
 
 @dataclass(slots=True, frozen=True)
 class VideoInfo:
@@ -39,6 +44,11 @@ class Recording:
         view: which camera the frames come from (``rgb`` for a monocular recording).
         location_cell: the coarse location cell a run was configured to keep, or None
             (the exact location never gets this far).
+        layout: how the views are packed (``LAYOUTS``); ``none`` is one view, ``view``.
+        pair_uri: the right eye's file for ``layout="pair"``; never written out.
+        pair_sha256: hash of that file's bytes (part of the deduplication key).
+        streams: for ``vrs``, the allow-listed stream ids read, in the order of ``views``.
+        stream_views: for ``vrs``, the view name of each stream in ``streams``.
     """
 
     uri: str
@@ -50,6 +60,26 @@ class Recording:
     view: str = "rgb"
     size_bytes: int = 0
     location_cell: str | None = None
+    layout: str = "none"
+    pair_uri: str | None = None
+    pair_sha256: str | None = None
+    streams: tuple[str, ...] = ()
+    stream_views: tuple[str, ...] = ()
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The views every time step of this recording has, in a fixed order."""
+        if self.layout == "none":
+            return (self.view,)
+        if self.layout == "vrs":
+            return self.stream_views
+        return STEREO_VIEWS
+
+    @property
+    def stereo_pairs(self) -> tuple[tuple[str, str], ...]:
+        """Pairs of views that see the same scene from two eyes (cross-view search, pair ids)."""
+        views = self.views
+        return (STEREO_VIEWS,) if all(v in views for v in STEREO_VIEWS) else ()
 
 
 @dataclass(slots=True, frozen=True)
@@ -71,6 +101,8 @@ class Clip:
         frames: uint8 array (T, H, W, 3), redacted, resized and cropped for the encoder.
         frame_count: real frames in the clip; the rest of ``frames`` repeats the last one.
         faces_redacted: face boxes redacted over the clip's frames.
+        pair_id: shared by the two views of a stereo pair over the same frames (None for
+            a view without a partner); a ``stereo`` clip holds both views side by side.
     """
 
     clip_id: str
@@ -88,6 +120,7 @@ class Clip:
     qa_status: str
     device_id: str | None = None
     location_cell: str | None = None
+    pair_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -116,6 +149,7 @@ class LatentRow:
     device_id: str | None = None
     location_cell: str | None = None
     tokens: bytes | None = None  # the token grid, when the run stores it
+    pair_id: str | None = None
 
     def nbytes(self) -> int:
         return len(self.embedding) + len(self.tokens or b"") + 160

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"  # 1.1: token grids; 1.2: pair_id (stereo pairs)
 EMBEDDING_DTYPE = "float16"
 LATENT_DTYPES = ("float16", "bfloat16")
 
@@ -32,7 +32,7 @@ METADATA_KEY = b"egoveil"
 # Latent columns (fixed-width binary) and the small columns readers filter on.
 LATENT_COLUMNS = ("embedding", "tokens")
 DICTIONARY_COLUMNS = ("recording_id", "wearer_id", "view", "encoder_id", "qa_status",
-                      "device_id", "location_cell")
+                      "device_id", "location_cell", "pair_id")
 # A row group is what one reader (a DataLoader worker, a DuckDB thread, a datasets
 # streaming step) takes at a time: 8, 32 and 128 MB groups read equally fast
 # (bench/shards.py), and 32 MB spreads a 256 MB shard over 8 workers.
@@ -143,6 +143,9 @@ def latent_schema(layout: LatentLayout | int, metadata: dict | None = None) -> p
         # run kept (None unless --location-geohash is given).
         pa.field("device_id", pa.string(), nullable=True),
         pa.field("location_cell", pa.string(), nullable=True),
+        # Shared by the two views of a stereo pair over the same frames (left and right
+        # rows, or the one ``stereo`` row that holds both); null for a view without a partner.
+        pa.field("pair_id", pa.string(), nullable=True),
     ]
     if layout.tokens_shape is not None:
         fields.append(_latent_field("tokens", layout.token_bytes, layout.dtype,

@@ -29,8 +29,11 @@ class RecordingRequest:
         wearer_id, device_serial: raw identifiers, turned into keyed pseudonyms at admission.
         capture_start: absolute capture time (UTC); only offsets from it reach outputs.
         location: (lat, lon); dropped unless a coarsening is configured.
-        stereo: how the views are packed (``none`` for a monocular recording).
-        pair_uri: the other eye's file, for stereo pairs stored as two files.
+        stereo: how the views are packed in ``uri``: ``none`` (one view), ``sbs`` (left
+            half, right half), ``tb`` (top left, bottom right), ``streams`` (the first two
+            video streams are left and right).
+        pair_uri: the right eye's file when the two eyes are two files (``uri`` is the
+            left); ``stereo`` is ``none`` then.
     """
 
     uri: str
@@ -98,6 +101,11 @@ def parse_manifest_line(line: str) -> RecordingRequest:
     if stereo not in STEREO_LAYOUTS:
         raise SidecarError(f"field 'stereo' must be one of {', '.join(STEREO_LAYOUTS)}")
 
+    pair_uri = _optional_str(obj, "pair_uri")
+    if pair_uri is not None and stereo != "none":
+        raise SidecarError("field 'pair_uri' names the right eye's file, so 'stereo' must be "
+                           "none (each file holds one view)")
+
     return RecordingRequest(
         uri=uri,
         wearer_id=_optional_str(obj, "wearer_id"),
@@ -105,5 +113,5 @@ def parse_manifest_line(line: str) -> RecordingRequest:
         capture_start=capture_start,
         location=location,
         stereo=stereo,
-        pair_uri=_optional_str(obj, "pair_uri"),
+        pair_uri=pair_uri,
     )

@@ -22,6 +22,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from pipeline.dataset import LatentShardDataset, LatentShards, ShardsUnavailable
 from schemas.elements import LatentRow
 from schemas.latents import (
+    SCHEMA_VERSION,
     LatentLayout,
     decode_latents,
     latent_schema,
@@ -79,7 +80,7 @@ def test_schema_carries_layout_encoder_and_version():
     schema = latent_schema(LAYOUT, {"encoder_id": "x", "encoder_revision": "abc",
                                     "encoder_pretrained": True})
     meta = shard_metadata(schema)
-    assert meta["schema_version"] == "1.1" and meta["encoder_revision"] == "abc"
+    assert meta["schema_version"] == SCHEMA_VERSION and meta["encoder_revision"] == "abc"
     assert meta["tokens"] == {"shape": [2, 2, 2, 4], "dtype": "float16"}
     assert LatentLayout.from_metadata(meta) == LAYOUT
     tokens = schema.field("tokens")

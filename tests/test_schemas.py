@@ -35,10 +35,10 @@ def test_manifest_keeps_the_allow_list_only():
     req = parse_manifest_line(json.dumps({
         "uri": "a.mp4", "wearer_id": "w", "device_serial": "SN1",
         "capture_start": "2026-05-01T10:00:00Z", "location": {"lat": 1, "lon": 2},
-        "stereo": "sbs", "pair_uri": "b.mp4", "gps_trace": [1, 2, 3], "owner_email": "x@y"}))
+        "pair_uri": "b.mp4", "gps_trace": [1, 2, 3], "owner_email": "x@y"}))
     assert req.uri == "a.mp4" and req.wearer_id == "w" and req.device_serial == "SN1"
     assert req.capture_start.isoformat() == "2026-05-01T10:00:00+00:00"
-    assert req.location == (1.0, 2.0) and req.stereo == "sbs" and req.pair_uri == "b.mp4"
+    assert req.location == (1.0, 2.0) and req.stereo == "none" and req.pair_uri == "b.mp4"
     assert not hasattr(req, "gps_trace")
 
 
@@ -47,6 +47,7 @@ def test_manifest_keeps_the_allow_list_only():
     ('{"uri": ""}', "'uri'"), ('{"uri": "a", "capture_start": "yesterday"}', "ISO 8601"),
     ('{"uri": "a", "location": {"lat": 100, "lon": 0}}', "out of range"),
     ('{"uri": "a", "stereo": "3d"}', "'stereo'"), ('{"uri": "a", "wearer_id": 5}', "wearer_id"),
+    ('{"uri": "a", "stereo": "sbs", "pair_uri": "b"}', "'pair_uri'"),
 ])
 def test_bad_manifest_lines_name_the_field_not_the_value(line, message):
     with pytest.raises(SidecarError, match=message) as exc:

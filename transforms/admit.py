@@ -6,12 +6,21 @@ erased is hashed (to know it) and never probed or decoded. An admitted recording
 leaves this stage with keyed pseudonyms in place of its raw identifiers; only
 its ``uri`` (needed to decode) stays raw, and no stage writes it out. The same content delivered twice is processed once.
 
+Stereo recordings are admitted as one recording with two views: packed in one
+frame (``sbs``, ``tb``), as two video streams (``streams``), or as two files
+(``pair_uri``, admitted together: both hashed and probed, ``recording_id`` from
+the left file). A Project Aria VRS file becomes one recording per group of
+allow-listed cameras (``privacy.aria_streams``): the RGB camera, and the SLAM
+cameras, whose front pair is a stereo pair; a ``vrs_streams`` event says which
+streams were read and which dropped.
+
 Metrics (namespace ``egoveil``): ``recordings_admitted``, ``recordings_rejected``,
 ``recordings_without_consent``, ``recordings_erased``, ``recordings_duplicate``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import apache_beam as beam
@@ -21,14 +30,48 @@ from privacy.consent import ConsentRegistry
 from privacy.metadata_policy import LocationPolicy
 from privacy.pseudonyms import PseudonymKey
 from privacy.tombstones import Tombstones
-from schemas.elements import Recording
+from schemas.elements import Recording, VideoInfo
 from schemas.records import AuditEvent, DeadLetter
 from schemas.sidecar import RecordingRequest
 from transforms.progress import ProgressReporter
 from transforms.video_io import DecodeCaps, MediaError, open_binary, probe
+from transforms.vrs_io import VRS_EXTENSIONS, VrsFile, is_vrs
 
 DEADLETTER = "deadletter"
 AUDIT = "audit"
+
+
+def _looks_like_vrs(uri: str) -> bool:
+    if uri.lower().endswith(VRS_EXTENSIONS):
+        return True
+    with open_binary(uri) as handle:
+        return is_vrs(handle.read(8))
+
+
+def _same_geometry(a: VideoInfo, b: VideoInfo) -> None:
+    if (a.width, a.height) != (b.width, b.height):
+        raise MediaError("unsupported", "the two views differ in size "
+                                        f"({a.width}x{a.height} and {b.width}x{b.height})")
+    if a.fps and b.fps and abs(a.fps - b.fps) > 0.01 * a.fps:
+        raise MediaError("unsupported", "the two views differ in frame rate")
+
+
+def probe_stereo(request: RecordingRequest, caps: DecodeCaps) -> VideoInfo:
+    """Probe a recording's views and return one view's geometry (both are the same).
+
+    Raises:
+        MediaError: unreadable, or views of different sizes or rates.
+    """
+    info = probe(request.uri, caps)
+    if request.pair_uri:
+        _same_geometry(info, probe(request.pair_uri, caps))
+    elif request.stereo == "streams":
+        _same_geometry(info, probe(request.uri, caps, stream_index=1))
+    elif request.stereo == "sbs":
+        info = dataclasses.replace(info, width=info.width // 2)
+    elif request.stereo == "tb":
+        info = dataclasses.replace(info, height=info.height // 2)
+    return info
 
 
 def content_sha256(uri: str, max_bytes: int) -> tuple[str, int]:
@@ -114,7 +157,15 @@ class AdmitRecordingFn(beam.DoFn):
             if self._tombstones.match(recording_id=recording_id):
                 yield self._erased_event("recording")
                 return
-            info = probe(request.uri, self._caps)
+            base = Recording(
+                uri=request.uri, content_sha256=sha, recording_id=recording_id,
+                wearer_id=wearer_id, device_id=key.pseudonym("device", request.device_serial)
+                if request.device_serial else None, video=None, size_bytes=size,
+                location_cell=self._location.coarsen(request.location))
+            if _looks_like_vrs(request.uri):
+                recordings, event = self._vrs(request, base)
+            else:
+                recordings, event = [self._video(request, base)], None
         except MediaError as exc:
             self._rejected.inc()
             self._progress.report(recordings=1, recordings_failed=1)
@@ -122,12 +173,39 @@ class AdmitRecordingFn(beam.DoFn):
                 input_id=input_id, stage="admit", reason=exc.reason, detail=exc.detail))
             return
         self._admitted.inc()
-        yield Recording(
-            uri=request.uri, content_sha256=sha, recording_id=recording_id, wearer_id=wearer_id,
-            device_id=key.pseudonym("device", request.device_serial)
-            if request.device_serial else None,
-            video=info, size_bytes=size,
-            location_cell=self._location.coarsen(request.location))
+        if event is not None:
+            yield beam.pvalue.TaggedOutput(AUDIT, event)
+        yield from recordings
+
+    def _video(self, request: RecordingRequest, base: Recording) -> Recording:
+        if not request.pair_uri:
+            return dataclasses.replace(base, video=probe_stereo(request, self._caps),
+                                       layout=request.stereo)
+        pair_sha, pair_size = content_sha256(request.pair_uri, self._caps.max_bytes)
+        return dataclasses.replace(base, video=probe_stereo(request, self._caps), layout="pair",
+                                   pair_uri=request.pair_uri, pair_sha256=pair_sha,
+                                   size_bytes=base.size_bytes + pair_size)
+
+    def _vrs(self, request: RecordingRequest,
+             base: Recording) -> tuple[list[Recording], AuditEvent]:
+        if request.stereo != "none" or request.pair_uri:
+            raise MediaError("unsupported", "a VRS recording's views come from its camera "
+                                            "streams; drop 'stereo' and 'pair_uri'")
+        with VrsFile(request.uri) as vrs:
+            selection = vrs.selection
+            if not selection.groups:
+                raise MediaError("no_video", "the VRS file has no allow-listed camera stream")
+            recordings = [dataclasses.replace(
+                base, video=vrs.probe(group.streams, self._caps).info, layout="vrs",
+                view=group.views[0], streams=group.streams, stream_views=group.views)
+                for group in selection.groups]
+        return recordings, AuditEvent(kind="vrs_streams", recording_id=base.recording_id,
+                                      counts=selection.describe())
+
+
+def _content_key(r: Recording) -> tuple:
+    """What makes two recordings the same: content, and which views of it are taken."""
+    return (r.content_sha256, r.layout, r.pair_sha256, r.streams)
 
 
 def _pick_one(keyed):
@@ -136,10 +214,12 @@ def _pick_one(keyed):
     ordered = sorted(recordings, key=lambda r: (r.wearer_id is None, r.recording_id, r.uri))
     first = ordered[0]
     duration = first.video.duration_s
+    counts = {"duration_s": round(duration, 3) if duration else None,
+              "fps": round(first.video.fps, 3) if first.video.fps else None}
+    if first.layout != "none":
+        counts.update(layout=first.layout, views=list(first.views))
     yield beam.pvalue.TaggedOutput(AUDIT, AuditEvent(
-        kind="recording_admitted", recording_id=first.recording_id,
-        counts={"duration_s": round(duration, 3) if duration else None,
-                "fps": round(first.video.fps, 3) if first.video.fps else None}))
+        kind="recording_admitted", recording_id=first.recording_id, counts=counts))
     yield first
     for dup in ordered[1:]:
         yield beam.pvalue.TaggedOutput(AUDIT, AuditEvent(
@@ -157,7 +237,7 @@ class AdmitRecordings(beam.PTransform):
         admitted = requests | "Admit" >> beam.ParDo(self._fn).with_outputs(
             DEADLETTER, AUDIT, main="recordings")
         unique = (admitted.recordings
-                  | "ByContent" >> beam.Map(lambda r: (r.content_sha256, r))
+                  | "ByContent" >> beam.Map(lambda r: (_content_key(r), r))
                   | "GroupByContent" >> beam.GroupByKey()
                   | "OnePerContent" >> beam.FlatMap(_pick_one).with_outputs(
                       AUDIT, main="recordings"))

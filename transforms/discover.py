@@ -22,6 +22,7 @@ from privacy.pseudonyms import PseudonymKey
 from schemas.records import DeadLetter
 from schemas.sidecar import RecordingRequest, SidecarError, parse_manifest_line
 from transforms.video_io import VIDEO_EXTENSIONS
+from transforms.vrs_io import VRS_EXTENSIONS
 
 DEADLETTER = "deadletter"
 
@@ -45,7 +46,7 @@ def _keep(path: str, media_only: bool) -> bool:
     if not media_only:
         return True
     name = posixpath.basename(path.replace("\\", "/"))
-    return not name.startswith(".") and name.lower().endswith(VIDEO_EXTENSIONS)
+    return not name.startswith(".") and name.lower().endswith(VIDEO_EXTENSIONS + VRS_EXTENSIONS)
 
 
 class ParseManifestFn(beam.DoFn):

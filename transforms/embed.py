@@ -94,7 +94,7 @@ class ClipEncoderHandler(ModelHandler[Clip, LatentRow, LoadedEncoder]):
                 encoder_pretrained=self.spec.pretrained,
                 embedding=latents.pooled[i].tobytes(), faces_redacted=clip.faces_redacted,
                 qa_status=clip.qa_status, device_id=clip.device_id,
-                location_cell=clip.location_cell,
+                location_cell=clip.location_cell, pair_id=clip.pair_id,
                 tokens=latents.tokens[i].tobytes() if latents.tokens is not None else None)
 
     def get_num_bytes(self, batch: Sequence[Clip]) -> int:

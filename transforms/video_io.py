@@ -143,16 +143,23 @@ class _Container:
             self._handle.close()
 
 
-def _video_stream(container):
+def _video_stream(container, index: int = 0):
     streams = [s for s in container.streams if s.type == "video"
                and not (s.disposition & av.stream.Disposition.attached_pic)]
     if not streams:
         raise MediaError("no_video", "the container has no video stream")
-    return streams[0]
+    if index >= len(streams):
+        raise MediaError("unsupported", f"the container has {len(streams)} video stream(s), "
+                                        f"not the {index + 1} a stereo 'streams' layout needs")
+    return streams[index]
 
 
-def probe(uri: str, caps: DecodeCaps | None = None) -> VideoInfo:
-    """Read a recording's container header and its first frame.
+def probe(uri: str, caps: DecodeCaps | None = None, stream_index: int = 0) -> VideoInfo:
+    """Read a recording's container header and the first frame of a video stream.
+
+    Args:
+        stream_index: which video stream (0 is the first; a stereo ``streams`` layout
+            reads 0 and 1).
 
     Raises:
         MediaError: unreadable, no video, unsupported codec, or above a cap.
@@ -164,7 +171,7 @@ def probe(uri: str, caps: DecodeCaps | None = None) -> VideoInfo:
     if size == 0:
         raise MediaError("unreadable", "empty file")
     with _Container(uri) as container:
-        stream = _video_stream(container)
+        stream = _video_stream(container, stream_index)
         ctx = stream.codec_context
         codec = ctx.name if ctx is not None else "unknown"
         if codec not in ALLOWED_CODECS:
@@ -228,7 +235,7 @@ class DecodeStats:
 
 
 def iter_window(uri: str, start_s: float = 0.0, end_s: float | None = None,
-                context: int = 0, stats: DecodeStats | None = None
+                context: int = 0, stats: DecodeStats | None = None, stream_index: int = 0
                 ) -> Iterator[tuple[DecodedFrame, bool]]:
     """Decode the frames of [start_s, end_s) plus ``context`` frames on each side.
 
@@ -242,7 +249,7 @@ def iter_window(uri: str, start_s: float = 0.0, end_s: float | None = None,
     """
     stats = stats if stats is not None else DecodeStats()
     with _Container(uri) as container:
-        stream = _video_stream(container)
+        stream = _video_stream(container, stream_index)
         stream.thread_type = "AUTO"
         tb = stream.time_base
         origin = stream.start_time if stream.start_time is not None else 0
