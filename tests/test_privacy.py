@@ -234,3 +234,35 @@ def test_verifier_passes_solid_redaction_and_catches_light_blur_and_misses():
     assert result.linkable_faces == 1 and not result.passed
     missed = verifier.check(image, image.copy(), np.zeros((0, 4), np.float32))
     assert missed.output_faces == 1 and not missed.passed
+
+
+def test_fisheye_views_cover_a_face_squeezed_at_the_rim():
+    """A frontal portrait re-projected near the rim of a 110-degree fisheye frame."""
+    import cv2
+
+    from pipeline.samples import _paste, portrait
+    from privacy.coverage import covered_shares, mask_from_boxes
+
+    size, fov = 704, np.radians(110.0)
+    f_d = (size / 2) / (fov / 2)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    dx, dy = xs - size / 2, ys - size / 2
+    radius = np.sqrt(dx ** 2 + dy ** 2)
+    f_u = 1500 / np.tan(fov / 2)
+    r_u = f_u * np.tan(np.minimum(radius / f_d, fov / 2 * 0.999))
+    scale = np.where(radius > 0, r_u / np.maximum(radius, 1e-6), 1.0)
+    map_x, map_y = (1500 + dx * scale).astype(np.float32), (1500 + dy * scale).astype(np.float32)
+    scene = np.full((3000, 3000, 3), 90, np.uint8)
+    r = f_u * np.tan(0.85 * fov / 2)  # near the rim, on the diagonal
+    box = _paste(scene, portrait("astronaut"), 1500 + r * 0.707, 1500 + r * 0.707, 180)
+    fisheye = cv2.remap(scene, map_x, map_y, cv2.INTER_LINEAR)
+    x1, y1, x2, y2 = box
+    inside = (map_x >= x1) & (map_x < x2) & (map_y >= y1) & (map_y < y2)
+    fy, fx = np.nonzero(inside)
+    truth = np.array([[fx.min(), fy.min(), fx.max() + 1, fy.max() + 1]], np.float32)
+    dets = build_detector("centerface:threshold=0.1;fisheye=110").detect(fisheye)
+    plain = build_detector("centerface:threshold=0.1").detect(fisheye)
+    assert len(dets) == 1  # seen in the whole frame and in a view: one face
+    mask = mask_from_boxes(dets.boxes, 1.4, size, size)
+    assert covered_shares(truth, mask)[0] >= 0.8
+    assert (mask >= mask_from_boxes(plain.boxes, 1.4, size, size)).all()

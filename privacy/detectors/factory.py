@@ -5,6 +5,8 @@ Syntax: backends joined by ``+``; each is ``name`` or ``name:key=value;key=value
     centerface                                   the default
     centerface:threshold=0.15;scales=1,2         more recall, slower
     centerface:backend=onnxruntime               onnxruntime (GPU with onnxruntime-gpu)
+    centerface:threshold=0.1;fisheye=110         also perspective views towards the rim of
+                                                 a 110-degree fisheye frame (glasses)
     yunet:path=/models/yunet.onnx;threshold=0.3  a user-supplied YuNet
     centerface+yunet:path=/models/yunet.onnx     an ensemble (union of boxes)
     hog | cnn                                    face-recognition's dlib detectors
@@ -30,6 +32,7 @@ class BackendSpec:
     path: str | None = None
     upsample: int | None = None
     backend: str | None = None
+    fisheye: float | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -72,6 +75,8 @@ class DetectorSpec:
                         fields["upsample"] = int(value)
                     elif key == "backend":
                         fields["backend"] = value
+                    elif key == "fisheye":
+                        fields["fisheye"] = float(value)
                     else:
                         raise ValueError(f"unknown detector option {key!r}")
                 except ValueError as exc:
@@ -106,6 +111,15 @@ class EnsembleDetector(FaceDetector):
 
 
 def _build_one(spec: BackendSpec) -> FaceDetector:
+    detector = _build_backend(spec)
+    if spec.fisheye is not None:
+        from privacy.detectors.fisheye import FisheyeDetector
+
+        detector = FisheyeDetector(detector, fov_deg=spec.fisheye)
+    return detector
+
+
+def _build_backend(spec: BackendSpec) -> FaceDetector:
     kwargs = {}
     if spec.threshold is not None:
         kwargs["threshold"] = spec.threshold
