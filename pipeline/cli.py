@@ -69,7 +69,11 @@ def _print_summary(summary) -> None:
         log.info("%d recordings skipped without decoding them (erased from this output)",
                  summary.erasure_excluded)
     if failed:
-        log.info("%d dead letters (%s), see deadletter/", failed, reasons)
+        log.info("%d of %d inputs failed (%d dead letters: %s), see deadletter/",
+                 t.get("inputs_failed", 0), t.get("inputs", 0), failed, reasons)
+    if summary.segments_cached:
+        log.info("%d segments reused from an earlier run of the same configuration "
+                 "(OUTPUT/.cache)", summary.segments_cached)
     log.info("%d latent rows in %d shards, %d clips; manifest.json and _SUCCESS written",
              t.get("latent_rows", 0), t.get("shards", 0), t.get("clips", 0))
     for line in closing_note(summary):
@@ -262,6 +266,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("egoveil: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: one line, the traceback on -v
+        if verbose:
+            raise
+        # The message is left out: it may quote an input path (PRIVACY.md 20).
+        print(f"egoveil: internal error ({type(exc).__name__}); nothing was published; run "
+              "again with -v for the traceback and report it", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

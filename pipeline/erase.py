@@ -58,6 +58,7 @@ from schemas.records import AuditEvent
 from transforms.admit import content_sha256
 from transforms.discover import normalize_uri
 from transforms.publish import EVENTS_FILE, MANIFEST, RECORD_FILE, SUCCESS
+from transforms.segment_cache import CACHE_DIR
 from transforms.tombstone_io import read_tombstones, tombstone_uri
 from transforms.video_io import MediaError
 
@@ -364,6 +365,8 @@ def erase(output_dir: str, wearers: list[str], recordings: list[str],
                           op_id=summary.erasure_id,
                           events=[AuditEvent(kind="erasure", counts=summary.counts())])
 
-        # Only now, with the manifest no longer naming them, the old files go.
+        # Only now, with the manifest no longer naming them, the old files go; and the
+        # finished-segment cache, which may hold the erased rows (a rerun rebuilds it).
         delete_if_present(plan.old_shards + plan.clip_files + unlisted)
+        delete_if_present([FileSystems.join(output, CACHE_DIR)])
     return summary

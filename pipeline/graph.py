@@ -16,8 +16,17 @@ from transforms.discover import DiscoverRecordings, InputPattern
 from transforms.embed import EmbedClips
 from transforms.encoder_runtime import RuntimeConfig
 from transforms.encoders import EncoderSpec
+from transforms.failure_rate import DEFAULT_MAX_FAILURE_RATE
 from transforms.progress import ProgressReporter
 from transforms.publish import Publish
+from transforms.segment_cache import (
+    CACHED,
+    FILES,
+    RememberRowFn,
+    ResumeSegmentFn,
+    SegmentCache,
+    cache_root,
+)
 from transforms.segments import PlanSegments
 from transforms.shards import WriteLatentShards
 from transforms.video_io import DecodeCaps
@@ -53,6 +62,8 @@ class GraphConfig:
     layout: LatentLayout | None = None  # None: float16 pooled embeddings only
     runtime: RuntimeConfig | None = None
     joint_pairs: bool = False
+    max_failure_rate: float = DEFAULT_MAX_FAILURE_RATE
+    use_cache: bool = True  # reuse and remember finished segments (transforms.segment_cache)
 
 
 def build_graph(p: beam.Pipeline, cfg: GraphConfig) -> None:
@@ -67,13 +78,22 @@ def build_graph(p: beam.Pipeline, cfg: GraphConfig) -> None:
         tombstones=cfg.tombstones, location=cfg.location))
     segments = admitted["recordings"] | "Segment" >> PlanSegments(
         plan.span, cfg.segment_seconds, progress)
-    anonymized = segments | "Anonymize" >> AnonymizeSegments(AnonymizeSegmentFn(
-        cfg.anonymization, plan, cfg.key_file, f"{cfg.output}/clips",
-        cfg.config_fingerprint, progress))
     layout = cfg.layout or LatentLayout(embedding_dim=cfg.encoder.embedding_dim)
+    cache = SegmentCache(cache_root(cfg.output, cfg.config_fingerprint) if cfg.use_cache
+                         else None, layout)
+    resumed = segments | "Resume" >> beam.ParDo(
+        ResumeSegmentFn(cache, cfg.write_clips, progress)).with_outputs(
+            CACHED, AUDIT, FILES, main="todo")
+    anonymized = resumed.todo | "Anonymize" >> AnonymizeSegments(AnonymizeSegmentFn(
+        cfg.anonymization, plan, cfg.key_file, f"{cfg.output}/clips",
+        cfg.config_fingerprint, progress, cache=cache))
     runtime = cfg.runtime or RuntimeConfig(batch_size=cfg.batch_size)
-    rows = anonymized.clips | "Embed" >> EmbedClips(cfg.encoder, cfg.batch_size, layout=layout,
-                                                    runtime=runtime)
+    embedded = (anonymized.clips
+                | "Embed" >> EmbedClips(cfg.encoder, cfg.batch_size, layout=layout,
+                                        runtime=runtime)
+                | "Remember" >> beam.ParDo(RememberRowFn(cache)))
+    rows = (embedded, resumed[CACHED]) | "AllRows" >> beam.Flatten()
+    files = (anonymized.files, resumed[FILES]) | "AllClipFiles" >> beam.Flatten()
     enc = cfg.encoder
     file_metadata = {"encoder": enc.describe(), "encoder_id": enc.encoder_id,
                      "encoder_revision": enc.revision, "encoder_pretrained": enc.pretrained,
@@ -84,6 +104,10 @@ def build_graph(p: beam.Pipeline, cfg: GraphConfig) -> None:
 
     deadletters = ((found[DEADLETTER], admitted[DEADLETTER], anonymized[DEADLETTER])
                    | "DeadLetters" >> beam.Flatten())
-    events = (admitted[AUDIT], anonymized[AUDIT]) | "AuditEvents" >> beam.Flatten()
-    _ = ((shards, anonymized.files, deadletters, events)
-         | "Publish" >> Publish(cfg.output, cfg.staging, cfg.record))
+    events = ((admitted[AUDIT], anonymized[AUDIT], resumed[AUDIT])
+              | "AuditEvents" >> beam.Flatten())
+    inputs = ((found["requests"] | "CountRequests" >> beam.combiners.Count.Globally(),
+               found[DEADLETTER] | "CountBadLines" >> beam.combiners.Count.Globally())
+              | "Inputs" >> beam.Flatten() | "SumInputs" >> beam.CombineGlobally(sum))
+    _ = ((shards, files, deadletters, events, inputs)
+         | "Publish" >> Publish(cfg.output, cfg.staging, cfg.record, cfg.max_failure_rate))

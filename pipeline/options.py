@@ -12,6 +12,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentP
 from privacy.consent import DEFAULT_PURPOSE
 from privacy.detectors import DEFAULT_DETECTOR
 from transforms.encoders import DEFAULT_ENCODER
+from transforms.failure_rate import DEFAULT_MAX_FAILURE_RATE
 from transforms.segments import DEFAULT_SEGMENT_SECONDS
 
 
@@ -100,6 +101,14 @@ class EgoveilOptions(PipelineOptions):
         lim.add_argument("--max-pixels", dest="max_pixels", type=int, default=7680 * 4320)
         lim.add_argument("--max-duration-s", dest="max_duration_s", type=float, default=4 * 3600.0)
         lim.add_argument("--max-input-gb", dest="max_input_gb", type=float, default=64.0)
+        lim.add_argument("--max-failure-rate", dest="max_failure_rate", type=float,
+                         default=DEFAULT_MAX_FAILURE_RATE,
+                         help="the largest fraction of inputs that may fail (dead letters) "
+                              "before the job fails and publishes nothing (default "
+                              f"{DEFAULT_MAX_FAILURE_RATE:g}; 1 never fails)")
+        lim.add_argument("--no-cache", dest="cache", action="store_false", default=True,
+                         help="neither reuse nor remember finished segments in "
+                              "OUTPUT/.cache (reruns and restarts redo all work)")
         lim.add_argument("--no-progress", dest="progress", action="store_false", default=True,
                          help="no progress bar on the console")
 

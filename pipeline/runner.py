@@ -45,6 +45,7 @@ from privacy.verification import VerificationConfig
 from schemas.audit import VALIDATION_JSON
 from transforms.discover import InputPattern, normalize_uri
 from transforms.encoders import EncoderUnavailable, resolve_encoder
+from transforms.failure_rate import failure_rate_failure
 from transforms.output_store import FileSystemsStore
 from transforms.publish import DEADLETTER_FILE, EVENTS_FILE, MANIFEST
 from transforms.run_audit import CONTRACT_FAILED_JSON
@@ -70,6 +71,7 @@ class RunSummary:
     frames: int = 0
     faces_detected: int = 0
     segments: int = 0
+    segments_cached: int = 0
     audit_head: str = ""
     contract: dict = field(default_factory=dict)
     rows_by_view: dict = field(default_factory=dict)
@@ -170,6 +172,8 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
         raise UserError("--frames-per-clip must be at least 1")
     if opts.resolution is not None and opts.resolution < 1:
         raise UserError("--resolution must be at least 1")
+    if not 0 <= opts.max_failure_rate <= 1:
+        raise UserError("--max-failure-rate must be between 0 and 1 (a fraction of inputs)")
     if opts.segment_seconds <= 0 or opts.target_shard_mb <= 0:
         raise UserError("--segment-seconds and --target-shard-mb must be positive")
 
@@ -273,6 +277,7 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
                   "stereo_embed": opts.stereo_embed},
         "caps": {"max_pixels": caps.max_pixels, "max_duration_s": caps.max_duration_s,
                  "max_bytes": caps.max_bytes},
+        "max_failure_rate": opts.max_failure_rate,
         "runner": runner or "DirectRunner",
         "versions": _library_versions(),
     }
@@ -285,7 +290,8 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
         batch_size=opts.batch_size, target_shard_bytes=int(opts.target_shard_mb * 1024**2),
         caps=caps, config_fingerprint=config_sha, progress_dir=progress_dir, record=record,
         tombstones=tombstones, location=location, layout=layout, runtime=runtime,
-        joint_pairs=opts.stereo_embed == "joint")
+        joint_pairs=opts.stereo_embed == "joint", max_failure_rate=opts.max_failure_rate,
+        use_cache=opts.cache)
     if not consent_checked:
         log.warning("consent is not being checked: no --consent registry was given")
     if location.geohash_precision is not None:
@@ -329,6 +335,8 @@ def summarize(output: str, wall_s: float) -> RunSummary:
                 summary.frames += event["counts"].get("frames_emitted", 0)
                 summary.faces_detected += event["counts"].get("faces_detected", 0)
                 summary.cross_view_recovered += event["counts"].get("cross_view_recovered", 0)
+            elif event["kind"] == "segment_cached":
+                summary.segments_cached += 1
             elif event["kind"] == "vrs_streams":
                 summary.vrs_files.append(event["counts"])
     summary.rows_by_view = _rows_by_view(output, manifest)
@@ -377,7 +385,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             FileSystems.delete([graph.staging])
         _raise_if_erased_during_run(graph)
         raise
-    failure = contract_failure(graph.staging)
+    failure = failure_rate_failure(graph.staging) or contract_failure(graph.staging)
     if failure:
         raise RunFailed(failure)
     return summarize(graph.output, time.perf_counter() - started)

@@ -18,8 +18,12 @@ VALIDATION_JSON = "audit/validation.json"
 VALIDATION_HTML = "audit/validation.html"
 
 # Work areas that never belong to a published state (a run's staging, a crashed
-# run's leftovers); verification ignores them and nothing else.
-WORK_PREFIXES = (".staging/",)
+# run's leftovers, the finished-segment cache); verification ignores them and
+# nothing else.
+WORK_PREFIXES = (".staging/", ".cache/")
+# In a run's staging folder while it publishes: the files it is about to move in. Files
+# a publish cut short left behind are named there; any other unlisted file is not.
+PUBLISHING = "PUBLISHING"
 
 # manifest.json "kind" of each published file; "rows" means what the kind counts.
 FILE_KINDS = {
@@ -62,6 +66,8 @@ EVENT_KINDS = {
                           "frames_decoded, frames_emitted, faces_detected, boxes_redacted, clips, "
                           "qa_status, verify_frames_checked, verify_faces_checked, "
                           "verify_output_faces, verify_linkable_faces)",
+    "segment_cached": "a segment finished by an earlier run of the same configuration into "
+                      "this folder was reused from OUTPUT/.cache (its events are repeated)",
     "segment_failed": "a segment produced nothing (counts: reason; verification_failed means "
                       "quarantined)",
     "verification_failed": "a segment's first redaction failed verification and was redacted "

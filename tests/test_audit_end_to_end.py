@@ -201,6 +201,11 @@ def _edit_manifest_rows(out: Path) -> None:
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
 
 
+def _first_shard(out):
+    """The first published shard (names carry a content hash: part-00000-<hash>.parquet)."""
+    return next((out / "latents").glob("part-00000-*.parquet"))
+
+
 TAMPERING = {
     "flip a byte in the log": (_flip_a_bit_in_line_3,
                                "audit/events.jsonl line 3 (seq 2): hash does not match"),
@@ -212,11 +217,11 @@ TAMPERING = {
         "audit/events.jsonl line 2 (seq 1)"),
     "delete the last log line": (lambda out: _set_lines(out, _lines(out)[:-1]),
                                  "audit/events.jsonl line {n}"),
-    "flip a byte in a shard": (lambda out: _flip_byte(out / "latents" / "part-00000.parquet"),
-                               "latents/part-00000.parquet: sha256 differs"),
-    "delete a shard": (lambda out: (out / "latents" / "part-00000.parquet").unlink(),
-                       "latents/part-00000.parquet: missing"),
-    "add a shard": (lambda out: shutil.copy(out / "latents" / "part-00000.parquet",
+    "flip a byte in a shard": (lambda out: _flip_byte(_first_shard(out)),
+                               "latents/{shard}: sha256 differs"),
+    "delete a shard": (lambda out: _first_shard(out).unlink(),
+                       "latents/{shard}: missing"),
+    "add a shard": (lambda out: shutil.copy(_first_shard(out),
                                             out / "latents" / "part-00001.parquet"),
                     "latents/part-00001.parquet: not listed in manifest.json"),
     "edit the record": (
@@ -236,12 +241,13 @@ TAMPERING = {
 def test_verify_names_the_first_broken_entry_or_file(copy, case, cli):
     tamper, expected = TAMPERING[case]
     n = len(_lines(copy))
+    shard = _first_shard(copy).name
     tamper(copy)
     result = cli("audit", "verify", str(copy))
     assert result.returncode == 1, result.stdout
     first = result.stderr.splitlines()[0]
     assert first.startswith("egoveil: audit verify: FAILED: ")
-    assert expected.format(n=n) in first, result.stderr
+    assert expected.format(n=n, shard=shard) in first, result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -280,7 +286,7 @@ def test_validate_runs_the_contract_on_demand(published, copy, tmp_path, cli):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    shard = copy / "latents" / "part-00000.parquet"
+    shard = _first_shard(copy)
     table = pq.read_table(shard)
     wearers = table.column("wearer_id").to_pylist()
     wearers[0] = "wearer-alice"
@@ -348,11 +354,12 @@ def test_audit_mistakes_get_one_line(published, tmp_path, args, message, cli):
 
 
 def test_report_on_a_tampered_folder_says_so(copy, tmp_path, cli):
-    _flip_byte(copy / "latents" / "part-00000.parquet")
+    shard = _first_shard(copy)
+    _flip_byte(shard)
     report = tmp_path / "r.html"
     result = cli("audit", "report", str(copy), "--html", str(report))
     assert result.returncode == 1
-    assert "integrity: FAILED: latents/part-00000.parquet: sha256 differs" in result.stdout
+    assert f"integrity: FAILED: latents/{shard.name}: sha256 differs" in result.stdout
     assert 'data-status="broken"' in report.read_text()
 
 

@@ -251,7 +251,7 @@ def test_a_shard_that_breaks_the_contract_is_not_published(tmp_path):
     assert [n for n in os.listdir(staging) if n.endswith(".parquet")]
     message = contract_failure(staging)
     assert "\n" not in message and "the data contract failed (1 of" in message
-    assert re.search(r"first: latents/part-0000\d.parquet \(latents_embeddings\): "
+    assert re.search(r"first: latents/part-0000\d-[0-9a-f]{12}.parquet \(latents_embeddings\): "
                      r"expect_column_values_to_be_in_set\(nonfinite\): 1 of \d+ values "
                      r"unexpected\); nothing", message), message
     assert message.endswith("nothing was published. Results and the staged shards are in "

@@ -45,6 +45,7 @@ from schemas.records import AuditEvent, DeadLetter
 from transforms.encoders import FrameGeometry
 from transforms.frame_sources import iter_instants
 from transforms.progress import ProgressReporter
+from transforms.segment_cache import SegmentCache
 from transforms.video_io import DecodeStats, MediaError, VideoWriter
 
 STEREO_VIEW = "stereo"  # the view of a clip holding both eyes of a pair
@@ -141,8 +142,10 @@ class AnonymizeSegmentFn(beam.DoFn):
                  clips_dir: str | None, config_fingerprint: str,
                  progress: ProgressReporter | None = None,
                  detector_factory: Callable[[], FaceDetector] | None = None,
-                 verifier_factory: Callable[[], FaceDetector] | None = None) -> None:
+                 verifier_factory: Callable[[], FaceDetector] | None = None,
+                 cache: SegmentCache | None = None) -> None:
         self._config = config
+        self._cache = cache
         self._detector_factory = detector_factory
         self._verifier_factory = verifier_factory
         self._plan = plan
@@ -248,11 +251,12 @@ class AnonymizeSegmentFn(beam.DoFn):
         self._clips.inc(len(clips))
         self._progress.report(segments=1, frames=counts["frames_emitted"],
                               busy_s=time.perf_counter() - started)
+        events.append(AuditEvent(kind="segment_anonymized", recording_id=rec.recording_id,
+                                 segment_index=segment.index, counts=counts))
+        if self._cache is not None:
+            self._cache.mark_done(segment, [clip.clip_id for clip in clips], events, files)
         for event in events:
             yield beam.pvalue.TaggedOutput(AUDIT, event)
-        yield beam.pvalue.TaggedOutput(AUDIT, AuditEvent(
-            kind="segment_anonymized", recording_id=rec.recording_id,
-            segment_index=segment.index, counts=counts))
         for info in files:
             yield beam.pvalue.TaggedOutput(FILES, info)
         yield from clips

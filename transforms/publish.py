@@ -8,6 +8,7 @@ fails it publishes nothing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import apache_beam as beam
@@ -17,9 +18,17 @@ from apache_beam.io.filesystems import FileSystems
 from privacy.audit_log import file_entry
 from privacy.data_contract import ShardSource
 from privacy.tombstones import TOMBSTONE_PATH
-from schemas.audit import DEADLETTER_FILE, EVENTS_FILE, MANIFEST, RECORD_FILE, SUCCESS
+from schemas.audit import (
+    DEADLETTER_FILE,
+    EVENTS_FILE,
+    MANIFEST,
+    PUBLISHING,
+    RECORD_FILE,
+    SUCCESS,
+)
 from schemas.elements import ShardFile
 from schemas.latents import SCHEMA_VERSION
+from transforms.failure_rate import FailureRateGate
 from transforms.output_store import FileSystemsStore
 from transforms.run_audit import RunAudit, staged_shard_loader
 from transforms.shards import shard_name
@@ -52,12 +61,14 @@ def _jsonl(records: list[dict]) -> bytes:
 class PublishFn(beam.DoFn):
     """Runs once, after every shard is staged: moves files in, writes manifest and _SUCCESS."""
 
-    def __init__(self, output_dir: str, staging_dir: str, run_record: dict) -> None:
+    def __init__(self, output_dir: str, staging_dir: str, run_record: dict,
+                 max_failure_rate: float = 1.0) -> None:
         self._out = output_dir
         self._staging = staging_dir
         self._record = run_record
+        self._max_failure_rate = max_failure_rate
 
-    def process(self, _, shards, clip_files, deadletters, events):
+    def process(self, _, shards, clip_files, deadletters, events, inputs):
         out = self._out
         tombstones = self._record.get("erasure", {}).get("tombstones_sha256")
         if tombstones is not None:
@@ -67,47 +78,62 @@ class PublishFn(beam.DoFn):
                             key=lambda d: json.dumps(d, sort_keys=True))
         event_records = sorted((e.to_dict() for e in events),
                                key=lambda e: json.dumps(e, sort_keys=True))
+        # The same clip file can be reported by a resumed segment and by nothing else;
+        # keep one entry per path.
+        clip_files = list({c["path"]: c for c in clip_files}.values())
+        failed_inputs = len({d["input_id"] for d in dl_records})
         totals = {
             "latent_rows": sum(s.rows for s in shards),
             "shards": len(shards),
             "clips": len(clip_files),
             "deadletters": len(dl_records),
+            "inputs": inputs,
+            "inputs_failed": failed_inputs,
             "recordings_without_consent": sum(e["kind"] == "consent_excluded"
                                               for e in event_records),
             "recordings_erased_skipped": sum(e["kind"] == "erasure_excluded"
                                              for e in event_records),
         }
+        gate = FailureRateGate(self._max_failure_rate, inputs, failed_inputs, dl_records)
+        if not gate.passed:
+            gate.keep(self._staging)
+            yield dict(totals, published=False)
+            return
         audit = RunAudit(FileSystemsStore(out), self._record, event_records, dl_records, totals)
-        contract = audit.check([ShardSource(f"latents/{shard_name(number)}", shard.rows,
+        names = [shard_name(number, shard.sha256) for number, shard in enumerate(shards)]
+        contract = audit.check([ShardSource(f"latents/{name}", shard.rows,
                                             staged_shard_loader(shard.staging_path))
-                                for number, shard in enumerate(shards)])
+                                for name, shard in zip(names, shards)])
         if not contract.success:
             audit.keep_failure(self._staging)
             yield dict(totals, published=False)
             return
 
-        _delete_quietly([FileSystems.join(out, SUCCESS)])
+        # Shards are named by their content, so moving them in never touches a file the
+        # previous manifest lists: a run killed here leaves the previous manifest valid,
+        # and the files it did move are the same bytes a restart would write.
         files = []
-        # Renumber shards densely so names are part-00000 .. part-(n-1).
         latents_dir = FileSystems.join(out, "latents")
         ensure_dir(latents_dir)
-        wanted = set()
-        for number, shard in enumerate(shards):
-            rel = f"latents/{shard_name(number)}"
+        # Said before anything moves, so that `egoveil audit verify` can tell the files of
+        # a publish that was cut short from files added behind the manifest's back.
+        _write_bytes(FileSystems.join(self._staging, PUBLISHING),
+                     json.dumps({"files": [f"latents/{n}" for n in names]}).encode())
+        for name, shard in zip(names, shards):
+            rel = f"latents/{name}"
             dest = FileSystems.join(out, rel)
-            _delete_quietly([dest])
-            FileSystems.rename([shard.staging_path], [dest])
-            wanted.add(dest)
+            if FileSystems.exists(dest):  # same name, same content: published before
+                _delete_quietly([shard.staging_path])
+            else:
+                FileSystems.rename([shard.staging_path], [dest])
             files.append({"path": rel, "kind": "latents", "sha256": shard.sha256,
                           "bytes": shard.size_bytes, "rows": shard.rows})
-        stale = [m.path for m in FileSystems.match([FileSystems.join(latents_dir, "part-*")])[0]
-                 .metadata_list if m.path not in wanted]
-        _delete_quietly(stale)
-
         for clip in sorted(clip_files, key=lambda c: c["path"]):
             files.append({"path": clip["path"], "kind": "clip", "sha256": clip["sha256"],
                           "bytes": clip["bytes"], "rows": clip["frames"]})
 
+        # From here the small files change in place, then the manifest replaces the old
+        # one in one rename: the only window where the folder is between two states.
         data = _jsonl(dl_records)
         _write_bytes(FileSystems.join(out, DEADLETTER_FILE), data)
         files.append(file_entry(DEADLETTER_FILE, data, "deadletter", len(dl_records)))
@@ -119,23 +145,51 @@ class PublishFn(beam.DoFn):
         files.extend(audit.write_files())
 
         manifest = {"schema_version": SCHEMA_VERSION, "run_id": self._record.get("run_id"),
-                    "config_sha256": self._record.get("config_sha256"), "totals": totals}
-        audit.seal(manifest, files)
+                    "config_sha256": self._record.get("config_sha256"), "totals": totals,
+                    "content_sha256": content_digest(self._record.get("config_sha256"),
+                                                     totals, files)}
+        written = audit.seal(manifest, files)
         _write_bytes(FileSystems.join(out, SUCCESS), b"")
+        _remove_unlisted(out, {f["path"] for f in written["files"]})
         _delete_quietly([self._staging])
         yield dict(totals, published=True)
+
+
+def content_digest(config_sha256: str | None, totals: dict, files: list[dict]) -> str:
+    """What a run published, without when and by which run: equal for a rerun that
+    found nothing new (shards, clips and dead letters; not the audit files)."""
+    published = sorted((f["path"], f["sha256"]) for f in files
+                       if f["kind"] in ("latents", "clip", "deadletter"))
+    blob = json.dumps({"config_sha256": config_sha256, "totals": totals, "files": published},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _remove_unlisted(out: str, listed: set[str]) -> None:
+    """Delete shards and clips the manifest no longer lists (earlier runs' names)."""
+    stale = []
+    for folder, pattern in (("latents", "part-*.parquet"), ("clips", "*.mp4")):
+        prefix = FileSystems.join(out, folder) + "/"
+        for meta in FileSystems.match([prefix + pattern])[0].metadata_list:
+            if meta.path.startswith(prefix) and f"{folder}/{meta.path[len(prefix):]}" \
+                    not in listed:
+                stale.append(meta.path)
+    _delete_quietly(stale)
 
 
 class Publish(beam.PTransform):
     """Waits for every staged shard, clip, dead letter and event, then publishes once."""
 
-    def __init__(self, output_dir: str, staging_dir: str, run_record: dict) -> None:
+    def __init__(self, output_dir: str, staging_dir: str, run_record: dict,
+                 max_failure_rate: float = 1.0) -> None:
         super().__init__()
-        self._fn = PublishFn(output_dir, staging_dir, run_record)
+        self._fn = PublishFn(output_dir, staging_dir, run_record, max_failure_rate)
 
     def expand(self, inputs):
-        shards, clip_files, deadletters, events = inputs
+        shards, clip_files, deadletters, events = inputs[:4]
         pipeline = shards.pipeline
+        # Inputs found, for the failure-rate gate; without it no input counts as failed.
+        input_count = inputs[4] if len(inputs) > 4 else pipeline | "NoInputs" >> beam.Create([0])
         return (pipeline
                 | "Once" >> beam.Create([None])
                 | "PublishRun" >> beam.ParDo(
@@ -143,7 +197,8 @@ class Publish(beam.PTransform):
                     shards=beam.pvalue.AsList(shards),
                     clip_files=beam.pvalue.AsList(clip_files),
                     deadletters=beam.pvalue.AsList(deadletters),
-                    events=beam.pvalue.AsList(events)))
+                    events=beam.pvalue.AsList(events),
+                    inputs=beam.pvalue.AsSingleton(input_count)))
 
 
 __all__ = ["Publish", "ShardFile", "MANIFEST", "SUCCESS", "DEADLETTER_FILE", "EVENTS_FILE",

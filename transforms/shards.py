@@ -40,8 +40,10 @@ _ROW_OVERHEAD_BYTES = 160  # the small columns of one row, before compression
 _CHUNK = 8 * 1024**2
 
 
-def shard_name(index: int) -> str:
-    return f"part-{index:05d}.parquet"
+def shard_name(index: int, sha256: str | None = None) -> str:
+    """``part-NNNNN.parquet`` in staging; published names add the content hash, so a
+    published name is never reused for other bytes."""
+    return f"part-{index:05d}-{sha256[:12]}.parquet" if sha256 else f"part-{index:05d}.parquet"
 
 
 def _shard_of(clip_id: str, num_shards: int) -> int:

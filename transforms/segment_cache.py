@@ -1,0 +1,187 @@
+"""Finished segments, remembered in the output folder so that reruns and restarts skip them.
+
+A segment's work (decode, detect, redact, verify, embed) is the expensive part of
+a run. Once it is done its results are kept under
+``DIR/.cache/segments/<config hash>/<segment key>/``, keyed by the run's
+configuration hash and by the recording's keyed pseudonym (itself a keyed hash of
+the recording's bytes) and the segment's place in it (PRIVACY.md 16):
+
+- ``done.json``: written by the anonymize step when the segment succeeded: the ids
+  of its clips, its audit events and its clip files;
+- ``<clip_id>.arrow``: one latent row each, written as soon as the encoder
+  returned it.
+
+A segment counts as finished only when ``done.json`` and every row it lists exist
+(and, with ``--clips``, every clip file with its hash), so a run killed at any
+point resumes where it stopped and a rerun of the same inputs and configuration
+does no segment work. Failed segments are not remembered: a rerun retries them.
+The cache holds pseudonyms and latents only, like the shards; ``egoveil erase``
+deletes it whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from schemas.elements import LatentRow, Segment
+from schemas.latents import LatentLayout, latent_schema
+from schemas.records import AuditEvent
+from transforms.progress import ProgressReporter
+from transforms.shards import rows_to_table
+
+CACHE_DIR = ".cache"
+DONE = "done.json"
+CACHED = "cached"
+AUDIT = "audit"
+FILES = "files"
+
+
+def cache_root(output: str, config_fingerprint: str) -> str:
+    return FileSystems.join(output, CACHE_DIR, "segments", config_fingerprint[:16])
+
+
+def segment_key(recording_id: str, segment_index: int) -> str:
+    return hashlib.sha256(f"{recording_id}|{segment_index}".encode()).hexdigest()[:32]
+
+
+def _write(path: str, data: bytes) -> None:
+    # Write beside, then move: a reader never sees half a file (a kill mid-write leaves
+    # only the temporary name, which nothing reads).
+    tmp = f"{path}.tmp"
+    with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        handle.write(data)
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
+
+
+def _read(path: str) -> bytes:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        return handle.read()
+
+
+class SegmentCache:
+    """The finished segments of one configuration in one output folder.
+
+    Args:
+        root: ``cache_root(output, config_fingerprint)``, or None to remember nothing.
+        layout: the latent columns' layout (rows are stored with the shard schema).
+    """
+
+    def __init__(self, root: str | None, layout: LatentLayout) -> None:
+        self.root = root
+        self.layout = layout
+
+    def _dir(self, recording_id: str, segment_index: int) -> str:
+        return FileSystems.join(self.root, segment_key(recording_id, segment_index))
+
+    def mark_done(self, segment: Segment, clip_ids: list[str], events: list[AuditEvent],
+                  files: list[dict]) -> None:
+        if self.root is None:
+            return
+        folder = self._dir(segment.recording.recording_id, segment.index)
+        try:
+            FileSystems.mkdirs(folder)
+        except OSError:
+            pass  # exists already, or the filesystem has no folders
+        doc = {"clips": sorted(clip_ids), "events": [e.to_dict() for e in events],
+               "files": files}
+        _write(FileSystems.join(folder, DONE), json.dumps(doc, sort_keys=True).encode())
+
+    def put_row(self, row: LatentRow) -> None:
+        if self.root is None:
+            return
+        folder = self._dir(row.recording_id, row.segment_index)
+        sink = io.BytesIO()
+        table = rows_to_table([row], latent_schema(self.layout))
+        with pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        _write(FileSystems.join(folder, f"{row.clip_id}.arrow"), sink.getvalue())
+
+    def get(self, segment: Segment, with_files: bool) -> dict | None:
+        """The finished segment's rows, events and files, or None when it must be done."""
+        if self.root is None:
+            return None
+        folder = self._dir(segment.recording.recording_id, segment.index)
+        done = FileSystems.join(folder, DONE)
+        try:
+            if not FileSystems.exists(done):
+                return None
+            doc = json.loads(_read(done))
+            rows = []
+            for clip_id in doc["clips"]:
+                path = FileSystems.join(folder, f"{clip_id}.arrow")
+                if not FileSystems.exists(path):
+                    return None
+                rows.extend(self._rows(_read(path)))
+            if with_files and not all(self._file_intact(f) for f in doc["files"]):
+                return None
+        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
+            return None  # a damaged entry is redone, never trusted
+        return {"rows": rows, "events": [AuditEvent(**e) for e in doc["events"]],
+                "files": doc["files"]}
+
+    def _rows(self, data: bytes) -> list[LatentRow]:
+        table = pa.ipc.open_file(pa.py_buffer(data)).read_all()
+        if table.schema.remove_metadata() != latent_schema(self.layout).remove_metadata():
+            raise ValueError("cached row has another schema")
+        return [LatentRow(**values) for values in table.to_pylist()]
+
+    def _file_intact(self, info: dict) -> bool:
+        path = FileSystems.join(self._output, info["path"])
+        return (FileSystems.exists(path)
+                and hashlib.sha256(_read(path)).hexdigest() == info["sha256"])
+
+    @property
+    def _output(self) -> str:
+        # root is OUTPUT/.cache/segments/<config>
+        return self.root.rsplit("/", 3)[0]
+
+
+class ResumeSegmentFn(beam.DoFn):
+    """Segments -> the ones still to do (main); finished ones' rows, events, files tagged."""
+
+    def __init__(self, cache: SegmentCache, with_files: bool,
+                 progress: ProgressReporter | None = None) -> None:
+        self._cache = cache
+        self._with_files = with_files
+        self._progress = progress or ProgressReporter(None)
+        self._hits = Metrics.counter("egoveil", "segments_cached")
+
+    def process(self, segment: Segment):
+        found = self._cache.get(segment, self._with_files)
+        if found is None:
+            yield segment
+            return
+        self._hits.inc()
+        frames = sum(e.counts.get("frames_emitted", 0) for e in found["events"]
+                     if e.kind == "segment_anonymized")
+        self._progress.report(segments=1, frames=frames)
+        for row in found["rows"]:
+            yield beam.pvalue.TaggedOutput(CACHED, row)
+        for event in found["events"]:
+            yield beam.pvalue.TaggedOutput(AUDIT, event)
+        yield beam.pvalue.TaggedOutput(AUDIT, AuditEvent(
+            kind="segment_cached", recording_id=segment.recording.recording_id,
+            segment_index=segment.index))
+        for info in found["files"]:
+            yield beam.pvalue.TaggedOutput(FILES, info)
+
+
+class RememberRowFn(beam.DoFn):
+    """Stores each latent row in the cache as it leaves the encoder; passes it on."""
+
+    def __init__(self, cache: SegmentCache) -> None:
+        self._cache = cache
+
+    def process(self, row: LatentRow):
+        self._cache.put_row(row)
+        yield row
