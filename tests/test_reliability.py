@@ -99,7 +99,10 @@ BAD = {
     "too long.mp4": "too_large",
     "huffyuv codec.avi": "unsupported",
     "corrupt frames.avi": "corrupt_frames",
+    "hls playlist.mp4": "unreadable",  # FFmpeg would fetch every URL in it
+    "concat list.mp4": "unreadable",   # FFmpeg's concat demuxer would open any local file
 }
+REMOTE = "http://127.0.0.1:9/glasses/remote.mp4"  # no network from inside a worker
 GOOD = ("walk.mp4", "rotated 90.mp4", "vfr.mkv", "two video tracks.mkv", "-leading dash.mp4",
         "spaces and ünïcode ✓.mov")
 
@@ -130,6 +133,10 @@ def inputs(tmp_path_factory) -> Path:
                    audio=False)
     _encode(folder / "huffyuv codec.avi", "huffyuv", frames[:3], pix_fmt="yuv422p")
     _corrupt_mjpeg(folder / "corrupt frames.avi", frames)
+    (folder / "hls playlist.mp4").write_text(
+        "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\nhttp://127.0.0.1:9/a.ts\n"
+        "#EXT-X-ENDLIST\n")
+    (folder / "concat list.mp4").write_text(f"ffconcat version 1.0\nfile '{folder}/walk.mp4'\n")
 
     # The manifest: sidecars with extra fields, a path through "..", a broken line.
     sub = folder / "sub"
@@ -138,7 +145,8 @@ def inputs(tmp_path_factory) -> Path:
                          "not_in_the_schema": "dropped"}),
              json.dumps({"uri": "sub/../-leading dash.mp4", "wearer_id": "bob"}),
              '{"uri": "rotated 90.mp4", "wearer_id": ',
-             json.dumps({"uri": "vfr.mkv", "wearer_id": 42})]
+             json.dumps({"uri": "vfr.mkv", "wearer_id": 42}),
+             json.dumps({"uri": REMOTE})]
     (folder / "manifest.jsonl").write_text("\n".join(lines) + "\n")
     return folder
 
@@ -166,7 +174,7 @@ def test_above_the_failure_rate_the_job_fails_with_one_line(gated_then_published
     assert "inputs failed" in errors[0] and "above --max-failure-rate 0.1" in errors[0]
     assert "nothing was published" in errors[0] and "unreadable" in errors[0]
     staged = list((out / ".staging").glob("*/deadletters.jsonl"))
-    assert len(staged) == 1 and staged[0].read_text().count("\n") == len(BAD) + 2
+    assert len(staged) == 1 and staged[0].read_text().count("\n") == len(BAD) + 3
 
 
 def test_bad_inputs_become_dead_letters_and_good_ones_shards(gated_then_published, inputs,
@@ -182,6 +190,7 @@ def test_bad_inputs_become_dead_letters_and_good_ones_shards(gated_then_publishe
     for name, reason in BAD.items():
         input_id = key.pseudonym("input", normalize_uri(str(inputs / name)))
         assert {r for _, r in by_input.pop(input_id, set())} == {reason}, name
+    assert by_input.pop(key.pseudonym("input", REMOTE)) == {("admit", "unreadable")}
     # The two bad manifest lines: a broken line and a wearer id that is not a string.
     assert sorted(by_input.values(), key=str) == [{("discover", "bad_manifest")}] * 2
 
@@ -195,9 +204,10 @@ def test_bad_inputs_become_dead_letters_and_good_ones_shards(gated_then_publishe
     expected = {key.pseudonym("recording", _sha(inputs / name)) for name in GOOD}
     assert recordings == expected  # every good input, the copy of walk.mp4 once
     totals = manifest["totals"]
-    assert totals["inputs"] == len(GOOD) + len(BAD) + 1 + 2  # the copy, two bad lines
-    assert totals["inputs_failed"] == len(BAD) + 2
-    assert f"{len(BAD) + 2} of {totals['inputs']} inputs failed" in result.stderr
+    # Beside the files: the copy, two bad manifest lines and the remote URI.
+    assert totals["inputs"] == len(GOOD) + len(BAD) + 1 + 2 + 1
+    assert totals["inputs_failed"] == len(BAD) + 3
+    assert f"{len(BAD) + 3} of {totals['inputs']} inputs failed" in result.stderr
     assert "segments reused from an earlier run" in result.stderr  # the gated run's work
     for path in out.rglob("*"):
         for name in (*GOOD, *BAD):
@@ -309,8 +319,9 @@ def test_a_run_killed_while_publishing_leaves_the_previous_manifest_valid(
         long_recording, tmp_path, key_file, tiny_encoder):
     out = tmp_path / "out"
     first = egoveil(*_args(long_recording, out, key_file, tiny_encoder, "--target-shard-mb",
-                           "0.001"))
+                           "0.0001"))  # about one row per shard
     assert first.returncode == 0, first.stderr
+    assert len(_latents(out)) >= 2
     before = (out / "manifest.json").read_bytes()
     # Another configuration (other shard sizes) publishes other shards into the same folder.
     killed = subprocess.run([sys.executable, "-c", KILL_ON_FIRST_SHARD_MOVE,
