@@ -57,13 +57,28 @@ def _is_loopback(options: PipelineOptions) -> bool:
     return (env or "").upper() == "LOOPBACK"
 
 
+def _container_given(options: PipelineOptions) -> bool:
+    """Whether the workers run an SDK container the user named (Dataflow's option, or a
+    portable runner's DOCKER environment)."""
+    if options.view_as(WorkerOptions).sdk_container_image:
+        return True
+    portable = options.view_as(PortableOptions)
+    if (portable.environment_type or "").upper() != "DOCKER":
+        return False
+    return bool(portable.environment_config
+                or portable.lookup_environment_option("docker_container_image"))
+
+
 def stage_for_workers(options: PipelineOptions, local_runner: bool, repo_root: str) -> None:
     """Set the options that let ``options``' runner execute the graph's code on its workers.
 
     - Remote workers (Dataflow, Flink, Spark with a DOCKER, PROCESS or EXTERNAL
       environment) install this repository through ``--setup_file`` and the dlib
-      stand-in through ``--extra_package``, unless a custom SDK container
-      (``--sdk_container_image``, ``docker/``) already holds everything.
+      stand-in through ``--extra_package``, unless they run a container the user
+      named (``--sdk_container_image``, or ``--environment_type DOCKER`` with
+      ``--environment_config IMAGE``), which is then taken to be an egoveil image
+      (``docker/``) that already holds everything: installing the sdist again at
+      every worker start would be slow and would need a package index.
     - ``--environment_type LOOPBACK`` runs the SDK workers inside this process, which
       already imports everything: staging would only build an sdist (from the
       source tree, which need not be writable) for nobody to install.
@@ -83,7 +98,7 @@ def stage_for_workers(options: PipelineOptions, local_runner: bool, repo_root: s
             worker.sdk_harness_log_level_overrides = {
                 "apache_beam.options.pipeline_options": "ERROR"}
         return
-    if _is_loopback(options) or options.view_as(WorkerOptions).sdk_container_image:
+    if _is_loopback(options) or _container_given(options):
         return
     setup = options.view_as(SetupOptions)
     if not setup.setup_file and os.path.isfile(os.path.join(repo_root, "setup.py")):

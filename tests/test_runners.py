@@ -146,6 +146,7 @@ def _staged(*argv: str, local: bool = False) -> PipelineOptions:
 
 
 def test_remote_workers_get_the_setup_file_and_the_dlib_standin():
+    # DOCKER without an image: Beam's default SDK image, which lacks egoveil.
     options = _staged("--runner", "FlinkRunner", "--environment_type", "DOCKER")
     setup = options.view_as(SetupOptions)
     assert setup.setup_file == os.path.join(REPO, "setup.py")
@@ -155,7 +156,11 @@ def test_remote_workers_get_the_setup_file_and_the_dlib_standin():
 
 def test_loopback_and_custom_containers_stage_nothing():
     for argv in (("--runner", "PortableRunner", "--environment_type", "LOOPBACK"),
-                 ("--runner", "DataflowRunner", "--sdk_container_image", "r/egoveil-cpu:1")):
+                 ("--runner", "DataflowRunner", "--sdk_container_image", "r/egoveil-cpu:1"),
+                 ("--runner", "PortableRunner", "--environment_type", "DOCKER",
+                  "--environment_config", "r/egoveil-cpu:1"),
+                 ("--runner", "FlinkRunner", "--environment_type", "docker",
+                  "--environment_option", "docker_container_image=r/egoveil-cpu:1")):
         setup = _staged(*argv).view_as(SetupOptions)
         assert setup.setup_file is None and not setup.extra_packages, argv
 
