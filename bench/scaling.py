@@ -120,6 +120,13 @@ def write_markdown(record: dict, path: str) -> None:
                      f"{r['median_cpu_s']} |")
     lines += ["", f"Speed-up of 2 workers over 1: **{record['speedup_run_wall']}x** on the run "
               f"wall, {record['speedup_command_wall']}x on the command wall.", ""]
+    # CPU seconds per wall second: how many cores one setting kept busy on average.
+    busy = {w: r["median_cpu_s"] / r["median_command_wall_s"] for w, r in res.items()}
+    lines += ["Cores busy on average (median CPU s / median command wall): "
+              + ", ".join(f"{w} worker{'s' if w != '1' else ''}: {b:.2f}"
+                          for w, b in busy.items())
+              + f" of {os.cpu_count()}. The 1-minute load average at the start of a run "
+              "includes the tail of the previous run's own load.", ""]
     aborts = sum(r["aborted_after_publishing"] for r in res.values())
     if aborts:
         lines += [f"{aborts} of {sum(r['runs'] for r in res.values())} runs published their "
@@ -138,7 +145,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--media", default=MEDIA,
                         help="folder of the default videos (../shared/media/videos)")
+    parser.add_argument("--markdown-only", action="store_true",
+                        help="rewrite scaling.md from scaling.json (e.g. after editing notes)")
     args = parser.parse_args()
+    if args.markdown_only:
+        with open(os.path.join(HERE, "results", "scaling.json")) as handle:
+            write_markdown(json.load(handle), os.path.join(HERE, "results", "scaling.md"))
+        return
     videos = [os.path.abspath(v) for v in args.videos] or \
         [os.path.abspath(os.path.join(args.media, v)) for v in DEFAULT_VIDEOS]
     missing = [v for v in videos if not os.path.exists(v)]
