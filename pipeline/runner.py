@@ -20,19 +20,14 @@ from datetime import datetime, timezone
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import (
-    PipelineOptions,
-    SetupOptions,
-    StandardOptions,
-    WorkerOptions,
-)
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline.errors import RunFailed, UserError
 from pipeline.graph import GraphConfig, build_graph
 from pipeline.latent_options import latent_settings
 from pipeline.options import EgoveilOptions, unknown_arguments
 from pipeline.progress import ProgressMonitor
-from pipeline.worker_deps import dlib_standin_wheel
+from pipeline.worker_deps import stage_for_workers
 from privacy.audit_log import AuditLog, AuditLogBroken
 from privacy.audit_record import describe_verification, scrub_paths
 from privacy.config import AnonymizationConfig
@@ -233,15 +228,8 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
     local = runner in LOCAL_RUNNERS and "://" not in output
     progress_dir = tempfile.mkdtemp(prefix="egoveil-progress-") if local else None
 
-    if not local:
-        setup = options.view_as(SetupOptions)
-        worker = options.view_as(WorkerOptions)
-        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        if not worker.sdk_container_image:
-            if not setup.setup_file and os.path.isfile(os.path.join(here, "setup.py")):
-                setup.setup_file = os.path.join(here, "setup.py")
-            wheel = dlib_standin_wheel(tempfile.mkdtemp(prefix="egoveil-worker-deps-"))
-            setup.extra_packages = [*(setup.extra_packages or []), wheel]
+    stage_for_workers(options, runner in LOCAL_RUNNERS,
+                      os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
     config_blob = json.dumps({"anonymization": anonymization.describe(),
                               "encoder": encoder.describe(),
