@@ -157,6 +157,10 @@ def test_workers_start_through_beams_boot(dockerfile):
 def test_both_images_share_the_beam_and_torch_versions():
     cpu, gpu = (args_of(instructions(path)) for path in DOCKERFILES)
     assert cpu["BEAM_VERSION"] == gpu["BEAM_VERSION"]
+    # The launcher's Beam (pinned in requirements.txt) is the workers' Beam.
+    pins = re.findall(r"^apache-beam==(\S+)$", open(os.path.join(REPO, "requirements.txt")).read(),
+                      re.M)
+    assert pins == [cpu["BEAM_VERSION"]]
     assert cpu["TORCH_VERSION"] == gpu["TORCH_VERSION"]
 
 
