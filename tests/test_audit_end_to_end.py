@@ -83,7 +83,7 @@ def published(tmp_path_factory, key_file, tiny_encoder) -> Published:
         "wearer-bob,world-model-training,2026-01-01T00:00:00Z,2026-02-01T00:00:00Z\n")
     argv = ["run", "--manifest", str(inputs / "manifest.jsonl"), "--consent",
             str(inputs / "consent.csv"), "--key-file", key_file, "--encoder", tiny_encoder,
-            "--clips", "--no-progress"]
+            "--clips", "--no-progress", "--max-failure-rate", "1"]  # the bad input is on purpose
     out = root / "out"
     result = egoveil(*argv, "--output", str(out))
     assert result.returncode == 0, result.stderr

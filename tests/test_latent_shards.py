@@ -124,8 +124,8 @@ def test_shard_files_are_deterministic_and_grouped(tmp_path):
 def test_manifest_lists_every_shard_with_rows_and_hash(run_dir):
     manifest = json.load(open(os.path.join(run_dir, "manifest.json")))
     shards = [f for f in manifest["files"] if f["kind"] == "latents"]
-    assert [f["path"] for f in shards] == [f"latents/part-{i:05d}.parquet"
-                                           for i in range(len(shards))]
+    assert [f["path"] for f in shards] == [f"latents/part-{i:05d}-{f['sha256'][:12]}.parquet"
+                                           for i, f in enumerate(shards)]
     assert len(shards) >= 3 and sum(f["rows"] for f in shards) == ROWS
     for f in shards:
         assert file_sha256(os.path.join(run_dir, f["path"])) == f["sha256"]
@@ -231,7 +231,7 @@ def test_readers_trust_only_a_published_manifest(run_dir, tmp_path):
     with open(part, "r+b") as handle:
         handle.seek(100)
         handle.write(b"\x00\x01")
-    with pytest.raises(ShardsUnavailable, match="part-00000.parquet does not match"):
+    with pytest.raises(ShardsUnavailable, match=r"part-00000-[0-9a-f]{12}\.parquet does not match"):
         LatentShards(str(copy)).verify()
     os.remove(copy / "_SUCCESS")
     with pytest.raises(ShardsUnavailable, match="not published"):
