@@ -53,5 +53,5 @@ setup(
         "gcp": ["apache-beam[gcp]"],
         "aws": ["apache-beam[aws]"],
     },
-    entry_points={"console_scripts": ["egoveil=pipeline.cli:main"]},
+    entry_points={"console_scripts": ["egoveil=pipeline.cli:entry"]},
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -275,5 +276,24 @@ def main(argv: list[str] | None = None) -> int:
         return 3
 
 
+def entry() -> None:
+    """The ``egoveil`` command: ``main``, then leave without finalizing the interpreter.
+
+    Native libraries (FFmpeg, OpenCV, dlib, torch) run threads of their own. Letting
+    Python finalize while one of them is parked in C++ aborted about one run in
+    twenty with "terminate called without an active exception" (exit 134), after
+    everything had been published. By now every file is written and closed, so the
+    process flushes its console and exits at once with main's code.
+    """
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed or broken pipe: nothing left to say
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
