@@ -30,6 +30,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
+from spine import timed  # noqa: E402 - bench/ is this script's own folder
+
 from pipeline.samples import make_recording  # noqa: E402
 
 
@@ -55,17 +57,11 @@ def repeat_remux(src: str, dst: str, times: int) -> None:
                     out.mux(packet)
 
 
-def timed(cmd: list[str]) -> dict:
-    started = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True,
-                          cwd=ROOT)
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
-    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    frames = int(re.search(r"segments anonymized, (\d+) frames", proc.stderr).group(1))
-    segments = int(re.search(r"(\d+) segments anonymized", proc.stderr).group(1))
-    return {"wall_s": round(wall, 1), "peak_rss_mb": round(rss_kb / 1024, 1),
+def timed_run(cmd: list[str]) -> dict:
+    run = timed(cmd)
+    frames = int(re.search(r"segments anonymized, (\d+) frames", run["stderr"]).group(1))
+    segments = int(re.search(r"(\d+) segments anonymized", run["stderr"]).group(1))
+    return {"wall_s": round(run["wall_s"], 1), "peak_rss_mb": round(run["peak_rss_mb"], 1),
             "frames_redacted": frames, "segments": segments}
 
 
@@ -94,7 +90,7 @@ def main() -> None:
             duration = float(stream.duration * stream.time_base)
             frames = stream.frames
         load = os.getloadavg()[0]
-        run = timed([*egoveil, "run", "--input", video, "--output", f"{work}/out-{len(results)}",
+        run = timed_run([*egoveil, "run", "--input", video, "--output", f"{work}/out-{len(results)}",
                      "--encoder", f"{work}/enc", "--key-file", f"{work}/key", "--frame-stride",
                      str(args.frame_stride), "--no-cache", "--no-progress"])
         results[name] = {"duration_s": round(duration, 1), "frames_in_file": frames,

@@ -109,3 +109,20 @@ def encodings(raw: bytes) -> list[bytes]:
 def raw_strings_in(data: bytes, raws: list[bytes]) -> list[bytes]:
     """Which of ``raws`` occur in ``data`` in any of their encodings."""
     return [raw for raw in raws if any(form in data for form in encodings(raw))]
+
+
+def write_audio_only(path) -> None:
+    """A container with one AAC audio stream and no video (a voice memo)."""
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        stream.layout = "mono"
+        for i in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                               layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)

@@ -19,6 +19,7 @@ import pytest
 
 from pipeline.samples import make_recording
 from privacy.pseudonyms import PseudonymKey
+from tests.containers import write_audio_only
 from transforms.discover import normalize_uri
 
 SMALL = {"width": 320, "height": 180, "fps": 10}
@@ -27,20 +28,6 @@ SMALL = {"width": 320, "height": 180, "fps": 10}
 def egoveil(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True,
                           text=True, timeout=timeout)
-
-
-def _audio_only(path: Path) -> None:
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("aac", rate=16000)
-        stream.layout = "mono"
-        for i in range(10):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                               layout="mono")
-            frame.sample_rate, frame.pts = 16000, i * 1024
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
 
 
 def _encode(path: Path, codec: str, frames: list[np.ndarray], times: list[float] | None = None,
@@ -126,7 +113,7 @@ def inputs(tmp_path_factory) -> Path:
     (folder / "random bytes.mov").write_bytes(rng.integers(0, 255, 40000, np.uint8).tobytes())
     good = (folder / "walk.mp4").read_bytes()
     (folder / "truncated (no moov).mp4").write_bytes(good[: len(good) // 2])
-    _audio_only(folder / "voice memo.mp4")
+    write_audio_only(folder / "voice memo.mp4")
     make_recording(str(folder / "huge resolution.mp4"), width=1280, height=720, fps=10,
                    seconds=0.2, audio=False)
     make_recording(str(folder / "too long.mp4"), width=160, height=90, fps=2, seconds=30,

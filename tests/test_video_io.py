@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.samples import SAMPLE_METADATA, make_recording
+from tests.containers import write_audio_only
 from transforms.video_io import (
     DecodeCaps,
     MediaError,
@@ -17,20 +18,6 @@ from transforms.video_io import (
     probe,
     sniff_format,
 )
-
-
-def _audio_only(path: str) -> None:
-    with av.open(path, "w") as container:
-        stream = container.add_stream("aac", rate=16000)
-        stream.layout = "mono"
-        for i in range(10):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                               layout="mono")
-            frame.sample_rate, frame.pts = 16000, i * 1024
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
 
 
 def test_sniff_allows_known_containers_only():
@@ -55,14 +42,14 @@ def test_probe_rejects_unreadable_inputs(tmp_path, content, reason):
     assert str(path) not in exc.value.detail
 
 
-def test_probe_random_truncated_and_audio_only(tmp_path):
+def test_probe_random_truncated_andwrite_audio_only(tmp_path):
     rng = np.random.default_rng(0)
     (tmp_path / "random.mp4").write_bytes(rng.integers(0, 255, 50000, dtype=np.uint8).tobytes())
     good = tmp_path / "good.mp4"
     make_recording(str(good), seconds=1.0, fps=10)
     data = good.read_bytes()
     (tmp_path / "truncated.mp4").write_bytes(data[: len(data) // 2])
-    _audio_only(str(tmp_path / "voice.m4a"))
+    write_audio_only(str(tmp_path / "voice.m4a"))
     reasons = {}
     for name in ("random.mp4", "truncated.mp4", "voice.m4a"):
         with pytest.raises(MediaError) as exc:
