@@ -78,8 +78,8 @@ class PublishFn(beam.DoFn):
                             key=lambda d: json.dumps(d, sort_keys=True))
         event_records = sorted((e.to_dict() for e in events),
                                key=lambda e: json.dumps(e, sort_keys=True))
-        # The same clip file can be reported by a resumed segment and by nothing else;
-        # keep one entry per path.
+        # One entry per clip path, whichever way it was reported (anonymized now, or
+        # resumed from the cache), so the manifest never lists a file twice.
         clip_files = list({c["path"]: c for c in clip_files}.values())
         failed_inputs = len({d["input_id"] for d in dl_records})
         totals = {
