@@ -126,3 +126,21 @@ def test_real_recording_outputs_hold_no_serial_session_or_path(aria_run):
         for name in files:
             data = open(os.path.join(root, name), "rb").read()
             assert not any(s in data for s in secrets), name
+
+
+def test_a_rerun_reuses_each_camera_groups_segments(aria_run, key_file, tiny_encoder):
+    # The RGB camera and the SLAM cameras are two recordings of one file sharing a
+    # pseudonym: each must get its own rows back from the cache, not the other's.
+    vrs, out, _ = aria_run
+    before = json.loads((out / "manifest.json").read_text())
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", "--input", vrs, "--output", str(out),
+         "--key-file", key_file, "--encoder", tiny_encoder, "--clips", "--no-progress",
+         "--verifier", "none"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    after = json.loads((out / "manifest.json").read_text())
+    assert "2 segments reused" in result.stderr
+    assert after["content_sha256"] == before["content_sha256"]
+    table = pq.read_table(next((out / "latents").glob("*.parquet")))
+    assert sorted(table.column("view").to_pylist()) == ["left", "rgb", "right", "side-left",
+                                                        "side-right"]

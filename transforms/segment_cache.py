@@ -6,12 +6,14 @@ a run. Once it is done its results are kept under
 configuration hash and by the recording's keyed pseudonym (itself a keyed hash of
 the recording's bytes) and the segment's place in it (PRIVACY.md 16):
 
-- ``done.json``: written by the anonymize step when the segment succeeded: the ids
-  of its clips, its audit events and its clip files;
+- ``done-<views>.json``: written by the anonymize step when the segment succeeded:
+  the ids of its clips, its audit events and its clip files. One per group of views,
+  because a Project Aria file is several recordings of one content hash (its RGB
+  camera and its SLAM cameras) that share a recording pseudonym;
 - ``<clip_id>.arrow``: one latent row each, written as soon as the encoder
   returned it.
 
-A segment counts as finished only when ``done.json`` and every row it lists exist
+A segment counts as finished only when its ``done`` file and every row it lists exist
 (and, with ``--clips``, every clip file with its hash), so a run killed at any
 point resumes where it stopped and a rerun of the same inputs and configuration
 does no segment work. Failed segments are not remembered: a rerun retries them.
@@ -38,7 +40,6 @@ from transforms.progress import ProgressReporter
 from transforms.shards import rows_to_table
 
 CACHE_DIR = ".cache"
-DONE = "done.json"
 CACHED = "cached"
 AUDIT = "audit"
 FILES = "files"
@@ -83,6 +84,11 @@ class SegmentCache:
     def _dir(self, recording_id: str, segment_index: int) -> str:
         return FileSystems.join(self.root, segment_key(recording_id, segment_index))
 
+    def _done(self, segment: Segment) -> str:
+        rec = segment.recording
+        views = hashlib.sha256(f"{rec.layout}|{'|'.join(rec.views)}".encode()).hexdigest()[:12]
+        return FileSystems.join(self._dir(rec.recording_id, segment.index), f"done-{views}.json")
+
     def mark_done(self, segment: Segment, clip_ids: list[str], events: list[AuditEvent],
                   files: list[dict]) -> None:
         if self.root is None:
@@ -94,7 +100,7 @@ class SegmentCache:
             pass  # exists already, or the filesystem has no folders
         doc = {"clips": sorted(clip_ids), "events": [e.to_dict() for e in events],
                "files": files}
-        _write(FileSystems.join(folder, DONE), json.dumps(doc, sort_keys=True).encode())
+        _write(self._done(segment), json.dumps(doc, sort_keys=True).encode())
 
     def put_row(self, row: LatentRow) -> None:
         if self.root is None:
@@ -111,7 +117,7 @@ class SegmentCache:
         if self.root is None:
             return None
         folder = self._dir(segment.recording.recording_id, segment.index)
-        done = FileSystems.join(folder, DONE)
+        done = self._done(segment)
         try:
             if not FileSystems.exists(done):
                 return None
