@@ -104,6 +104,10 @@ class SegmentAnonymizer:
         self.window = temporal_window
         self.timeout = detect_timeout_s
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        # Verification runs on its own thread while detection goes on: HOG and the
+        # face encodings release the GIL, so their cost mostly hides behind CenterFace.
+        self._verify_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._checks: list[concurrent.futures.Future] = []
         self.broken = False
         self.batch_size = batch_size
         self.verifier = verifier
@@ -116,6 +120,9 @@ class SegmentAnonymizer:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+        if self._verify_pool is not None:
+            self._verify_pool.shutdown(wait=True, cancel_futures=True)
+            self._verify_pool = None
 
     def _timed(self, call, *args):
         """Run a detector call under the timeout (fail closed on expiry)."""
@@ -202,21 +209,32 @@ class SegmentAnonymizer:
         self.cross_view_counts = CrossViewCounts()
         self._emitted = 0
         search = cross_view if cross_view is not None else self.cross_view
-        for pending in self._detected(frames, pairs, search):
-            window.append(pending)
-            while centre < len(window) and len(window) - 1 - centre >= self.window:
+        self._checks = []
+        try:
+            for pending in self._detected(frames, pairs, search):
+                window.append(pending)
+                while centre < len(window) and len(window) - 1 - centre >= self.window:
+                    out = self._finish(window, centre, rng)
+                    if out is not None:
+                        yield out
+                    centre += 1
+                    while centre > self.window:
+                        window.popleft()
+                        centre -= 1
+            while centre < len(window):
                 out = self._finish(window, centre, rng)
                 if out is not None:
                     yield out
                 centre += 1
-                while centre > self.window:
-                    window.popleft()
-                    centre -= 1
-        while centre < len(window):
-            out = self._finish(window, centre, rng)
-            if out is not None:
-                yield out
-            centre += 1
+            # The segment is not done until every check is back: a failed check raises
+            # here, before the caller can release anything of the segment.
+            for check in self._checks:
+                self.verification.add(check.result())
+        finally:
+            for check in self._checks:
+                check.cancel()
+            concurrent.futures.wait(self._checks)
+            self._checks = []
 
     def _finish(self, window: deque[_Pending], centre: int,
                 rng: np.random.Generator | None) -> dict[str, FrameOut] | None:
@@ -237,7 +255,11 @@ class SegmentAnonymizer:
             original = image.copy() if verify else None
             redact(image, boxes, self.redaction, rng)
             if verify:
-                self.verification.add(self.verifier.check(original, image, own))
+                if self._verify_pool is None:
+                    self._verify_pool = concurrent.futures.ThreadPoolExecutor(
+                        1, "egoveil-verify")
+                self._checks.append(self._verify_pool.submit(
+                    self.verifier.check, original, image.copy(), own))
             outputs[view] = FrameOut(item.frames.time_s, image, item.own[view],
                                      int(boxes.shape[0]), item.recovered[view])
         self._emitted += 1

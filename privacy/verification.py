@@ -26,7 +26,7 @@ import numpy as np
 
 from privacy.coverage import face_size
 from privacy.detectors import DetectorError, FaceDetector, build_detector
-from privacy.detectors.base import import_face_recognition
+from privacy.detectors.base import DLIB_LOCK, import_face_recognition
 from privacy.redaction import scale_boxes
 
 FACE_RECOGNITION_TOLERANCE = 0.6
@@ -140,10 +140,11 @@ class RedactionVerifier:
                                               blank.shape[0]):
                 blank[y1:y2, x1:x2] = BLANK_VALUE
             try:
-                before, after, baseline = (
-                    np.asarray(self._encode(np.ascontiguousarray(img),
-                                            known_face_locations=locations))
-                    for img in (original, redacted, blank))
+                with DLIB_LOCK:
+                    before, after, baseline = (
+                        np.asarray(self._encode(np.ascontiguousarray(img),
+                                                known_face_locations=locations))
+                        for img in (original, redacted, blank))
             except Exception as exc:  # noqa: BLE001 - dlib failures: cannot verify
                 raise DetectorError(f"face encoding failed: {type(exc).__name__}") from exc
             to_redacted = np.linalg.norm(before - after, axis=1)

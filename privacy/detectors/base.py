@@ -9,11 +9,18 @@ failure, not an empty result.
 from __future__ import annotations
 
 import abc
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 MAX_FACES_PER_FRAME = 10000
+
+
+# face_recognition keeps one dlib detector, pose model and encoder per process; the
+# verifier runs beside detection in another thread, so every call into them takes
+# this lock (dlib releases the GIL, and its models are not documented as thread-safe).
+DLIB_LOCK = threading.Lock()
 
 
 def import_face_recognition():

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from privacy.detectors.base import Detections, FaceDetector, import_face_recognition
+from privacy.detectors.base import (
+    DLIB_LOCK,
+    Detections,
+    FaceDetector,
+    import_face_recognition,
+)
 
 
 class DlibDetector(FaceDetector):
@@ -35,9 +40,10 @@ class DlibDetector(FaceDetector):
         return {"name": self.name, "upsample": self.upsample}
 
     def _detect(self, frame: np.ndarray) -> Detections:
-        locations = self._face_locations(np.ascontiguousarray(frame),
-                                         number_of_times_to_upsample=self.upsample,
-                                         model=self.model)
+        with DLIB_LOCK:
+            locations = self._face_locations(np.ascontiguousarray(frame),
+                                             number_of_times_to_upsample=self.upsample,
+                                             model=self.model)
         if not locations:
             return Detections.empty()
         boxes = np.array([[left, top, right, bottom] for top, right, bottom, left in locations],
