@@ -57,15 +57,20 @@ from privacy.tombstones import TOMBSTONE_PATH, TombstoneError, is_pseudonym
 from schemas.records import AuditEvent
 from transforms.admit import content_sha256
 from transforms.discover import normalize_uri
-from transforms.publish import EVENTS_FILE, MANIFEST, RECORD_FILE, SUCCESS
+from transforms.publish import (
+    EVENTS_FILE,
+    MANIFEST,
+    RECORD_FILE,
+    SHARD_NAME,
+    SUCCESS,
+    unlisted_outputs,
+)
 from transforms.segment_cache import CACHE_DIR
 from transforms.tombstone_io import read_tombstones, tombstone_uri
 from transforms.video_io import MediaError
 
 log = logging.getLogger("egoveil")
 
-_CLIP_NAME = re.compile(r"^clips/([0-9a-f]{32})\.mp4$")
-_SHARD_NAME = re.compile(r"^latents/part-(\d{5})(?:-[0-9a-f]{12})?\.parquet$")
 _NO_SIZE_CAP = 1 << 62
 
 
@@ -239,7 +244,7 @@ def _plan_shards(output: str, manifest: dict, request: ErasureRequest,
                 continue
             new = _rewritten_shard(data, result.kept)
             digest = hashlib.sha256(new).hexdigest()
-            match = _SHARD_NAME.match(entry["path"])
+            match = SHARD_NAME.match(entry["path"])
             rel = f"latents/part-{match.group(1) if match else '00000'}-{digest[:12]}.parquet"
             plan.new_files.append((confined(output, rel), new))
             plan.files.append({**entry, "path": rel, "sha256": digest, "bytes": len(new),
@@ -272,24 +277,6 @@ def _plan_clips_and_dead_letters(output: str, plan: _Plan, erased_clips: set[str
         plan.replaced.append((confined(output, entry["path"]), data))
         plan.files[index] = {**entry, "sha256": hashlib.sha256(data).hexdigest(),
                              "bytes": len(data), "rows": len(kept)}
-
-
-def _unlisted(output: str, listed: set[str]) -> list[str]:
-    """Shard and clip files the manifest does not list.
-
-    They are debris: of an earlier run (whose clips may be an erased wearer's), or
-    of an erasure killed between its manifest swap and its deletions (whose old
-    shards still hold the erased rows). Readers never see them; erasure removes them.
-    """
-    unlisted = []
-    for folder, pattern, name in (("latents", "part-*.parquet", _SHARD_NAME),
-                                  ("clips", "*.mp4", _CLIP_NAME)):
-        for meta in FileSystems.match([FileSystems.join(output, folder, pattern)])[0] \
-                .metadata_list:
-            rel = f"{folder}/" + meta.path.replace("\\", "/").rsplit("/", 1)[-1]
-            if name.match(rel) and rel not in listed:
-                unlisted.append(meta.path)
-    return unlisted
 
 
 class _Lock:
@@ -339,7 +326,7 @@ def erase(output_dir: str, wearers: list[str], recordings: list[str],
         summary = ErasureSummary(erasure_id=secrets.token_hex(8))
         plan, erased_clips = _plan_shards(output, manifest, request, summary)
         _plan_clips_and_dead_letters(output, plan, erased_clips, request, summary)
-        unlisted = _unlisted(output, {f["path"] for f in plan.files}
+        unlisted = unlisted_outputs(output, {f["path"] for f in plan.files}
                              | {f["path"] for f in manifest["files"]})
         summary.unlisted_files_deleted = len(unlisted)
         new_tombstones = tombstones.adding(key.key_id, tombstones_for(

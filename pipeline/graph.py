@@ -25,7 +25,6 @@ from transforms.segment_cache import (
     RememberRowFn,
     ResumeSegmentFn,
     SegmentCache,
-    cache_root,
 )
 from transforms.segments import PlanSegments
 from transforms.shards import WriteLatentShards
@@ -79,8 +78,7 @@ def build_graph(p: beam.Pipeline, cfg: GraphConfig) -> None:
     segments = admitted["recordings"] | "Segment" >> PlanSegments(
         plan.span, cfg.segment_seconds, progress)
     layout = cfg.layout or LatentLayout(embedding_dim=cfg.encoder.embedding_dim)
-    cache = SegmentCache(cache_root(cfg.output, cfg.config_fingerprint) if cfg.use_cache
-                         else None, layout)
+    cache = SegmentCache(cfg.output if cfg.use_cache else None, cfg.config_fingerprint, layout)
     resumed = segments | "Resume" >> beam.ParDo(
         ResumeSegmentFn(cache, cfg.write_clips, progress)).with_outputs(
             CACHED, AUDIT, FILES, main="todo")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -150,7 +151,7 @@ class PublishFn(beam.DoFn):
                                                      totals, files)}
         written = audit.seal(manifest, files)
         _write_bytes(FileSystems.join(out, SUCCESS), b"")
-        _remove_unlisted(out, {f["path"] for f in written["files"]})
+        _delete_quietly(unlisted_outputs(out, {f["path"] for f in written["files"]}))
         _delete_quietly([self._staging])
         yield dict(totals, published=True)
 
@@ -165,16 +166,28 @@ def content_digest(config_sha256: str | None, totals: dict, files: list[dict]) -
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _remove_unlisted(out: str, listed: set[str]) -> None:
-    """Delete shards and clips the manifest no longer lists (earlier runs' names)."""
-    stale = []
-    for folder, pattern in (("latents", "part-*.parquet"), ("clips", "*.mp4")):
-        prefix = FileSystems.join(out, folder) + "/"
-        for meta in FileSystems.match([prefix + pattern])[0].metadata_list:
-            if meta.path.startswith(prefix) and f"{folder}/{meta.path[len(prefix):]}" \
-                    not in listed:
-                stale.append(meta.path)
-    _delete_quietly(stale)
+# What shard and clip files are called (shards: staged, or published with a content hash).
+SHARD_NAME = re.compile(r"^latents/part-(\d{5})(?:-[0-9a-f]{12})?\.parquet$")
+CLIP_NAME = re.compile(r"^clips/([0-9a-f]{32})\.mp4$")
+
+
+def unlisted_outputs(output: str, listed: set[str]) -> list[str]:
+    """Shard and clip files a manifest does not list.
+
+    They are debris: of an earlier run or of a publish cut short (whose clips may be
+    an erased wearer's), or of an erasure killed between its manifest swap and its
+    deletions (whose old shards still hold the erased rows). Readers never see them;
+    the next publish or erasure removes them.
+    """
+    unlisted = []
+    for folder, pattern, name in (("latents", "part-*.parquet", SHARD_NAME),
+                                  ("clips", "*.mp4", CLIP_NAME)):
+        for meta in FileSystems.match([FileSystems.join(output, folder, pattern)])[0] \
+                .metadata_list:
+            rel = f"{folder}/" + meta.path.replace("\\", "/").rsplit("/", 1)[-1]
+            if name.match(rel) and rel not in listed:
+                unlisted.append(meta.path)
+    return unlisted
 
 
 class Publish(beam.PTransform):

@@ -29,13 +29,12 @@ import json
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from schemas.elements import LatentRow, Segment
 from schemas.latents import LatentLayout, latent_schema
 from schemas.records import AuditEvent
+from transforms.output_store import FileSystemsStore
 from transforms.progress import ProgressReporter
 from transforms.shards import rows_to_table
 
@@ -45,90 +44,78 @@ AUDIT = "audit"
 FILES = "files"
 
 
-def cache_root(output: str, config_fingerprint: str) -> str:
-    return FileSystems.join(output, CACHE_DIR, "segments", config_fingerprint[:16])
+def cache_prefix(config_fingerprint: str) -> str:
+    """The cache of one configuration, relative to the output folder."""
+    return f"{CACHE_DIR}/segments/{config_fingerprint[:16]}"
 
 
 def segment_key(recording_id: str, segment_index: int) -> str:
     return hashlib.sha256(f"{recording_id}|{segment_index}".encode()).hexdigest()[:32]
 
 
-def _write(path: str, data: bytes) -> None:
-    # Write beside, then move: a reader never sees half a file (a kill mid-write leaves
-    # only the temporary name, which nothing reads).
-    tmp = f"{path}.tmp"
-    with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        handle.write(data)
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([tmp], [path])
-
-
-def _read(path: str) -> bytes:
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        return handle.read()
-
-
 class SegmentCache:
     """The finished segments of one configuration in one output folder.
 
+    Files are written through ``FileSystemsStore`` (beside, then moved into place), so
+    a kill mid-write leaves no half file under a name that is read.
+
     Args:
-        root: ``cache_root(output, config_fingerprint)``, or None to remember nothing.
+        output: the output folder, or None to remember nothing.
+        config_fingerprint: the run's configuration hash.
         layout: the latent columns' layout (rows are stored with the shard schema).
     """
 
-    def __init__(self, root: str | None, layout: LatentLayout) -> None:
-        self.root = root
+    def __init__(self, output: str | None, config_fingerprint: str,
+                 layout: LatentLayout) -> None:
+        self._store = FileSystemsStore(output) if output is not None else None
+        self._prefix = cache_prefix(config_fingerprint)
         self.layout = layout
 
     def _dir(self, recording_id: str, segment_index: int) -> str:
-        return FileSystems.join(self.root, segment_key(recording_id, segment_index))
+        return f"{self._prefix}/{segment_key(recording_id, segment_index)}"
 
     def _done(self, segment: Segment) -> str:
         rec = segment.recording
         views = hashlib.sha256(f"{rec.layout}|{'|'.join(rec.views)}".encode()).hexdigest()[:12]
-        return FileSystems.join(self._dir(rec.recording_id, segment.index), f"done-{views}.json")
+        return f"{self._dir(rec.recording_id, segment.index)}/done-{views}.json"
 
     def mark_done(self, segment: Segment, clip_ids: list[str], events: list[AuditEvent],
                   files: list[dict]) -> None:
-        if self.root is None:
+        if self._store is None:
             return
-        folder = self._dir(segment.recording.recording_id, segment.index)
-        try:
-            FileSystems.mkdirs(folder)
-        except OSError:
-            pass  # exists already, or the filesystem has no folders
         doc = {"clips": sorted(clip_ids), "events": [e.to_dict() for e in events],
                "files": files}
-        _write(self._done(segment), json.dumps(doc, sort_keys=True).encode())
+        self._store.write(self._done(segment), json.dumps(doc, sort_keys=True).encode())
 
     def put_row(self, row: LatentRow) -> None:
-        if self.root is None:
+        if self._store is None:
             return
-        folder = self._dir(row.recording_id, row.segment_index)
         sink = io.BytesIO()
         table = rows_to_table([row], latent_schema(self.layout))
         with pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
-        _write(FileSystems.join(folder, f"{row.clip_id}.arrow"), sink.getvalue())
+        self._store.write(f"{self._dir(row.recording_id, row.segment_index)}/"
+                          f"{row.clip_id}.arrow", sink.getvalue())
 
     def get(self, segment: Segment, with_files: bool) -> dict | None:
         """The finished segment's rows, events and files, or None when it must be done."""
-        if self.root is None:
+        store = self._store
+        if store is None:
             return None
         folder = self._dir(segment.recording.recording_id, segment.index)
         done = self._done(segment)
         try:
-            if not FileSystems.exists(done):
+            if not store.exists(done):
                 return None
-            doc = json.loads(_read(done))
+            doc = json.loads(store.read(done))
             rows = []
             for clip_id in doc["clips"]:
-                path = FileSystems.join(folder, f"{clip_id}.arrow")
-                if not FileSystems.exists(path):
+                path = f"{folder}/{clip_id}.arrow"
+                if not store.exists(path):
                     return None
-                rows.extend(self._rows(_read(path)))
-            if with_files and not all(self._file_intact(f) for f in doc["files"]):
+                rows.extend(self._rows(store.read(path)))
+            if with_files and not all(store.exists(f["path"]) and hashlib.sha256(
+                    store.read(f["path"])).hexdigest() == f["sha256"] for f in doc["files"]):
                 return None
         except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
             return None  # a damaged entry is redone, never trusted
@@ -140,16 +127,6 @@ class SegmentCache:
         if table.schema.remove_metadata() != latent_schema(self.layout).remove_metadata():
             raise ValueError("cached row has another schema")
         return [LatentRow(**values) for values in table.to_pylist()]
-
-    def _file_intact(self, info: dict) -> bool:
-        path = FileSystems.join(self._output, info["path"])
-        return (FileSystems.exists(path)
-                and hashlib.sha256(_read(path)).hexdigest() == info["sha256"])
-
-    @property
-    def _output(self) -> str:
-        # root is OUTPUT/.cache/segments/<config>
-        return self.root.rsplit("/", 3)[0]
 
 
 class ResumeSegmentFn(beam.DoFn):
