@@ -22,6 +22,7 @@ erasure would silently match nothing.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -66,6 +67,7 @@ from transforms.publish import (
     unlisted_outputs,
 )
 from transforms.segment_cache import CACHE_DIR
+from transforms.shards import shard_writer
 from transforms.tombstone_io import read_tombstones, tombstone_uri
 from transforms.video_io import MediaError
 
@@ -159,30 +161,15 @@ def _request(key: PseudonymKey, wearers: list[str], recordings: list[str]) -> Er
         raise UserError(str(exc)) from None
 
 
-def _rewrite_settings(meta: pq.FileMetaData) -> dict:
-    """The write settings a shard was written with, so a rewrite keeps them."""
-    if meta.num_row_groups == 0:
-        return {}
-    group = meta.row_group(0)
-    columns = [group.column(i) for i in range(group.num_columns)]
-    return {
-        # Footers say UNCOMPRESSED where the writer takes "none" (the latent columns).
-        "compression": {c.path_in_schema: c.compression.lower().replace("uncompressed", "none")
-                        for c in columns},
-        "use_dictionary": [c.path_in_schema for c in columns
-                           if any("DICTIONARY" in e for e in c.encodings)],
-        "row_group_size": max(1, group.num_rows),
-        # Per column: latent columns carry no statistics (schemas.latents.writer_options).
-        "write_statistics": [c.path_in_schema for c in columns if c.is_stats_set],
-        "version": meta.format_version,
-    }
-
-
 def _rewritten_shard(data: bytes, kept: pa.Table) -> bytes:
+    """The shard without the erased rows, written as a run writes shards (the measured
+    layout, the source's row-group size)."""
     source = pq.ParquetFile(pa.BufferReader(data))
-    sink = pa.BufferOutputStream()
-    pq.write_table(kept, sink, **_rewrite_settings(source.metadata))
-    out = sink.getvalue().to_pybytes()
+    meta = source.metadata
+    sink = io.BytesIO()
+    with shard_writer(sink, kept.schema) as writer:
+        writer.write_table(kept, meta.row_group(0).num_rows if meta.num_row_groups else None)
+    out = sink.getvalue()
     written = pq.read_schema(pa.BufferReader(out))
     if not written.equals(source.schema_arrow, check_metadata=True):
         raise ErasureError("a rewritten shard would not keep its schema and file metadata")

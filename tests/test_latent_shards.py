@@ -195,6 +195,19 @@ def test_dataset_batches_view_arrow_buffers(run_dir):
     assert batch["segment_index"].dtype == np.int32
 
 
+def test_direct_latent_reads_match_pyarrows(run_dir):
+    """``read_arrays`` reads latent columns straight from the files; the values are
+    pyarrow's, and so are the other columns."""
+    shards = LatentShards(run_dir)
+    for group in shards.row_groups():
+        direct = shards.read_arrays(group)
+        decoded = shards.decode(shards.read_row_group(group))
+        assert list(direct) == list(decoded)
+        for name, value in decoded.items():
+            assert np.array_equal(direct[name], value) if isinstance(value, np.ndarray) \
+                else direct[name] == value
+
+
 def test_dataset_splits_ranks_and_workers_disjointly(run_dir):
     def ids(**kw):
         return [i for b in LatentShardDataset(run_dir, columns=["clip_id"], batch_size=4, **kw)
@@ -239,7 +252,7 @@ def test_readers_trust_only_a_published_manifest(run_dir, tmp_path):
 
 
 def test_an_erasure_rewrite_keeps_the_latent_layout(tmp_path):
-    """`egoveil erase` rewrites shards with the settings they were written with."""
+    """`egoveil erase` rewrites shards in the layout a run writes them."""
     from pipeline.erase import _rewritten_shard
 
     path = str(tmp_path / "s.parquet")
