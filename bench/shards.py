@@ -2,7 +2,8 @@
 
 For each candidate layout of the latent columns, writes the same latent payload
 (one shard's worth, 256 MB by default) as Parquet and reads it back into one
-(rows, ...) numpy array, on one core (pyarrow's CPU and I/O pools set to one
+(rows, ...) numpy array (the chosen layout twice: through pyarrow's writer and
+through egoveil's, ``transforms.latent_parquet``, which writes the same file), on one core (pyarrow's CPU and I/O pools set to one
 thread, ``use_threads=False``), timed in CPU seconds of the process. The baseline is
 pyarrow writing the same bytes to a file as one buffer (``pa.OSFile.write``) and
 reading them back into one buffer (``read_buffer``).
@@ -10,8 +11,9 @@ Runs are interleaved (raw, layout, raw, layout, ...) and the ratio is taken per
 repetition, so a noisy neighbour slows both sides of a ratio alike; medians are
 reported. Reads come from the page cache, as the writes just put them there.
 
-Then the shipped path end to end: ``transforms.shards.write_shard`` from
-``LatentRow`` objects (building the columns included) and the reader
+Then the shipped path end to end: a whole shard (the small columns too) written by
+``transforms.shards.shard_writer`` from an Arrow table, ``write_shard`` from
+``LatentRow`` objects (building the columns included), and the reader
 ``pipeline.dataset.LatentShards`` (row group by row group, decoded to arrays), with
 the sha256 the manifest needs timed on its own.
 
@@ -44,13 +46,15 @@ sys.path.insert(0, os.path.dirname(HERE))
 from pipeline.dataset import LatentShards, RowGroup  # noqa: E402
 from schemas.elements import LatentRow  # noqa: E402
 from schemas.latents import (  # noqa: E402
+    LATENT_ALIGN,
     ROW_GROUP_BYTES,
     LatentLayout,
     decode_latents,
     latent_schema,
     row_group_rows,
 )
-from transforms.shards import file_sha256, write_shard  # noqa: E402
+from transforms.latent_parquet import LatentParquetWriter, read_latent_chunk  # noqa: E402
+from transforms.shards import file_sha256, rows_to_table, shard_writer, write_shard  # noqa: E402
 
 # What a row holds: V-JEPA 2 ViT-L's pooled embedding (1024), and with it its 8x16x16
 # token grid pooled to 8x8x8 (512 tokens of 1024), both float16.
@@ -113,11 +117,17 @@ def _decode(kind: str, column: pa.ChunkedArray, width: int) -> list[np.ndarray]:
     return out
 
 
-LAYOUTS = {  # name: (kind, compression)
-    "fixed_size_binary": ("fixed_size_binary", "none"),
-    "fixed_size_binary+zstd": ("fixed_size_binary", "zstd"),
-    "binary": ("binary", "none"),
-    "fixed_size_list<float16>": ("fixed_size_list<float16>", "none"),
+LAYOUTS = {  # name: (kind, compression, writer and reader)
+    # As shards are written and read: egoveil's writer with 64-byte aligned one-page
+    # chunks, read by read_latent_chunk.
+    "fixed_size_binary, egoveil writer aligned, direct read": (
+        "fixed_size_binary", "none", "egoveil-aligned"),
+    # egoveil's writer making pyarrow's bytes, read by pyarrow.
+    "fixed_size_binary, egoveil writer": ("fixed_size_binary", "none", "egoveil"),
+    "fixed_size_binary": ("fixed_size_binary", "none", "pyarrow"),
+    "fixed_size_binary+zstd": ("fixed_size_binary", "zstd", "pyarrow"),
+    "binary": ("binary", "none", "pyarrow"),
+    "fixed_size_list<float16>": ("fixed_size_list<float16>", "none", "pyarrow"),
 }
 
 
@@ -140,20 +150,33 @@ def compare_layouts(tmp: str, payload: np.ndarray, rows: int, width: int, repeat
 
 
 def _one_layout(name, buf, payload, rows, width, repeat, pq_path, raw_write, raw_read) -> dict:
-    kind, compression = LAYOUTS[name]
-    table = pa.table({"x": _column(kind, buf, rows, width)})
+    kind, compression, writer = LAYOUTS[name]
+    column = _column(kind, buf, rows, width)
+    table = pa.Table.from_arrays([column], schema=pa.schema([pa.field("x", column.type, False)]))
     nbytes = buf.size
     out = {}
+    options = {"compression": compression, "use_dictionary": False, "write_statistics": False}
 
     def write():
-        pq.write_table(table, pq_path, compression=compression, use_dictionary=False,
-                       write_statistics=False, row_group_size=row_group_rows(width))
+        if writer.startswith("egoveil"):
+            align = LATENT_ALIGN if writer == "egoveil-aligned" else None
+            with LatentParquetWriter(pq_path, table.schema, ["x"], align=align,
+                                     **options) as w:
+                w.write_table(table, row_group_rows(width))
+        else:
+            pq.write_table(table, pq_path, row_group_size=row_group_rows(width), **options)
 
     def read():
         out.pop("arr", None)
         before = pa.total_allocated_bytes()
-        got = pq.read_table(pq_path, use_threads=False, memory_map=True, pre_buffer=False)
-        out["arr"] = _decode(kind, got.column("x"), width)
+        if writer == "egoveil-aligned":
+            meta = pq.ParquetFile(pq_path).metadata
+            with open(pq_path, "rb", buffering=0) as raw:
+                out["arr"] = [np.frombuffer(read_latent_chunk(raw, meta, g, 0), np.float16)
+                              .reshape(-1, width // 2) for g in range(meta.num_row_groups)]
+        else:
+            got = pq.read_table(pq_path, use_threads=False, memory_map=True, pre_buffer=False)
+            out["arr"] = _decode(kind, got.column("x"), width)
         out["allocated"] = pa.total_allocated_bytes() - before
 
     w, r = [], []
@@ -223,7 +246,17 @@ def shipped_path(tmp: str, layout: LatentLayout, payload: np.ndarray, rows: int,
     def write():
         write_shard(items, schema, shard, layout)
 
+    table = rows_to_table(items, schema)
+    per_group = row_group_rows(layout.row_bytes + 160)
+
+    def write_table():
+        with shard_writer(shard, schema) as writer:
+            writer.write_table(table, per_group)
+
+    write_table()
+    from_table = file_sha256(shard)
     write()
+    assert file_sha256(shard) == from_table, "write_shard and shard_writer wrote different files"
     sha = file_sha256(shard)
     manifest = {"files": [{"path": "latents/part-00000.parquet", "kind": "latents",
                            "rows": rows, "sha256": sha, "bytes": os.path.getsize(shard)}]}
@@ -236,15 +269,20 @@ def shipped_path(tmp: str, layout: LatentLayout, payload: np.ndarray, rows: int,
         shards = LatentShards(run)
         groups = pq.ParquetFile(shard).metadata.num_row_groups
         for g in range(groups):
-            shards.decode(shards.read_row_group(RowGroup(0, g, 0), columns))
+            shards.read_arrays(RowGroup(0, g, 0), columns)
 
-    w, r, h = [], [], []
+    w, r, h, t = [], [], [], []
     for _ in range(repeat):
+        t.append((_timed(raw_write), _timed(write_table)))
         w.append((_timed(raw_write), _timed(write)))
         r.append((_timed(raw_read), _timed(read)))
         h.append(_timed(lambda: hashlib.sha256(buf).digest()))
     out = _summary(nbytes, w, r, os.path.getsize(shard))
     out["row_groups"] = pq.ParquetFile(shard).metadata.num_row_groups
+    table_write = _summary(nbytes, t, r, os.path.getsize(shard))
+    out["table_write_gbps"] = table_write["write_gbps"]
+    out["table_write_ratio"] = table_write["write_ratio"]
+    out["table_write_vs_best_raw"] = table_write["write_vs_best_raw"]
     out["sha256_gbps"] = round(nbytes / statistics.median(h) / 1e9, 3)
     return out
 
@@ -262,16 +300,18 @@ def row_group_sweep(tmp: str, layout: LatentLayout, payload: np.ndarray, rows: i
     raw_read = _raw_reader(raw_path, payload.nbytes)
 
     columns = ["embedding"] + (["tokens"] if layout.token_grid else [])
+    indices = [schema.get_field_index(c) for c in columns]
     out = {}
     for mb in sizes_mb:
         write_shard(items, schema, path, layout, row_group_bytes=mb << 20)
-        file = pq.ParquetFile(path, memory_map=True, pre_buffer=False)
-        groups = file.metadata.num_row_groups
+        meta = pq.ParquetFile(path).metadata
+        groups = meta.num_row_groups
 
-        def read(file=file, groups=groups):
-            for g in range(groups):
-                t = file.read_row_group(g, columns=columns, use_threads=False)
-                decode_latents(t.column("embedding"), (layout.embedding_dim,))
+        def read(meta=meta, groups=groups):
+            with open(path, "rb", buffering=0) as raw:
+                for g in range(groups):
+                    for i in indices:
+                        assert read_latent_chunk(raw, meta, g, i) is not None
 
         pairs = [(_timed(raw_read), _timed(read)) for _ in range(repeat)]
         ours = statistics.median(t for _, t in pairs)
@@ -279,6 +319,33 @@ def row_group_sweep(tmp: str, layout: LatentLayout, payload: np.ndarray, rows: i
                           "read_gbps": round(payload.nbytes / ours / 1e9, 3),
                           "read_ratio": round(statistics.median(r / o for r, o in pairs), 3),
                           "read_vs_best_raw": round(min(r for r, _ in pairs) / ours, 3)}
+    return out
+
+
+def alignment(tmp: str, nbytes: int, repeat: int, offsets=(0, 25, 64)) -> dict:
+    """Reading the same bytes at file offsets 0, 25 (where a page header leaves pyarrow's
+    values) and 64, with ``os.preadv`` into Arrow buffers, 32 MB at a time, against raw."""
+    path = os.path.join(tmp, "offsets.bin")
+    with open(path, "wb") as handle:
+        handle.write(os.urandom(nbytes + 4096))
+    raw_read = _raw_reader(path, nbytes + 4096)
+    step = 32 << 20
+
+    def at(offset):
+        def read():
+            with open(path, "rb", buffering=0) as handle:
+                for start in range(0, nbytes, step):
+                    size = min(step, nbytes - start)
+                    os.preadv(handle.fileno(), [memoryview(pa.allocate_buffer(size))],
+                              offset + start)
+        return read
+
+    out = {}
+    for offset in offsets:
+        pairs = [(_timed(raw_read), _timed(at(offset))) for _ in range(repeat)]
+        out[f"offset_{offset}"] = {
+            "read_gbps": round(nbytes / statistics.median(t for _, t in pairs) / 1e9, 3),
+            "read_ratio": round(statistics.median(r / o for r, o in pairs), 3)}
     return out
 
 
@@ -314,6 +381,9 @@ def main() -> None:
                                                          args.repeat, [8, 32, 128])}
         report["workloads"][name] = result
         print(json.dumps({name: result}, indent=1), flush=True)
+    with tempfile.TemporaryDirectory(prefix="egoveil-bench-") as tmp:
+        report["alignment"] = alignment(tmp, args.mb << 20, args.repeat)
+    print(json.dumps({"alignment": report["alignment"]}), flush=True)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as handle:
         json.dump(report, handle, indent=2)
@@ -340,8 +410,18 @@ def markdown_tables(report: dict) -> str:
         sweep = ", ".join(f"{k}: {v['row_groups']} groups, {v['read_gbps']:.2f} GB/s, read / raw "
                           f"{v['read_ratio']:.2f} ({v['read_vs_best_raw']:.2f} of the best raw)"
                           for k, v in res["row_group_sweep"].items())
-        lines += ["", f"sha256 of the shard: {res['shipped']['sha256_gbps']:.2f} GB/s. "
+        shipped = res["shipped"]
+        lines += ["", f"A whole shard (the small columns too) from an Arrow table through "
+                  f"`shard_writer`: {shipped['table_write_gbps']:.2f} GB/s, "
+                  f"{shipped['table_write_ratio']:.2f} of raw "
+                  f"({shipped['table_write_vs_best_raw']:.2f} of the best raw). "
+                  f"sha256 of the shard: {shipped['sha256_gbps']:.2f} GB/s. "
                   f"Row-group sizes (shipped reader): {sweep}.", ""]
+    if "alignment" in report:
+        lines += ["Reading the same bytes at file offsets 0 / 25 / 64 (`os.preadv` into Arrow "
+                  "buffers): " + " / ".join(
+                      f"{v['read_gbps']:.2f} GB/s ({v['read_ratio']:.2f} of raw)"
+                      for v in report["alignment"].values()) + ".", ""]
     return "\n".join(lines)
 
 
