@@ -167,11 +167,11 @@ class LatentParquetWriter:
     Args:
         sink: a local path, or a binary file object (an unbuffered ``io.FileIO`` is
             written with ``os.writev``, any other through its ``write``).
-        align: start each latent column chunk's values on a multiple of this many
-            bytes, in one page (None: pyarrow's pages and offsets).
         schema: the file's Arrow schema, metadata included.
         latent_columns: names of the non-nullable ``fixed_size_binary`` columns to
             write directly; every other column goes through pyarrow.
+        align: start each latent column chunk's values on a multiple of this many
+            bytes, in one page (None: pyarrow's pages and offsets).
         **small_options: ``pyarrow.parquet.ParquetWriter`` options (compression,
             dictionaries, statistics, ...) for the other columns. The latent columns
             are always PLAIN, uncompressed, without dictionary or statistics; with
@@ -319,10 +319,12 @@ class LatentParquetWriter:
                                               (column.offset + len(column)) * width]]
         self.write_rows(table.select(self._small_schema.names), latents, row_group_size)
 
-    def _small_file(self, small: pa.Table, row_group_size: int) -> bytes:
+    def _small_file(self, small: pa.Table | None, row_group_size: int = 1) -> bytes:
+        """pyarrow's file of the small columns (of no rows at all for ``None``)."""
         sink = pa.BufferOutputStream()
         with pq.ParquetWriter(sink, self._small_schema, **self._options) as writer:
-            writer.write_table(small, row_group_size=row_group_size)
+            if small is not None:
+                writer.write_table(small, row_group_size=row_group_size)
         return sink.getvalue().to_pybytes()
 
     def _copy_chunk(self, chunk: Struct, mini: bytes) -> Struct:
@@ -360,7 +362,8 @@ class LatentParquetWriter:
               .set(2, LIST, ThriftList(I32, [_RLE, _PLAIN]))
               .set(3, LIST, ThriftList(8, [name.encode()]))
               .set(4, I32, _UNCOMPRESSED).set(5, I64, rows)
-              .set(_CMD_UNCOMPRESSED, I64, size).set(_CMD_SIZE, I64, size).set(_CMD_DATA_PAGE, I64, start)
+              .set(_CMD_UNCOMPRESSED, I64, size).set(_CMD_SIZE, I64, size)
+              .set(_CMD_DATA_PAGE, I64, start)
               .set(13, LIST, ThriftList(STRUCT, [stats])))
         return Struct().set(_CC_FILE_OFFSET, I64, 0).set(_CC_META, STRUCT, md)
 
@@ -372,7 +375,7 @@ class LatentParquetWriter:
             return
         self._closed = True
         try:
-            meta = self._template or _footer(self._small_file_empty())
+            meta = self._template or _footer(self._small_file(None))
             self._write_footer(meta)
         finally:
             if self._owns:
@@ -384,11 +387,6 @@ class LatentParquetWriter:
         self._closed = True
         if self._owns:
             self._file.close()
-
-    def _small_file_empty(self) -> bytes:
-        sink = pa.BufferOutputStream()
-        pq.ParquetWriter(sink, self._small_schema, **self._options).close()
-        return sink.getvalue().to_pybytes()
 
     def _write_footer(self, meta: Struct) -> None:
         small_elements = iter(meta.get(_FMD_SCHEMA).items[1:])

@@ -5,8 +5,8 @@ clip id modulo the shard count, and rows inside a shard are sorted, so the same
 inputs and configuration give the same files. A shard is streamed to its file one
 row group at a time (``schemas.latents.ROW_GROUP_BYTES``) with the measured layout
 (``schemas.latents.writer_options``) by ``transforms.latent_parquet``, which hands
-the rows' latent bytes to the file as they are (the same file pyarrow would write,
-in about half the time). Shards are written to staging and published by
+the rows' latent bytes to the file as they are, on aligned offsets (at the speed of
+a raw write, where pyarrow's writer took about twice as long). Shards are written to staging and published by
 ``transforms.publish`` only once the whole run has succeeded.
 """
 
@@ -55,15 +55,17 @@ def _shard_of(clip_id: str, num_shards: int) -> int:
 _row_order = operator.attrgetter("recording_id", "view", "segment_index", "clip_index", "clip_id")
 
 
-def _latent_column(values: list[bytes | None], width: int, name: str) -> pa.Array:
-    try:
-        data = b"".join(values)
-    except TypeError:
-        raise ValueError(f"a row has no {name} but the shard layout stores it") from None
-    if len(data) != width * len(values):
+def _check_latents(values: list[bytes | None], width: int, name: str) -> None:
+    if None in values:
+        raise ValueError(f"a row has no {name} but the shard layout stores it")
+    if set(map(len, values)) - {width}:
         raise ValueError(f"{name} values are not {width} bytes each")
+
+
+def _latent_column(values: list[bytes | None], width: int, name: str) -> pa.Array:
+    _check_latents(values, width, name)
     return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(values),
-                                                [None, pa.py_buffer(data)])
+                                                [None, pa.py_buffer(b"".join(values))])
 
 
 def rows_to_table(rows: list[LatentRow], schema: pa.Schema, sort: bool = True) -> pa.Table:
@@ -93,10 +95,7 @@ def _latent_values(values: list, width: int, name: str) -> list:
     """One latent column's values as buffers for the writer: the rows' own bytes
     objects when rows are large, one joined buffer when they are small (one memcpy of
     2 KB rows costs less than handing the kernel 1024 pieces at a time)."""
-    if None in values:
-        raise ValueError(f"a row has no {name} but the shard layout stores it")
-    if set(map(len, values)) - {width}:
-        raise ValueError(f"{name} values are not {width} bytes each")
+    _check_latents(values, width, name)
     return values if width >= _JOIN_BELOW else [b"".join(values)]
 
 

@@ -45,9 +45,6 @@ class Struct:
     def has(self, fid: int) -> bool:
         return fid in self.fields
 
-    def drop(self, fid: int) -> None:
-        self.fields.pop(fid, None)
-
 
 # -- reading ---------------------------------------------------------------------------
 # Plain functions over (bytes, position): a footer has thousands of small fields, and
