@@ -31,7 +31,6 @@ from schemas.latents import (
     LATENT_COLUMNS,
     LatentLayout,
     decode_latents,
-    numpy_dtype,
     shard_metadata,
 )
 from transforms.latent_parquet import read_latent_chunk
@@ -167,13 +166,18 @@ class LatentShards:
                 buf = read_latent_chunk(self._raw_file(group.file), parquet.metadata,
                                         group.index, index)
                 if buf is not None:
-                    shape = layout.tokens_shape if name == "tokens" else (layout.embedding_dim,)
-                    rows = buf.size // (int(np.prod(shape)) * layout.itemsize)
-                    direct[name] = np.frombuffer(buf, dtype=numpy_dtype(layout.dtype)).reshape(
-                        rows, *shape)
+                    kind = parquet.schema_arrow.field(name).type
+                    column = pa.FixedSizeBinaryArray.from_buffers(
+                        kind, buf.size // kind.byte_width, [None, buf])
+                    direct[name] = decode_latents(column, self._shape(layout, name),
+                                                  layout.dtype)
         rest = [n for n in names if n not in direct]
         out = self.decode(self.read_row_group(group, rest)) if rest else {}
         return {name: direct[name] if name in direct else out[name] for name in names}
+
+    @staticmethod
+    def _shape(layout: LatentLayout, name: str) -> tuple[int, ...]:
+        return layout.tokens_shape if name == "tokens" else (layout.embedding_dim,)
 
     def _raw_file(self, file: int):
         if file not in self._raw:
@@ -206,12 +210,11 @@ class LatentShards:
         """A table's columns as arrays: latents (rows, *shape), numbers as numpy views,
         strings as lists."""
         layout = self.layout
-        shapes = {"embedding": (layout.embedding_dim,), "tokens": layout.tokens_shape}
         out: dict[str, np.ndarray | list] = {}
         for name in table.column_names:
             column = table.column(name)
             if name in LATENT_COLUMNS:
-                out[name] = decode_latents(column, shapes[name], layout.dtype)
+                out[name] = decode_latents(column, self._shape(layout, name), layout.dtype)
             elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
                 out[name] = column.to_pylist()
             else:

@@ -443,15 +443,19 @@ def _read_as_written(fd: int, pos: int, end: int, rows: int, width: int,
     for count, header in zip(counts, seen):
         vectors += [header, view[done * width:(done + count) * width]]
         done += count
-    total = end - pos
-    got = os.preadv(fd, vectors, pos)
-    while got < total:  # a short read goes on from where it stopped
-        more = os.preadv(fd, unwritten([memoryview(v).cast("B") for v in vectors], got),
-                         pos + got)
-        if not more:
-            raise OSError("the shard ended inside a column chunk")
-        got += more
+    _read_fully(fd, vectors, pos)
     return all(bytes(a) == b for a, b in zip(seen, headers))
+
+
+def _read_fully(fd: int, buffers: list, offset: int) -> None:
+    """Fill ``buffers`` from ``offset`` on; a short read goes on from where it stopped."""
+    views = [memoryview(b).cast("B") for b in buffers]
+    while views:
+        got = os.preadv(fd, views, offset)
+        if not got:
+            raise OSError("the shard ended inside a column chunk")
+        offset += got
+        views = unwritten(views, got)
 
 
 def read_latent_chunk(file, meta: pq.FileMetaData, row_group: int, column: int) -> pa.Buffer | None:
@@ -499,13 +503,7 @@ def read_latent_chunk(file, meta: pq.FileMetaData, row_group: int, column: int) 
                 or header.get(2) != header.get(3) or header.get(3) != count * width
                 or done + count > rows):
             return None
-        target = view[done * width:(done + count) * width]
-        got = os.preadv(fd, [target], pos + size)
-        while got < target.nbytes:  # a short read goes on from where it stopped
-            more = os.preadv(fd, [target[got:]], pos + size + got)
-            if not more:
-                raise OSError("the shard ended inside a page")
-            got += more
+        _read_fully(fd, [view[done * width:(done + count) * width]], pos + size)
         pos += size + count * width
         done += count
     return out
