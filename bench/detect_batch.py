@@ -24,7 +24,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from privacy.detectors import build_detector  # noqa: E402
-from transforms.video_io import iter_window  # noqa: E402
+from transforms.media.video import iter_window  # noqa: E402
 
 VIDEO = os.path.join(ROOT, "..", "shared", "media", "videos", "arcade_1080p.mp4")
 

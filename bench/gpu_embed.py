@@ -1,7 +1,7 @@
 """Embedding-stage throughput on a GPU: clips per second, model FLOP utilisation, GPU busy share.
 
 Models are the real architectures with random weights (``random:`` presets of
-``transforms.encoders``): V-JEPA 2 ViT-L/16 (16 frames, 256 px) and DINOv2 ViT-B/14
+``transforms.models.encoders``): V-JEPA 2 ViT-L/16 (16 frames, 256 px) and DINOv2 ViT-B/14
 (224 px, one frame per clip, as image encoders are run by default).
 
 Three measurements per batch size:
@@ -47,8 +47,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 from schemas.elements import Clip  # noqa: E402
 from schemas.latents import LatentLayout  # noqa: E402
 from transforms.embed import ClipEncoderHandler  # noqa: E402
-from transforms.encoder_runtime import LoadedEncoder, RuntimeConfig  # noqa: E402
-from transforms.encoders import random_model_config, resolve_encoder  # noqa: E402
+from transforms.models.encoders import random_model_config, resolve_encoder  # noqa: E402
+from transforms.models.runtime import LoadedEncoder, RuntimeConfig  # noqa: E402
 
 MODELS = {
     "vjepa2-vitl": {"frames": 16, "resolution": 256, "batch_sizes": [4, 8, 16, 32, 64]},

@@ -159,7 +159,7 @@ def main() -> None:
         raise SystemExit(f"missing input: {missing}")
 
     from privacy.pseudonyms import PseudonymKey
-    from transforms.encoders import save_random_encoder
+    from transforms.models.encoders import save_random_encoder
 
     work = tempfile.mkdtemp(prefix="egoveil-scaling-")
     key = os.path.join(work, "key")

@@ -3,7 +3,7 @@
 For each candidate layout of the latent columns, writes the same latent payload
 (one shard's worth, 256 MB by default) as Parquet and reads it back into one
 (rows, ...) numpy array (the chosen layout twice: through pyarrow's writer and
-through egoveil's, ``transforms.latent_parquet``, which writes the same file), on one core (pyarrow's CPU and I/O pools set to one
+through egoveil's, ``transforms.stores.latent_parquet``, which writes the same file), on one core (pyarrow's CPU and I/O pools set to one
 thread, ``use_threads=False``), timed in CPU seconds of the process. The baseline is
 pyarrow writing the same bytes to a file as one buffer (``pa.OSFile.write``) and
 reading them back into one buffer (``read_buffer``).
@@ -12,9 +12,9 @@ repetition, so a noisy neighbour slows both sides of a ratio alike; medians are
 reported. Reads come from the page cache, as the writes just put them there.
 
 Then the shipped path end to end: a whole shard (the small columns too) written by
-``transforms.shards.shard_writer`` from an Arrow table, ``write_shard`` from
+``transforms.stores.shards.shard_writer`` from an Arrow table, ``write_shard`` from
 ``LatentRow`` objects (building the columns included), and the reader
-``pipeline.dataset.LatentShards`` (row group by row group, decoded to arrays), with
+``pipeline.export.latent_dataset.LatentShards`` (row group by row group, decoded to arrays), with
 the sha256 the manifest needs timed on its own.
 
 Usage:
@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from pipeline.dataset import LatentShards, RowGroup  # noqa: E402
+from pipeline.export.latent_dataset import LatentShards, RowGroup  # noqa: E402
 from schemas.elements import LatentRow  # noqa: E402
 from schemas.latents import (  # noqa: E402
     LATENT_ALIGN,
@@ -53,8 +53,8 @@ from schemas.latents import (  # noqa: E402
     latent_schema,
     row_group_rows,
 )
-from transforms.latent_parquet import LatentParquetWriter, read_latent_chunk  # noqa: E402
-from transforms.shards import file_sha256, rows_to_table, shard_writer, write_shard  # noqa: E402
+from transforms.stores.latent_parquet import LatentParquetWriter, read_latent_chunk  # noqa: E402
+from transforms.stores.shards import file_sha256, rows_to_table, shard_writer, write_shard  # noqa: E402
 
 # What a row holds: V-JEPA 2 ViT-L's pooled embedding (1024), and with it its 8x16x16
 # token grid pooled to 8x8x8 (512 tokens of 1024), both float16.

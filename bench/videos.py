@@ -47,7 +47,7 @@ MIN_FACE = 20
 
 
 def frames_of(path: str) -> tuple[list[float], list[np.ndarray]]:
-    from transforms.video_io import iter_window
+    from transforms.media.video import iter_window
 
     times, images = [], []
     for frame, _ in iter_window(path):

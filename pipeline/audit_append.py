@@ -11,7 +11,7 @@ from __future__ import annotations
 from pipeline.errors import UserError
 from privacy.audit_log import AuditLog, AuditLogBroken, record_operation
 from schemas.records import AuditEvent
-from transforms.output_store import FileSystemsStore
+from transforms.stores.filesystems import FileSystemsStore
 
 
 def check_log(output_dir: str) -> None:

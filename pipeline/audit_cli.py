@@ -16,7 +16,7 @@ import sys
 
 from pipeline.errors import UserError
 from transforms.discover import normalize_uri
-from transforms.output_store import FileSystemsStore
+from transforms.stores.filesystems import FileSystemsStore
 
 log = logging.getLogger("egoveil")
 

@@ -169,7 +169,7 @@ def _cmd_erase(args) -> int:
 
 
 def _cmd_make_encoder(args) -> int:
-    from transforms.encoders import save_random_encoder
+    from transforms.models.encoders import save_random_encoder
 
     save_random_encoder(args.dir, args.preset)
     logging.getLogger("egoveil").info("randomly initialised %s saved with save_pretrained; "

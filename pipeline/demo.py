@@ -14,7 +14,7 @@ import os
 
 from pipeline.samples import FaceTrack, make_recording
 from privacy.pseudonyms import PseudonymKey
-from transforms.encoders import DEFAULT_ENCODER, EncoderUnavailable, resolve_encoder
+from transforms.models.encoders import DEFAULT_ENCODER, EncoderUnavailable, resolve_encoder
 
 log = logging.getLogger("egoveil")
 

@@ -58,6 +58,7 @@ from privacy.tombstones import TOMBSTONE_PATH, TombstoneError, is_pseudonym
 from schemas.records import AuditEvent
 from transforms.admit import content_sha256
 from transforms.discover import normalize_uri
+from transforms.media.video import MediaError
 from transforms.publish import (
     EVENTS_FILE,
     MANIFEST,
@@ -66,10 +67,9 @@ from transforms.publish import (
     SUCCESS,
     unlisted_outputs,
 )
-from transforms.segment_cache import CACHE_DIR
-from transforms.shards import shard_writer
-from transforms.tombstone_io import read_tombstones, tombstone_uri
-from transforms.video_io import MediaError
+from transforms.stores.segment_cache import CACHE_DIR
+from transforms.stores.shards import shard_writer
+from transforms.stores.tombstones import read_tombstones, tombstone_uri
 
 log = logging.getLogger("egoveil")
 

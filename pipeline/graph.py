@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 
 from privacy.config import AnonymizationConfig
+from privacy.gates import DEFAULT_MAX_FAILURE_RATE
 from privacy.metadata_policy import LocationPolicy
 from privacy.tombstones import Tombstones
 from schemas.latents import LatentLayout
@@ -14,21 +15,15 @@ from transforms.admit import AdmitRecordingFn, AdmitRecordings
 from transforms.anonymize import AnonymizeSegmentFn, AnonymizeSegments, ClipPlan
 from transforms.discover import DiscoverRecordings, InputPattern
 from transforms.embed import EmbedClips
-from transforms.encoder_runtime import RuntimeConfig
-from transforms.encoders import EncoderSpec
-from transforms.failure_rate import DEFAULT_MAX_FAILURE_RATE
-from transforms.progress import ProgressReporter
+from transforms.media.video import DecodeCaps
+from transforms.models.encoders import EncoderSpec
+from transforms.models.runtime import RuntimeConfig
 from transforms.publish import Publish
-from transforms.segment_cache import (
-    CACHED,
-    FILES,
-    RememberRowFn,
-    ResumeSegmentFn,
-    SegmentCache,
-)
+from transforms.resume import RememberRowFn, ResumeSegmentFn
 from transforms.segments import PlanSegments
-from transforms.shards import WriteLatentShards
-from transforms.video_io import DecodeCaps
+from transforms.stores.progress import ProgressReporter
+from transforms.stores.segment_cache import CACHED, FILES, SegmentCache
+from transforms.write_shards import WriteLatentShards
 
 DEADLETTER = "deadletter"
 AUDIT = "audit"
@@ -62,7 +57,7 @@ class GraphConfig:
     runtime: RuntimeConfig | None = None
     joint_pairs: bool = False
     max_failure_rate: float = DEFAULT_MAX_FAILURE_RATE
-    use_cache: bool = True  # reuse and remember finished segments (transforms.segment_cache)
+    use_cache: bool = True  # reuse and remember finished segments (transforms.stores.segment_cache)
 
 
 def build_graph(p: beam.Pipeline, cfg: GraphConfig) -> None:

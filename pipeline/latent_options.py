@@ -7,8 +7,8 @@ import re
 from pipeline.errors import UserError
 from schemas.latents import LatentLayout
 from transforms.embed import layout_for
-from transforms.encoder_runtime import RuntimeConfig
-from transforms.encoders import EncoderSpec
+from transforms.models.encoders import EncoderSpec
+from transforms.models.runtime import RuntimeConfig
 
 
 def parse_token_grid(text: str | None) -> tuple[int, int, int] | None:

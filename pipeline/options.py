@@ -11,8 +11,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentP
 
 from privacy.consent import DEFAULT_PURPOSE
 from privacy.detectors import DEFAULT_DETECTOR
-from transforms.encoders import DEFAULT_ENCODER
-from transforms.failure_rate import DEFAULT_MAX_FAILURE_RATE
+from privacy.gates import DEFAULT_MAX_FAILURE_RATE
+from transforms.models.encoders import DEFAULT_ENCODER
 from transforms.segments import DEFAULT_SEGMENT_SECONDS
 
 

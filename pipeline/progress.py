@@ -6,7 +6,7 @@ import sys
 import threading
 import time
 
-from transforms.progress import read_totals
+from transforms.stores.progress import read_totals
 
 
 class ProgressMonitor:

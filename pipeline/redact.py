@@ -20,7 +20,7 @@ from privacy.anonymizer import FrameIn, SegmentAnonymizer
 from privacy.config import AnonymizationConfig
 from privacy.detectors import DetectorError, build_detector
 from privacy.verification import RedactionVerifier, VerificationSummary
-from transforms.video_io import (
+from transforms.media.video import (
     IMAGE_EXTENSIONS,
     OUTPUT_FORMATS,
     DecodeCaps,

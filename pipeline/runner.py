@@ -32,6 +32,7 @@ from privacy.audit_log import AuditLog, AuditLogBroken
 from privacy.audit_record import describe_verification, scrub_paths
 from privacy.config import AnonymizationConfig
 from privacy.consent import ConsentFileError, ConsentRegistry
+from privacy.gates import FAILURE_RATE_JSON, failure_rate_message
 from privacy.metadata_policy import LocationPolicy
 from privacy.pseudonyms import PseudonymKey, PseudonymKeyError
 from privacy.redaction import RedactionConfig
@@ -39,13 +40,12 @@ from privacy.tombstones import TombstoneError
 from privacy.verification import VerificationConfig
 from schemas.audit import VALIDATION_JSON
 from transforms.discover import InputPattern, normalize_uri
-from transforms.encoders import EncoderUnavailable, resolve_encoder
-from transforms.failure_rate import failure_rate_failure
-from transforms.output_store import FileSystemsStore
+from transforms.media.video import DecodeCaps
+from transforms.models.encoders import EncoderUnavailable, resolve_encoder
 from transforms.publish import DEADLETTER_FILE, EVENTS_FILE, MANIFEST
-from transforms.run_audit import CONTRACT_FAILED_JSON
-from transforms.tombstone_io import read_tombstones
-from transforms.video_io import DecodeCaps
+from transforms.stores.audit_files import CONTRACT_FAILED_JSON
+from transforms.stores.filesystems import FileSystemsStore
+from transforms.stores.tombstones import read_tombstones
 
 log = logging.getLogger("egoveil")
 
@@ -377,6 +377,16 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     if failure:
         raise RunFailed(failure)
     return summarize(graph.output, time.perf_counter() - started)
+
+
+def failure_rate_failure(staging: str) -> str | None:
+    """One line saying why a run failed the failure-rate gate, or None when it did not."""
+    path = FileSystems.join(staging, FAILURE_RATE_JSON)
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path) as handle:
+        verdict = json.load(handle)
+    return failure_rate_message(verdict, staging.rstrip("/").rsplit("/", 1)[-1])
 
 
 def contract_failure(staging: str) -> str | None:

@@ -1,6 +1,6 @@
 """What the audit code needs from an output folder, so that it stays plain Python.
 
-``transforms.output_store.FileSystemsStore`` implements it over Beam's
+``transforms.stores.filesystems.FileSystemsStore`` implements it over Beam's
 ``FileSystems`` (local folders, ``gs://``, ``s3://``); paths are relative to the
 output folder and use ``/``.
 """

@@ -10,7 +10,7 @@ the bytes for a seventh of the read speed. The dtype and shape are in the file m
 in each column's field metadata), and ``decode_latents`` turns a column into a
 (rows, *shape) array with no per-row copy. The writer settings live here, beside
 the schema, so that every program that rewrites shards (erasure, exports) keeps
-the measured layout; ``transforms.latent_parquet`` writes files of this layout with
+the measured layout; ``transforms.stores.latent_parquet`` writes files of this layout with
 the latent bytes handed to the file as they are (the same file as pyarrow's writer,
 at the speed of a raw write).
 """

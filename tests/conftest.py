@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.samples import make_recording
 from privacy.pseudonyms import PseudonymKey
-from transforms.encoders import save_random_encoder
+from transforms.models.encoders import save_random_encoder
 
 SHARED_MEDIA = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared",
                                             "media"))

@@ -18,8 +18,8 @@ from privacy.data_contract import DataContract, ShardSource
 from schemas.audit import EVENTS_FILE, GENESIS, MANIFEST, PATH_LIKE_REGEX
 from schemas.elements import LatentRow
 from schemas.latents import latent_schema
-from transforms.output_store import FileSystemsStore
-from transforms.shards import rows_to_table
+from transforms.stores.filesystems import FileSystemsStore
+from transforms.stores.shards import rows_to_table
 
 RUN = "0123456789abcdef"
 REC = "ab" * 16

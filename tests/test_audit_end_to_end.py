@@ -314,7 +314,7 @@ def test_a_second_run_appends_to_the_same_log(published, copy, cli):
 
 def test_erasures_append_through_the_api_and_show_in_the_report(copy, tmp_path, cli):
     from privacy.audit_log import load_manifest, record_operation
-    from transforms.output_store import FileSystemsStore
+    from transforms.stores.filesystems import FileSystemsStore
 
     store = FileSystemsStore(str(copy))
     rec = _entries(copy)[0]["recording_id"]

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.samples import SIDE_TRACK_STRINGS
 from schemas.latents import embedding_array, latent_schema, shard_metadata
-from transforms.encoders import RANDOM_PRESETS
+from transforms.models.encoders import RANDOM_PRESETS
 
 TINY_DIM = RANDOM_PRESETS["vjepa2-tiny"]["hidden_size"]
 

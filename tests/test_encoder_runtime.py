@@ -16,8 +16,8 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.elements import Clip
 from transforms.embed import EmbedClips, layout_for
-from transforms.encoder_runtime import LoadedEncoder, RuntimeConfig
-from transforms.encoders import resolve_encoder, save_random_encoder
+from transforms.models.encoders import resolve_encoder, save_random_encoder
+from transforms.models.runtime import LoadedEncoder, RuntimeConfig
 
 
 def _frames(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -150,7 +150,7 @@ def test_resolution_and_token_grid_options(tiny_encoder):
     assert layout.tokens_shape == (2, 3, 3, 96) and layout.dtype == "bfloat16"
     with pytest.raises(ValueError, match="must divide"):
         layout_for(spec, token_grid=(3, 3, 3))
-    from transforms.encoders import EncoderUnavailable
+    from transforms.models.encoders import EncoderUnavailable
 
     with pytest.raises(EncoderUnavailable, match="patch size"):
         resolve_encoder(tiny_encoder, resolution=100)

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from transforms.encoder_runtime import LoadedEncoder
-from transforms.encoders import (
+from transforms.models.encoders import (
     EncoderUnavailable,
     geometry_from_processor,
     resolve_encoder,
 )
+from transforms.models.runtime import LoadedEncoder
 
 
 def test_geometry_matches_the_transformers_image_processor():

@@ -31,9 +31,9 @@ from schemas.elements import LatentRow
 from schemas.latents import latent_schema, shard_metadata
 from schemas.records import DeadLetter
 from tests.records import run_record
-from transforms.output_store import FileSystemsStore
 from transforms.publish import Publish
-from transforms.shards import WriteLatentShards
+from transforms.stores.filesystems import FileSystemsStore
+from transforms.write_shards import WriteLatentShards
 
 WEARERS = ("alice", "bob", "carol")
 
@@ -287,7 +287,7 @@ def test_admission_honours_tombstones_before_decoding(tmp_path, key_file, key):
     from pipeline.samples import make_recording
     from schemas.sidecar import RecordingRequest
     from transforms.admit import AdmitRecordingFn, AdmitRecordings
-    from transforms.video_io import DecodeCaps
+    from transforms.media.video import DecodeCaps
 
     video = tmp_path / "kept.mp4"
     make_recording(str(video), seconds=0.5, fps=10)

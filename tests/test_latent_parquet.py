@@ -1,6 +1,6 @@
 """The latent Parquet writer: the same bytes as pyarrow's writer, refusals, and its parts.
 
-``transforms.latent_parquet`` writes the latent columns' pages itself and splices
+``transforms.stores.latent_parquet`` writes the latent columns' pages itself and splices
 pyarrow's pages of the other columns around them. The strongest check there is: for
 the shard layout, the file must be byte for byte what ``pyarrow.parquet.write_table``
 writes with the same settings, for row sizes on each side of pyarrow's page limits.
@@ -26,15 +26,15 @@ from schemas.latents import (
     latent_schema,
     writer_options,
 )
-from transforms import thrift_compact
-from transforms.latent_parquet import (
+from transforms.stores import thrift_compact
+from transforms.stores.latent_parquet import (
     LatentParquetError,
     LatentParquetWriter,
     page_rows,
     read_latent_chunk,
     unwritten,
 )
-from transforms.shards import row_group_rows, rows_to_table, shard_writer, write_shard
+from transforms.stores.shards import row_group_rows, rows_to_table, shard_writer, write_shard
 
 
 def _rows(layout: LatentLayout, n: int, seed: int = 0) -> list[LatentRow]:

@@ -19,7 +19,7 @@ import pytest
 import torch
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from pipeline.dataset import LatentShardDataset, LatentShards, ShardsUnavailable
+from pipeline.export.latent_dataset import LatentShardDataset, LatentShards, ShardsUnavailable
 from schemas.elements import LatentRow
 from schemas.latents import (
     SCHEMA_VERSION,
@@ -32,7 +32,8 @@ from schemas.latents import (
 )
 from tests.records import run_record
 from transforms.publish import Publish
-from transforms.shards import WriteLatentShards, file_sha256, write_shard
+from transforms.stores.shards import file_sha256, write_shard
+from transforms.write_shards import WriteLatentShards
 
 ROWS = 60
 LAYOUT = LatentLayout(embedding_dim=8, dtype="float16", token_grid=(2, 2, 2), token_dim=4)

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from pipeline.dataset import LatentShardDataset, LatentShards
 from pipeline.errors import UserError
+from pipeline.export.latent_dataset import LatentShardDataset, LatentShards
 from pipeline.runner import prepare
 from schemas.latents import SCHEMA_VERSION
 from tests.test_cli_end_to_end import egoveil

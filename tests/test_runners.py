@@ -28,7 +28,7 @@ from pipeline.cli import main as egoveil_main
 from pipeline.runner import run, summarize
 from pipeline.worker_deps import stage_for_workers
 from schemas.latents import embedding_array
-from transforms.encoders import RANDOM_PRESETS
+from transforms.models.encoders import RANDOM_PRESETS
 
 TINY_DIM = RANDOM_PRESETS["vjepa2-tiny"]["hidden_size"]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

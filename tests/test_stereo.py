@@ -18,10 +18,10 @@ from schemas.elements import Recording
 from schemas.sidecar import RecordingRequest
 from transforms.admit import AdmitRecordingFn
 from transforms.anonymize import AnonymizeSegmentFn, ClipPlan
-from transforms.encoders import resolve_encoder
-from transforms.frame_sources import split_packed
+from transforms.media.frame_sources import split_packed
+from transforms.media.video import DecodeCaps
+from transforms.models.encoders import resolve_encoder
 from transforms.segments import plan_segments
-from transforms.video_io import DecodeCaps
 
 FPS = 10
 FRAMES = 6
@@ -181,8 +181,8 @@ def test_joint_embedding_puts_both_eyes_in_one_stereo_clip(stereo_inputs, key_fi
 def test_two_sources_pair_by_timestamp_and_count_frames_without_a_partner():
     from types import SimpleNamespace
 
-    from transforms.frame_sources import _zip_views
-    from transforms.video_io import DecodeStats, MediaError
+    from transforms.media.frame_sources import _zip_views
+    from transforms.media.video import DecodeStats, MediaError
 
     def frames(times):
         return iter([(SimpleNamespace(time_s=t, to_rgb=lambda t=t: np.full((2, 2, 3), int(t * 10),

@@ -26,11 +26,11 @@ from transforms.admit import AdmitRecordingFn, AdmitRecordings
 from transforms.anonymize import AnonymizeSegmentFn, AnonymizeSegments, ClipPlan
 from transforms.discover import DiscoverRecordings, InputPattern
 from transforms.embed import EmbedClips
-from transforms.encoders import resolve_encoder
+from transforms.media.video import DecodeCaps, probe
+from transforms.models.encoders import resolve_encoder
 from transforms.publish import Publish
 from transforms.segments import PlanSegments, plan_segments
-from transforms.shards import WriteLatentShards
-from transforms.video_io import DecodeCaps, probe
+from transforms.write_shards import WriteLatentShards
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.samples import SAMPLE_METADATA, make_recording
 from tests.containers import write_audio_only
-from transforms.video_io import (
+from transforms.media.video import (
     DecodeCaps,
     MediaError,
     VideoWriter,

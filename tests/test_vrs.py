@@ -16,8 +16,8 @@ from privacy.aria_streams import select_streams
 from schemas.sidecar import RecordingRequest
 from tests.conftest import shared_media
 from transforms.admit import AdmitRecordingFn
-from transforms.video_io import DecodeCaps
-from transforms.vrs_io import INSTALL_HINT, aria_available, upright_turns
+from transforms.media.video import DecodeCaps
+from transforms.media.vrs import INSTALL_HINT, aria_available, upright_turns
 
 # The streams of a Gen 2 recording, as projectaria-tools lists them.
 GEN2_STREAMS = ["211-1", "211-2", "214-1", "231-1", "246-1", "247-1", "248-1", "281-1", "281-2",

@@ -33,9 +33,9 @@ from privacy.tombstones import Tombstones
 from schemas.elements import Recording, VideoInfo
 from schemas.records import AuditEvent, DeadLetter
 from schemas.sidecar import RecordingRequest
-from transforms.progress import ProgressReporter
-from transforms.video_io import DecodeCaps, MediaError, open_binary, probe
-from transforms.vrs_io import VRS_EXTENSIONS, VrsFile, is_vrs
+from transforms.media.video import DecodeCaps, MediaError, open_binary, probe
+from transforms.media.vrs import VRS_EXTENSIONS, VrsFile, is_vrs
+from transforms.stores.progress import ProgressReporter
 
 DEADLETTER = "deadletter"
 AUDIT = "audit"

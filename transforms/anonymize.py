@@ -42,11 +42,11 @@ from privacy.stereo import CrossViewCounts, CrossViewSearch, unrectified
 from privacy.verification import RedactionVerifier, VerificationSummary
 from schemas.elements import Clip, Segment
 from schemas.records import AuditEvent, DeadLetter
-from transforms.encoders import FrameGeometry
-from transforms.frame_sources import iter_instants
-from transforms.progress import ProgressReporter
-from transforms.segment_cache import SegmentCache
-from transforms.video_io import DecodeStats, MediaError, VideoWriter
+from transforms.media.frame_sources import iter_instants
+from transforms.media.video import DecodeStats, MediaError, VideoWriter
+from transforms.models.encoders import FrameGeometry
+from transforms.stores.progress import ProgressReporter
+from transforms.stores.segment_cache import SegmentCache
 
 STEREO_VIEW = "stereo"  # the view of a clip holding both eyes of a pair
 

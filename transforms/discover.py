@@ -21,8 +21,8 @@ from apache_beam.metrics import Metrics
 from privacy.pseudonyms import PseudonymKey
 from schemas.records import DeadLetter
 from schemas.sidecar import RecordingRequest, SidecarError, parse_manifest_line
-from transforms.video_io import VIDEO_EXTENSIONS
-from transforms.vrs_io import VRS_EXTENSIONS
+from transforms.media.video import VIDEO_EXTENSIONS
+from transforms.media.vrs import VRS_EXTENSIONS
 
 DEADLETTER = "deadletter"
 

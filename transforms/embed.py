@@ -17,8 +17,8 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from schemas.elements import Clip, LatentRow
 from schemas.latents import LatentLayout
-from transforms.encoder_runtime import LoadedEncoder, RuntimeConfig
-from transforms.encoders import EncoderSpec
+from transforms.models.encoders import EncoderSpec
+from transforms.models.runtime import LoadedEncoder, RuntimeConfig
 
 
 def layout_for(spec: EncoderSpec, dtype: str = "float16", tokens: bool = False,

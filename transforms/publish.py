@@ -2,7 +2,7 @@
 
 Readers trust only the manifest (PRIVACY.md 18): it lists every published file
 with its sha256 and row count, and ``_SUCCESS`` is written last, after it. The
-data contract runs before anything moves (``transforms.run_audit``): a run that
+data contract runs before anything moves (``transforms.stores.audit_files``): a run that
 fails it publishes nothing.
 """
 
@@ -18,6 +18,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from privacy.audit_log import file_entry
 from privacy.data_contract import ShardSource
+from privacy.gates import FailureRateGate
 from privacy.tombstones import TOMBSTONE_PATH
 from schemas.audit import (
     DEADLETTER_FILE,
@@ -29,11 +30,10 @@ from schemas.audit import (
 )
 from schemas.elements import ShardFile
 from schemas.latents import SCHEMA_VERSION
-from transforms.failure_rate import FailureRateGate
-from transforms.output_store import FileSystemsStore
-from transforms.run_audit import RunAudit, staged_shard_loader
-from transforms.shards import shard_name
-from transforms.tombstone_io import check_unchanged
+from transforms.stores.audit_files import RunAudit, staged_shard_loader
+from transforms.stores.filesystems import FileSystemsStore
+from transforms.stores.shards import shard_name
+from transforms.stores.tombstones import check_unchanged
 
 
 def _write_bytes(path: str, data: bytes) -> None:
@@ -97,7 +97,8 @@ class PublishFn(beam.DoFn):
         }
         gate = FailureRateGate(self._max_failure_rate, inputs, failed_inputs, dl_records)
         if not gate.passed:
-            gate.keep(self._staging)
+            for name, data in gate.staged_files().items():
+                _write_bytes(FileSystems.join(self._staging, name), data)
             yield dict(totals, published=False)
             return
         audit = RunAudit(FileSystemsStore(out), self._record, event_records, dl_records, totals)

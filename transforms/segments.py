@@ -12,7 +12,7 @@ import math
 import apache_beam as beam
 
 from schemas.elements import Recording, Segment
-from transforms.progress import ProgressReporter
+from transforms.stores.progress import ProgressReporter
 
 DEFAULT_SEGMENT_SECONDS = 4.0
 

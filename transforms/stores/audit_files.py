@@ -23,7 +23,7 @@ from privacy.audit_log import AuditLog, file_entry, seal_and_write
 from privacy.audit_summary import count_outcomes
 from privacy.data_contract import ContractResult, DataContract, ShardSource
 from schemas.audit import RECORD_FILE, VALIDATION_HTML, VALIDATION_JSON
-from transforms.output_store import FileSystemsStore
+from transforms.stores.filesystems import FileSystemsStore
 
 CONTRACT_FAILED_JSON = "validation.json"  # under the run's staging folder
 CONTRACT_FAILED_HTML = "validation.html"

@@ -1,4 +1,6 @@
-"""The failure-rate gate: a run where too many inputs failed fails instead of publishing.
+"""Run-level quality gates: too many failed inputs, too many corrupt frames in a segment.
+
+The failure-rate gate: a run where too many inputs failed fails instead of publishing.
 
 Beam's ``with_exception_handling`` lets every element fail and still call the job
 a success (PRIVACY.md 17). Here an input counts as failed when any dead letter
@@ -13,9 +15,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
-
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
 DEFAULT_MAX_FAILURE_RATE = 0.1
 FAILURE_RATE_JSON = "failure_rate.json"  # under the run's staging folder
@@ -51,27 +50,23 @@ class FailureRateGate:
         return {"inputs": self.inputs, "failed": self.failed, "rate": round(self.rate, 4),
                 "max_failure_rate": self.max_rate, "reasons": dict(sorted(reasons.items()))}
 
-    def keep(self, staging_dir: str) -> None:
-        """Leave the verdict and the dead letters in the staging folder."""
-        for name, data in (
-                (FAILURE_RATE_JSON, json.dumps(self.to_dict(), sort_keys=True).encode()),
-                (STAGED_DEADLETTERS, "".join(json.dumps(d, sort_keys=True) + "\n"
-                                             for d in self.deadletters).encode())):
-            path = FileSystems.join(staging_dir, name)
-            with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as out:
-                out.write(data)
+    def staged_files(self) -> dict[str, bytes]:
+        """The verdict and the dead letters, by file name, for the run's staging folder."""
+        return {FAILURE_RATE_JSON: json.dumps(self.to_dict(), sort_keys=True).encode(),
+                STAGED_DEADLETTERS: "".join(json.dumps(d, sort_keys=True) + "\n"
+                                            for d in self.deadletters).encode()}
 
 
-def failure_rate_failure(staging: str) -> str | None:
-    """One line saying why a run failed the gate, or None when it did not."""
-    path = FileSystems.join(staging, FAILURE_RATE_JSON)
-    if not FileSystems.exists(path):
-        return None
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        doc = json.load(handle)
+def failure_rate_message(verdict: dict, staging_name: str) -> str:
+    """One line saying why a run failed the gate, from its ``failure_rate.json``."""
     reasons = ", ".join(f"{n} {reason}" for reason, n in
-                        sorted(doc["reasons"].items(), key=lambda kv: (-kv[1], kv[0])))
-    folder = staging.rstrip("/").rsplit("/", 1)[-1]
-    return (f"{doc['failed']} of {doc['inputs']} inputs failed ({doc['rate']:.0%}), above "
-            f"--max-failure-rate {doc['max_failure_rate']:g}; nothing was published "
-            f"(dead letters: {reasons}; listed in .staging/{folder}/{STAGED_DEADLETTERS})")
+                        sorted(verdict["reasons"].items(), key=lambda kv: (-kv[1], kv[0])))
+    return (f"{verdict['failed']} of {verdict['inputs']} inputs failed ({verdict['rate']:.0%}), "
+            f"above --max-failure-rate {verdict['max_failure_rate']:g}; nothing was published "
+            f"(dead letters: {reasons}; listed in .staging/{staging_name}/{STAGED_DEADLETTERS})")
+
+
+def corrupt_share_exceeded(decoded: int, corrupt: int, max_fraction: float) -> bool:
+    """Whether a segment lost more of its frames to corruption than a run allows."""
+    total = decoded + corrupt
+    return bool(total) and corrupt / total > max_fraction

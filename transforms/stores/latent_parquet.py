@@ -9,7 +9,7 @@ nothing but page headers and the values' bytes as they are. So this writer:
 
 - has pyarrow write the small columns (strings, numbers, with their dictionaries,
   compression and statistics) of all the row groups it is given into one small
-  in-memory file, and reads that file's footer (``transforms.thrift_compact``);
+  in-memory file, and reads that file's footer (``transforms.stores.thrift_compact``);
 - writes each row group's column chunks to the file in schema order: the small
   ones copied from that file, the latent ones as page headers followed by the
   caller's buffers, handed to ``os.writev`` as they are (no copy in this process);
@@ -40,7 +40,16 @@ from collections.abc import Iterable, Mapping, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transforms.thrift_compact import I32, I64, LIST, STRUCT, Struct, ThriftList, decode, encode
+from transforms.stores.thrift_compact import (
+    I32,
+    I64,
+    LIST,
+    STRUCT,
+    Struct,
+    ThriftList,
+    decode,
+    encode,
+)
 
 MAGIC = b"PAR1"
 # pyarrow's defaults, which decide where its writer cuts pages.

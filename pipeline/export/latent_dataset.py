@@ -7,7 +7,7 @@ but it imports no Beam, so a training job imports it cheaply. Decoding a column 
 ranks and DataLoader workers, and hands out numpy arrays or torch tensors that view
 Arrow's buffers: no row is ever copied on its own.
 
-    from pipeline.dataset import LatentShardDataset
+    from pipeline.export.latent_dataset import LatentShardDataset
     ds = LatentShardDataset("run/", columns=["embedding", "tokens"], batch_size=64)
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=4)
 """
@@ -33,7 +33,7 @@ from schemas.latents import (
     decode_latents,
     shard_metadata,
 )
-from transforms.latent_parquet import read_latent_chunk
+from transforms.stores.latent_parquet import read_latent_chunk
 
 MANIFEST = "manifest.json"  # written by transforms.publish, after every shard
 SUCCESS = "_SUCCESS"
@@ -151,7 +151,7 @@ class LatentShards:
     def read_arrays(self, group: RowGroup, columns: Sequence[str] | None = None) -> dict:
         """One row group's columns decoded as ``decode`` gives them. Latent columns of
         local shards are read by the kernel straight into their arrays
-        (``transforms.latent_parquet.read_latent_chunk``: the speed of reading the raw
+        (``transforms.stores.latent_parquet.read_latent_chunk``: the speed of reading the raw
         bytes); the rest, and shards elsewhere, through pyarrow."""
         parquet = self.parquet(group.file)
         names = list(columns) if columns is not None else parquet.schema_arrow.names

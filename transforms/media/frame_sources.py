@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from schemas.elements import STEREO_VIEWS, Recording
-from transforms.video_io import DecodeStats, MediaError, iter_window
-from transforms.vrs_io import iter_vrs_window
+from transforms.media.video import DecodeStats, MediaError, iter_window
+from transforms.media.vrs import iter_vrs_window
 
 
 @dataclass(slots=True)

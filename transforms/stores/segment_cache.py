@@ -27,16 +27,13 @@ import hashlib
 import io
 import json
 
-import apache_beam as beam
 import pyarrow as pa
-from apache_beam.metrics import Metrics
 
 from schemas.elements import LatentRow, Segment
 from schemas.latents import LatentLayout, latent_schema
 from schemas.records import AuditEvent
-from transforms.output_store import FileSystemsStore
-from transforms.progress import ProgressReporter
-from transforms.shards import rows_to_table
+from transforms.stores.filesystems import FileSystemsStore
+from transforms.stores.shards import rows_to_table
 
 CACHE_DIR = ".cache"
 CACHED = "cached"
@@ -127,44 +124,3 @@ class SegmentCache:
         if table.schema.remove_metadata() != latent_schema(self.layout).remove_metadata():
             raise ValueError("cached row has another schema")
         return [LatentRow(**values) for values in table.to_pylist()]
-
-
-class ResumeSegmentFn(beam.DoFn):
-    """Segments -> the ones still to do (main); finished ones' rows, events, files tagged."""
-
-    def __init__(self, cache: SegmentCache, with_files: bool,
-                 progress: ProgressReporter | None = None) -> None:
-        self._cache = cache
-        self._with_files = with_files
-        self._progress = progress or ProgressReporter(None)
-        self._hits = Metrics.counter("egoveil", "segments_cached")
-
-    def process(self, segment: Segment):
-        found = self._cache.get(segment, self._with_files)
-        if found is None:
-            yield segment
-            return
-        self._hits.inc()
-        frames = sum(e.counts.get("frames_emitted", 0) for e in found["events"]
-                     if e.kind == "segment_anonymized")
-        self._progress.report(segments=1, frames=frames)
-        for row in found["rows"]:
-            yield beam.pvalue.TaggedOutput(CACHED, row)
-        for event in found["events"]:
-            yield beam.pvalue.TaggedOutput(AUDIT, event)
-        yield beam.pvalue.TaggedOutput(AUDIT, AuditEvent(
-            kind="segment_cached", recording_id=segment.recording.recording_id,
-            segment_index=segment.index))
-        for info in found["files"]:
-            yield beam.pvalue.TaggedOutput(FILES, info)
-
-
-class RememberRowFn(beam.DoFn):
-    """Stores each latent row in the cache as it leaves the encoder; passes it on."""
-
-    def __init__(self, cache: SegmentCache) -> None:
-        self._cache = cache
-
-    def process(self, row: LatentRow):
-        self._cache.put_row(row)
-        yield row

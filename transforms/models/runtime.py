@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from schemas.latents import numpy_dtype
-from transforms.encoders import EncoderSpec, EncoderUnavailable, random_model_config
+from transforms.models.encoders import EncoderSpec, EncoderUnavailable, random_model_config
 
 PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cuda", "cpu")

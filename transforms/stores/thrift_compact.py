@@ -4,7 +4,7 @@ Parquet's page headers and file footer are Thrift structs in the compact protoco
 which names every field's type on the wire, so a struct can be decoded into field
 ids and typed values, edited, and encoded back without the Parquet IDL. Fields this
 code does not know about (newer Parquet versions add some) are carried through
-unchanged. Used by ``transforms.latent_parquet``.
+unchanged. Used by ``transforms.stores.latent_parquet``.
 """
 
 from __future__ import annotations

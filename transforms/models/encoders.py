@@ -13,7 +13,7 @@ centre crop, rescale, normalize, with the processor's PIL resampling): the
 transformers video processors need torchvision, which this project does not
 install beside the pinned CPU torch. Frames are resized and cropped on the CPU
 right after redaction, so only encoder-sized frames travel to the model; rescale
-and normalize run on the model's device (``transforms.encoder_runtime``).
+and normalize run on the model's device (``transforms.models.runtime``).
 """
 
 from __future__ import annotations

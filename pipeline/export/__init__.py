@@ -1,0 +1,1 @@
+"""Trainer-side readers of published runs, and the dataset exporters beside them."""

@@ -1,0 +1,1 @@
+"""Models: the world-model encoders (which, how they are loaded) and their runtime."""
