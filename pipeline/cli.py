@@ -110,20 +110,11 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_redact(args) -> int:
-    from pipeline.errors import UserError
+    from pipeline.anonymization_options import anonymization_config
     from pipeline.redact import redact_file
-    from privacy.config import AnonymizationConfig
-    from privacy.redaction import RedactionConfig
-    from privacy.verification import VerificationConfig
 
-    try:
-        config = AnonymizationConfig(detector=args.detector, redaction=RedactionConfig(
-            mode=args.redaction, mask_scale=args.mask_scale),
-            temporal_window=args.temporal_window,
-            verification=VerificationConfig(verifier=args.verifier))
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    stats = redact_file(args.input, args.output, config)
+    stats = redact_file(args.input, args.output, anonymization_config(args),
+                        stereo=args.stereo)
     log = logging.getLogger("egoveil")
     log.info("%d frames, %d face detections redacted, %.1f s (%.1f frames/s)", stats.frames,
              stats.faces_detected, stats.wall_s, stats.frames_per_second)
@@ -190,7 +181,8 @@ def _cmd_validate(args) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from privacy.detectors import DEFAULT_DETECTOR
+    from pipeline.anonymization_options import add_anonymization_args
+    from pipeline.redact import STEREO_CHOICES
 
     parser = argparse.ArgumentParser(
         prog="egoveil", description="Privacy-preserving egocentric video to world-model latents.")
@@ -201,12 +193,10 @@ def _parser() -> argparse.ArgumentParser:
     red = sub.add_parser("redact", help="anonymize one video or image")
     red.add_argument("input")
     red.add_argument("output", help="output file; its extension picks the format")
-    red.add_argument("--detector", default=DEFAULT_DETECTOR)
-    red.add_argument("--redaction", default="solid", choices=("solid", "pixelate", "blur"))
-    red.add_argument("--mask-scale", type=float, default=1.4)
-    red.add_argument("--temporal-window", type=int, default=2)
-    red.add_argument("--verifier", default="hog",
-                     help="independent detector that checks the output ('none' to skip)")
+    add_anonymization_args(red)
+    red.add_argument("--stereo", default="none", choices=STEREO_CHOICES,
+                     help="a stereo video packed side by side (sbs) or top-bottom (tb): each "
+                          "eye is anonymized and searched against the other")
     demo = sub.add_parser("demo", help="make sample recordings and run the pipeline offline")
     demo.add_argument("dir")
     demo.add_argument("--encoder", default=None,

@@ -45,6 +45,7 @@ from pipeline.output_files import (
     write_atomically,
     write_new,
 )
+from privacy import identifiers
 from privacy.audit_log import file_entry
 from privacy.erasure import (
     ErasureError,
@@ -55,18 +56,11 @@ from privacy.erasure import (
 )
 from privacy.pseudonyms import PseudonymKey, PseudonymKeyError
 from privacy.tombstones import TOMBSTONE_PATH, TombstoneError, is_pseudonym
+from schemas.audit import EVENTS_FILE, MANIFEST, RECORD_FILE, SUCCESS
 from schemas.records import AuditEvent
-from transforms.admit import content_sha256
 from transforms.discover import normalize_uri
-from transforms.media.video import MediaError
-from transforms.publish import (
-    EVENTS_FILE,
-    MANIFEST,
-    RECORD_FILE,
-    SHARD_NAME,
-    SUCCESS,
-    unlisted_outputs,
-)
+from transforms.media.inputs import MediaError, content_sha256
+from transforms.publish import SHARD_NAME, unlisted_outputs
 from transforms.stores.segment_cache import CACHE_DIR
 from transforms.stores.shards import shard_writer
 from transforms.stores.tombstones import read_tombstones, tombstone_uri
@@ -137,18 +131,18 @@ def _exists(uri: str) -> bool:
 
 
 def _request(key: PseudonymKey, wearers: list[str], recordings: list[str]) -> ErasureRequest:
-    wearer_ids = {key.pseudonym("wearer", w) for w in wearers}
+    wearer_ids = {identifiers.wearer_id(key, w) for w in wearers}
     recording_ids, input_ids = set(), set()
     for number, value in enumerate(recordings, start=1):
         uri = normalize_uri(value)
         if _exists(uri):
             try:
-                sha, _ = content_sha256(uri, _NO_SIZE_CAP)
+                sha, _, _ = content_sha256(uri, _NO_SIZE_CAP)
             except MediaError as exc:
                 raise UserError(f"--recording #{number} cannot be read ({exc.detail})") \
                     from None
-            recording_ids.add(key.pseudonym("recording", sha))
-            input_ids.add(key.pseudonym("input", uri))
+            recording_ids.add(identifiers.recording_id(key, sha))
+            input_ids.add(identifiers.input_id(key, uri))
         elif is_pseudonym(value):
             recording_ids.add(value)
         else:

@@ -7,6 +7,7 @@ the path or the key, so console logs hold no input paths.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -22,6 +23,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from pipeline.anonymization_options import anonymization_config
 from pipeline.errors import RunFailed, UserError
 from pipeline.graph import GraphConfig, build_graph
 from pipeline.latent_options import latent_settings
@@ -35,16 +37,14 @@ from privacy.consent import ConsentFileError, ConsentRegistry
 from privacy.gates import FAILURE_RATE_JSON, failure_rate_message
 from privacy.metadata_policy import LocationPolicy
 from privacy.pseudonyms import PseudonymKey, PseudonymKeyError
-from privacy.redaction import RedactionConfig
-from privacy.tombstones import TombstoneError
-from privacy.verification import VerificationConfig
-from schemas.audit import VALIDATION_JSON
+from privacy.tombstones import TombstoneError, Tombstones
+from schemas.audit import DEADLETTER_FILE, EVENTS_FILE, MANIFEST, VALIDATION_JSON
+from schemas.detections import FACE
 from transforms.discover import InputPattern, normalize_uri
-from transforms.media.video import DecodeCaps
+from transforms.media.inputs import DecodeCaps
 from transforms.models.encoders import EncoderUnavailable, resolve_encoder
-from transforms.publish import DEADLETTER_FILE, EVENTS_FILE, MANIFEST
 from transforms.stores.audit_files import CONTRACT_FAILED_JSON
-from transforms.stores.filesystems import FileSystemsStore
+from transforms.stores.filesystems import FileSystemsStore, read_file
 from transforms.stores.tombstones import read_tombstones
 
 log = logging.getLogger("egoveil")
@@ -122,17 +122,6 @@ def _prepare_output(output: str) -> str:
     return out
 
 
-def _anonymization(opts: EgoveilOptions) -> AnonymizationConfig:
-    try:
-        return AnonymizationConfig(
-            detector=opts.detector,
-            redaction=RedactionConfig(mode=opts.redaction, mask_scale=opts.mask_scale),
-            temporal_window=opts.temporal_window,
-            verification=VerificationConfig(verifier=opts.verifier))
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-
-
 def _library_versions() -> dict:
     import av
     import cv2
@@ -145,17 +134,7 @@ def _library_versions() -> dict:
             "transformers": transformers.__version__, "python": platform.python_version()}
 
 
-def prepare(argv: list[str], allow_missing_key: bool = False):
-    """Parse and validate ``egoveil run`` arguments; returns (options, GraphConfig).
-
-    Raises:
-        UserError: any problem the user can fix, as one line.
-    """
-    unknown = unknown_arguments(argv)
-    if unknown:
-        raise UserError(f"unknown option {unknown[0]}; see `egoveil run --help`")
-    options = PipelineOptions(argv)
-    opts = options.view_as(EgoveilOptions)
+def _check_numbers(opts: EgoveilOptions) -> None:
     if not opts.output:
         raise UserError("--output is required")
     if not opts.input and not opts.manifest:
@@ -172,44 +151,52 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
     if opts.segment_seconds <= 0 or opts.target_shard_mb <= 0:
         raise UserError("--segment-seconds and --target-shard-mb must be positive")
 
+
+def _load_key(opts: EgoveilOptions) -> PseudonymKey:
     try:
-        key = PseudonymKey.load(opts.key_file)
+        return PseudonymKey.load(opts.key_file)
     except PseudonymKeyError as exc:
         raise UserError(str(exc)) from None
 
-    try:
-        location = LocationPolicy(opts.location_geohash)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
 
-    consent_checked = bool(opts.consent)
-    if opts.consent:
+def _check_consent(opts: EgoveilOptions) -> bool:
+    """Whether consent is checked; a registry that cannot be used is a user error."""
+    if not opts.consent:
+        return False
+    try:
+        ConsentRegistry.from_bytes(read_file(opts.consent))
+    except OSError as exc:
+        raise UserError("--consent: cannot read the consent file "
+                        f"({type(exc).__name__})") from None
+    except ConsentFileError as exc:
+        raise UserError(f"--consent: {exc}") from None
+    return True
+
+
+def _describe_models(anonymization: AnonymizationConfig) -> tuple[dict, dict]:
+    """The record's description of every class's detector (loading each once, so that a
+    detector that cannot be loaded fails here) and of the verification models."""
+    from privacy.detectors import build_detector
+
+    classes = {}
+    for policy in anonymization.policies:
+        flag = "--detector" if policy.detection_class == FACE else "--redact"
         try:
-            ConsentRegistry.load(opts.consent)
-        except ConsentFileError as exc:
-            raise UserError(f"--consent: {exc}") from None
-    if opts.manifest:
-        _check_readable(opts.manifest, "--manifest")
-
-    patterns = _resolve_patterns(opts.input)
-    anonymization = _anonymization(opts)
+            detector = build_detector(policy.detector).describe()
+        except Exception as exc:  # noqa: BLE001 - a detector that does not load is a user problem
+            raise UserError(f"{flag} cannot be loaded: {str(exc).splitlines()[0]}") from None
+        classes[policy.detection_class] = scrub_paths({
+            "detector": detector, "redaction": dataclasses.asdict(policy.redaction),
+            "temporal_window": policy.temporal_window, "cross_view": policy.cross_view})
     try:
-        from privacy.detectors import build_detector
-
-        detector_info = build_detector(anonymization.detector_spec).describe()
-    except Exception as exc:  # noqa: BLE001 - a detector that does not load is a user problem
-        raise UserError(f"--detector cannot be loaded: {str(exc).splitlines()[0]}") from None
-    try:
-        verification_info = describe_verification(anonymization.verification)
+        verification = describe_verification(anonymization.verification)
     except Exception as exc:  # noqa: BLE001 - a verifier that does not load is a user problem
         raise UserError(f"--verifier cannot be loaded: {str(exc).splitlines()[0]}") from None
-    try:
-        encoder = resolve_encoder(opts.encoder, opts.encoder_revision, opts.frames_per_clip,
-                                  opts.resolution)
-    except EncoderUnavailable as exc:
-        raise UserError(str(exc)) from None
-    layout, runtime = latent_settings(opts, encoder)
+    return classes, verification
 
+
+def _open_output(opts: EgoveilOptions, key: PseudonymKey) -> tuple[str, Tombstones]:
+    """The output folder, checked: writable, its log intact, its tombstones of this key."""
     output = _prepare_output(opts.output)
     try:
         AuditLog.load(FileSystemsStore(output))
@@ -221,16 +208,53 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
         tombstones.check_key(key.key_id)
     except TombstoneError as exc:
         raise UserError(f"--output: {exc}") from None
+    return output, tombstones
+
+
+def prepare(argv: list[str]) -> tuple[PipelineOptions, GraphConfig, EgoveilOptions]:
+    """Parse and validate ``egoveil run`` arguments.
+
+    Returns:
+        The Beam pipeline options, the graph's configuration, and egoveil's own options.
+
+    Raises:
+        UserError: any problem the user can fix, as one line.
+    """
+    unknown = unknown_arguments(argv)
+    if unknown:
+        raise UserError(f"unknown option {unknown[0]}; see `egoveil run --help`")
+    options = PipelineOptions(argv)
+    opts = options.view_as(EgoveilOptions)
+    _check_numbers(opts)
+    key = _load_key(opts)
+    try:
+        location = LocationPolicy(opts.location_geohash)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    consent_checked = _check_consent(opts)
+    if opts.manifest:
+        _check_readable(opts.manifest, "--manifest")
+    patterns = _resolve_patterns(opts.input)
+    anonymization = anonymization_config(opts)
+    classes, verification_info = _describe_models(anonymization)
+    try:
+        encoder = resolve_encoder(opts.encoder, opts.encoder_revision, opts.frames_per_clip,
+                                  opts.resolution)
+    except EncoderUnavailable as exc:
+        raise UserError(str(exc)) from None
+    layout, runtime = latent_settings(opts, encoder)
+    output, tombstones = _open_output(opts, key)
+
     run_id = uuid.uuid4().hex[:16]
     caps = DecodeCaps(max_pixels=opts.max_pixels, max_duration_s=opts.max_duration_s,
                       max_bytes=int(opts.max_input_gb * 1024**3))
     runner = options.view_as(StandardOptions).runner
     local = runner in LOCAL_RUNNERS and "://" not in output
     progress_dir = tempfile.mkdtemp(prefix="egoveil-progress-") if local else None
-
     stage_for_workers(options, runner in LOCAL_RUNNERS,
                       os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+    # What decides a run's outputs: the cache and clip ids are keyed by its hash.
     config_blob = json.dumps({"anonymization": anonymization.describe(),
                               "encoder": encoder.describe(),
                               "latents": layout.describe(),
@@ -254,7 +278,8 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
         "config_sha256": config_sha,
         "inputs": {"patterns": len(patterns), "manifest": bool(opts.manifest)},
         "anonymization": scrub_paths(anonymization.describe()),
-        "detector": scrub_paths(detector_info),
+        "detector": classes[FACE]["detector"],
+        "classes": classes,
         "verification": verification_info,
         "encoder": encoder.describe(),
         "latents": layout.describe(),
@@ -280,6 +305,12 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
         tombstones=tombstones, location=location, layout=layout, runtime=runtime,
         joint_pairs=opts.stereo_embed == "joint", max_failure_rate=opts.max_failure_rate,
         use_cache=opts.cache)
+    _warn(consent_checked, location, tombstones, encoder)
+    return options, graph, opts
+
+
+def _warn(consent_checked: bool, location: LocationPolicy, tombstones: Tombstones,
+          encoder) -> None:
     if not consent_checked:
         log.warning("consent is not being checked: no --consent registry was given")
     if location.geohash_precision is not None:
@@ -291,7 +322,6 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
     if not encoder.pretrained:
         log.warning("encoder %s has random weights (not pretrained); every shard row records "
                     "encoder_pretrained=false", encoder.encoder_id)
-    return options, graph, opts
 
 
 def summarize(output: str, wall_s: float) -> RunSummary:
@@ -379,23 +409,28 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     return summarize(graph.output, time.perf_counter() - started)
 
 
-def failure_rate_failure(staging: str) -> str | None:
-    """One line saying why a run failed the failure-rate gate, or None when it did not."""
-    path = FileSystems.join(staging, FAILURE_RATE_JSON)
+def _staged_json(staging: str, name: str) -> dict | None:
+    """A verdict a run left in its staging folder, or None when there is none."""
+    path = FileSystems.join(staging, name)
     if not FileSystems.exists(path):
         return None
     with FileSystems.open(path) as handle:
-        verdict = json.load(handle)
+        return json.load(handle)
+
+
+def failure_rate_failure(staging: str) -> str | None:
+    """One line saying why a run failed the failure-rate gate, or None when it did not."""
+    verdict = _staged_json(staging, FAILURE_RATE_JSON)
+    if verdict is None:
+        return None
     return failure_rate_message(verdict, staging.rstrip("/").rsplit("/", 1)[-1])
 
 
 def contract_failure(staging: str) -> str | None:
     """One line saying why a run's data contract failed, or None when it did not fail."""
-    results = FileSystems.join(staging, CONTRACT_FAILED_JSON)
-    if not FileSystems.exists(results):
+    doc = _staged_json(staging, CONTRACT_FAILED_JSON)
+    if doc is None:
         return None
-    with FileSystems.open(results) as handle:
-        doc = json.load(handle)
     from privacy.data_contract import describe_expectation
 
     first = next((f"{r['name']} ({r['suite']}): {describe_expectation(e)}"

@@ -30,6 +30,7 @@ from privacy.tombstones import Tombstone, TombstoneError, Tombstones
 from schemas.elements import LatentRow
 from schemas.latents import latent_schema, shard_metadata
 from schemas.records import DeadLetter
+from schemas.stages import PublishedFile, PublishInputs
 from tests.records import run_record
 from transforms.publish import Publish
 from transforms.stores.filesystems import FileSystemsStore
@@ -114,9 +115,9 @@ def published(tmp_path, key_file, key):
         path = out / "clips" / f"{row.clip_id}.mp4"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"clip of " + row.clip_id.encode())
-        clips.append({"path": f"clips/{row.clip_id}.mp4", "frames": 8,
-                      "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                      "bytes": path.stat().st_size})
+        clips.append(PublishedFile(path=f"clips/{row.clip_id}.mp4", kind="clip", rows=8,
+                                   sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+                                   bytes=path.stat().st_size))
     alice_rec = key.pseudonym("recording", "content-alice")
     deadletters = [DeadLetter(input_id="a" * 32, stage="anonymize", reason="detector_failed",
                               recording_id=alice_rec, segment_index=9),
@@ -124,9 +125,11 @@ def published(tmp_path, key_file, key):
     with TestPipeline() as p:
         shards = (p | "Rows" >> beam.Create(rows)
                   | WriteLatentShards(staging, 4, {"run": "test"}, target_shard_bytes=1500))
-        (shards, p | "Clips" >> beam.Create(clips), p | "DL" >> beam.Create(deadletters),
-         p | "Events" >> beam.Create([])) | Publish(str(out), staging,
-                                                    run_record(key.key_id))
+        PublishInputs(shards=shards, clip_files=p | "Clips" >> beam.Create(clips),
+                      deadletters=p | "DL" >> beam.Create(deadletters),
+                      events=p | "Events" >> beam.Create([]),
+                      inputs=p | "Inputs" >> beam.Create([0])) | Publish(
+                          str(out), staging, run_record(key.key_id))
     os.makedirs(out / ".staging", exist_ok=True)
     return out
 
@@ -287,7 +290,7 @@ def test_admission_honours_tombstones_before_decoding(tmp_path, key_file, key):
     from pipeline.samples import make_recording
     from schemas.sidecar import RecordingRequest
     from transforms.admit import AdmitRecordingFn, AdmitRecordings
-    from transforms.media.video import DecodeCaps
+    from transforms.media.inputs import DecodeCaps
 
     video = tmp_path / "kept.mp4"
     make_recording(str(video), seconds=0.5, fps=10)
@@ -304,10 +307,10 @@ def test_admission_honours_tombstones_before_decoding(tmp_path, key_file, key):
                           tombstones=stones)
     with TestPipeline() as p:
         out = p | beam.Create(requests) | AdmitRecordings(fn)
-        assert_that(out["recordings"] | beam.Map(lambda r: os.path.basename(r.uri)),
+        assert_that(out.recordings | beam.Map(lambda r: os.path.basename(r.uri)),
                     equal_to(["kept.mp4"]))
-        assert_that(out["deadletter"], equal_to([]), label="no dead letters")
-        assert_that(out["audit"] | beam.Map(lambda e: (e.kind, e.counts.get("match"))),
+        assert_that(out.deadletters, equal_to([]), label="no dead letters")
+        assert_that(out.audit | beam.Map(lambda e: (e.kind, e.counts.get("match"))),
                     equal_to([("erasure_excluded", "wearer"), ("erasure_excluded", "recording"),
                               ("recording_admitted", None)]),
                     label="audit")
@@ -329,7 +332,8 @@ def test_publish_refuses_when_tombstones_changed_during_the_run(tmp_path, key):
             shards = (p | "Rows" >> beam.Create([_row(key, 0, "alice")])
                       | WriteLatentShards(staging, 4, {}))
             empty = [p | f"Empty{i}" >> beam.Create([]) for i in range(3)]
-            (shards, *empty) | Publish(str(out), staging, run_record(
-                key.key_id, erasure={"tombstones_sha256": started_with}))
+            PublishInputs(shards, *empty, p | "Inputs" >> beam.Create([0])) | Publish(
+                str(out), staging, run_record(key.key_id,
+                                              erasure={"tombstones_sha256": started_with}))
     assert not (out / "manifest.json").exists() and not (out / "_SUCCESS").exists()
     assert not list((out / "latents").glob("*")) if (out / "latents").exists() else True

@@ -30,6 +30,7 @@ from schemas.latents import (
     shard_metadata,
     writer_options,
 )
+from schemas.stages import PublishInputs
 from tests.records import run_record
 from transforms.publish import Publish
 from transforms.stores.shards import file_sha256, write_shard
@@ -64,7 +65,8 @@ def _publish(out: str, layout: LatentLayout, rows: int = ROWS) -> str:
                                       row_group_bytes=700))
         nothing = [p | f"No{name}" >> beam.Create([]) for name in ("Files", "DL", "Events")]
         record = run_record(embedding_dim=layout.embedding_dim, latents=layout.describe())
-        _ = (shards, *nothing) | Publish(out, staging, record)
+        _ = PublishInputs(shards, *nothing, p | "Inputs" >> beam.Create([0])) | Publish(
+            out, staging, record)
     return out
 
 

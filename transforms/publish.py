@@ -22,14 +22,11 @@ from privacy.gates import FailureRateGate
 from privacy.tombstones import TOMBSTONE_PATH
 from schemas.audit import (
     DEADLETTER_FILE,
-    EVENTS_FILE,
-    MANIFEST,
     PUBLISHING,
-    RECORD_FILE,
     SUCCESS,
 )
-from schemas.elements import ShardFile
 from schemas.latents import SCHEMA_VERSION
+from schemas.stages import PublishedFile, PublishInputs
 from transforms.stores.audit_files import RunAudit, staged_shard_loader
 from transforms.stores.filesystems import FileSystemsStore
 from transforms.stores.shards import shard_name
@@ -81,7 +78,7 @@ class PublishFn(beam.DoFn):
                                key=lambda e: json.dumps(e, sort_keys=True))
         # One entry per clip path, whichever way it was reported (anonymized now, or
         # resumed from the cache), so the manifest never lists a file twice.
-        clip_files = list({c["path"]: c for c in clip_files}.values())
+        clip_files = list({c.path: c for c in clip_files}.values())
         failed_inputs = len({d["input_id"] for d in dl_records})
         totals = {
             "latent_rows": sum(s.rows for s in shards),
@@ -128,11 +125,9 @@ class PublishFn(beam.DoFn):
                 _delete_quietly([shard.staging_path])
             else:
                 FileSystems.rename([shard.staging_path], [dest])
-            files.append({"path": rel, "kind": "latents", "sha256": shard.sha256,
-                          "bytes": shard.size_bytes, "rows": shard.rows})
-        for clip in sorted(clip_files, key=lambda c: c["path"]):
-            files.append({"path": clip["path"], "kind": "clip", "sha256": clip["sha256"],
-                          "bytes": clip["bytes"], "rows": clip["frames"]})
+            files.append(PublishedFile(path=rel, kind="latents", sha256=shard.sha256,
+                                       bytes=shard.size_bytes, rows=shard.rows).to_entry())
+        files.extend(clip.to_entry() for clip in sorted(clip_files, key=lambda c: c.path))
 
         # From here the small files change in place, then the manifest replaces the old
         # one in one rename: the only window where the folder is between two states.
@@ -192,28 +187,22 @@ def unlisted_outputs(output: str, listed: set[str]) -> list[str]:
 
 
 class Publish(beam.PTransform):
-    """Waits for every staged shard, clip, dead letter and event, then publishes once."""
+    """Waits for every staged shard, clip, dead letter and event (``PublishInputs``), then
+    publishes once."""
 
     def __init__(self, output_dir: str, staging_dir: str, run_record: dict,
                  max_failure_rate: float = 1.0) -> None:
         super().__init__()
         self._fn = PublishFn(output_dir, staging_dir, run_record, max_failure_rate)
 
-    def expand(self, inputs):
-        shards, clip_files, deadletters, events = inputs[:4]
-        pipeline = shards.pipeline
-        # Inputs found, for the failure-rate gate; without it no input counts as failed.
-        input_count = inputs[4] if len(inputs) > 4 else pipeline | "NoInputs" >> beam.Create([0])
-        return (pipeline
+    def expand(self, inputs: PublishInputs):
+        return (inputs.shards.pipeline
                 | "Once" >> beam.Create([None])
                 | "PublishRun" >> beam.ParDo(
                     self._fn,
-                    shards=beam.pvalue.AsList(shards),
-                    clip_files=beam.pvalue.AsList(clip_files),
-                    deadletters=beam.pvalue.AsList(deadletters),
-                    events=beam.pvalue.AsList(events),
-                    inputs=beam.pvalue.AsSingleton(input_count)))
+                    shards=beam.pvalue.AsList(inputs.shards),
+                    clip_files=beam.pvalue.AsList(inputs.clip_files),
+                    deadletters=beam.pvalue.AsList(inputs.deadletters),
+                    events=beam.pvalue.AsList(inputs.events),
+                    inputs=beam.pvalue.AsSingleton(inputs.inputs)))
 
-
-__all__ = ["Publish", "ShardFile", "MANIFEST", "SUCCESS", "DEADLETTER_FILE", "EVENTS_FILE",
-           "RECORD_FILE"]

@@ -15,8 +15,9 @@ from apache_beam.metrics import Metrics
 
 from schemas.elements import LatentRow, Segment
 from schemas.records import AuditEvent
+from schemas.stages import AUDIT, CACHED, FILES, Resumed
 from transforms.stores.progress import ProgressReporter
-from transforms.stores.segment_cache import AUDIT, CACHED, FILES, SegmentCache
+from transforms.stores.segment_cache import SegmentCache
 
 
 class ResumeSegmentFn(beam.DoFn):
@@ -58,3 +59,16 @@ class RememberRowFn(beam.DoFn):
     def process(self, row: LatentRow):
         self._cache.put_row(row)
         yield row
+
+
+class ResumeSegments(beam.PTransform):
+    """Segments -> ``Resumed(todo, rows, audit, files)``: finished ones come from the cache."""
+
+    def __init__(self, fn: ResumeSegmentFn) -> None:
+        super().__init__()
+        self._fn = fn
+
+    def expand(self, segments) -> Resumed:
+        out = segments | "ResumeSegment" >> beam.ParDo(self._fn).with_outputs(
+            CACHED, AUDIT, FILES, main="todo")
+        return Resumed(todo=out.todo, rows=out[CACHED], audit=out[AUDIT], files=out[FILES])

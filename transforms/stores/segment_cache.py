@@ -29,25 +29,20 @@ import json
 
 import pyarrow as pa
 
+from privacy import identifiers
 from schemas.elements import LatentRow, Segment
 from schemas.latents import LatentLayout, latent_schema
 from schemas.records import AuditEvent
+from schemas.stages import PublishedFile
 from transforms.stores.filesystems import FileSystemsStore
 from transforms.stores.shards import rows_to_table
 
 CACHE_DIR = ".cache"
-CACHED = "cached"
-AUDIT = "audit"
-FILES = "files"
 
 
 def cache_prefix(config_fingerprint: str) -> str:
     """The cache of one configuration, relative to the output folder."""
     return f"{CACHE_DIR}/segments/{config_fingerprint[:16]}"
-
-
-def segment_key(recording_id: str, segment_index: int) -> str:
-    return hashlib.sha256(f"{recording_id}|{segment_index}".encode()).hexdigest()[:32]
 
 
 class SegmentCache:
@@ -69,7 +64,7 @@ class SegmentCache:
         self.layout = layout
 
     def _dir(self, recording_id: str, segment_index: int) -> str:
-        return f"{self._prefix}/{segment_key(recording_id, segment_index)}"
+        return f"{self._prefix}/{identifiers.segment_key(recording_id, segment_index)}"
 
     def _done(self, segment: Segment) -> str:
         rec = segment.recording
@@ -77,11 +72,11 @@ class SegmentCache:
         return f"{self._dir(rec.recording_id, segment.index)}/done-{views}.json"
 
     def mark_done(self, segment: Segment, clip_ids: list[str], events: list[AuditEvent],
-                  files: list[dict]) -> None:
+                  files: list[PublishedFile]) -> None:
         if self._store is None:
             return
         doc = {"clips": sorted(clip_ids), "events": [e.to_dict() for e in events],
-               "files": files}
+               "files": [f.to_entry() for f in files]}
         self._store.write(self._done(segment), json.dumps(doc, sort_keys=True).encode())
 
     def put_row(self, row: LatentRow) -> None:
@@ -111,13 +106,14 @@ class SegmentCache:
                 if not store.exists(path):
                     return None
                 rows.extend(self._rows(store.read(path)))
-            if with_files and not all(store.exists(f["path"]) and hashlib.sha256(
-                    store.read(f["path"])).hexdigest() == f["sha256"] for f in doc["files"]):
+            files = [PublishedFile.from_entry(f) for f in doc["files"]]
+            if with_files and not all(store.exists(f.path) and hashlib.sha256(
+                    store.read(f.path)).hexdigest() == f.sha256 for f in files):
                 return None
         except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
             return None  # a damaged entry is redone, never trusted
         return {"rows": rows, "events": [AuditEvent(**e) for e in doc["events"]],
-                "files": doc["files"]}
+                "files": files}
 
     def _rows(self, data: bytes) -> list[LatentRow]:
         table = pa.ipc.open_file(pa.py_buffer(data)).read_all()
