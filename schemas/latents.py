@@ -3,14 +3,15 @@
 A shard row holds a clip's pooled embedding and, on request, its token grid. Both
 are stored as ``fixed_size_binary`` of little-endian float16 or bfloat16 values,
 uncompressed, without dictionary or statistics, and written and read by pyarrow.
-Measured in ``bench/shards.py`` (results in ``bench/results/shards.md``), that layout
-is the fastest of those tried both ways: ``binary`` reads 2 KB rows at about half the
-speed, ``fixed_size_list<float16>`` is 10-20 times slower both ways and zstd saves 8%
-of the bytes for a fifth of the speed. The dtype and shape are in the file metadata
-(and in each column's field metadata), and ``decode_latents`` turns a column into a
-(rows, *shape) array with no per-row copy. The writer settings live here, beside the
-schema, so that every program that writes or rewrites shards (a run, erasure,
-exports) keeps the measured layout.
+Measured in ``bench/shards.py`` (results in ``bench/results/shards.md``), that is
+the best layout tried: ``binary`` writes up to a fifth faster but reads 2 KB rows at
+about half the speed, ``fixed_size_list<float16>`` is 10-20 times slower both ways,
+and zstd saves 8% of the bytes for a quarter of the write and a seventh of the read
+speed. The dtype and shape are in the file metadata (and in each column's field
+metadata), and ``decode_latents`` turns a column into a (rows, *shape) array with no
+per-row copy. The writer settings live here, beside the schema, so that every
+program that writes or rewrites shards (a run, erasure, exports) keeps the measured
+layout.
 """
 
 from __future__ import annotations

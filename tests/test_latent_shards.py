@@ -260,12 +260,12 @@ def test_read_arrays_match_decoded_row_groups(run_dir):
     the row group pyarrow reads."""
     shards = LatentShards(run_dir)
     for group in shards.row_groups():
-        direct = shards.read_arrays(group)
+        arrays = shards.read_arrays(group)
         decoded = shards.decode(shards.read_row_group(group))
-        assert list(direct) == list(decoded)
+        assert list(arrays) == list(decoded)
         for name, value in decoded.items():
-            assert np.array_equal(direct[name], value) if isinstance(value, np.ndarray) \
-                else direct[name] == value
+            assert np.array_equal(arrays[name], value) if isinstance(value, np.ndarray) \
+                else arrays[name] == value
 
 
 def test_dataset_splits_ranks_and_workers_disjointly(run_dir):
