@@ -297,10 +297,14 @@ class SegmentAnonymizer:
             redacted: dict[str, int] = {}
             for cls in self.classes:
                 name = cls.name
+                # The classes with the widest window borrow from every instant still held:
+                # at the end of a stream that reaches past the window (held instants are no
+                # longer dropped), so the last frames are covered more, never less.
+                widest = cls.temporal_window == self.window
                 borrowed = propagated_boxes([
                     (j - centre, other.dets[name][view].boxes)
                     for j, other in enumerate(window)
-                    if j != centre and abs(j - centre) <= cls.temporal_window
+                    if j != centre and (widest or abs(j - centre) <= cls.temporal_window)
                     and view in other.dets[name]])
                 own = item.dets[name][view].boxes
                 boxes = np.concatenate([own, borrowed]) if borrowed.shape[0] else own
