@@ -39,6 +39,9 @@ setup(
         "jinja2>=3.1",
         "scikit-image>=0.22",
         "tqdm>=4.60",
+        # Ed25519 seals of the audit log and HKDF for keys derived from the pseudonym key
+        # (privacy/audit_seal.py, privacy/pseudonyms.py); Beam depends on it too.
+        "cryptography>=39",
     ],
     extras_require={
         # The report's browser test drives Debian's Chromium through Playwright's

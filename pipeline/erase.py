@@ -8,8 +8,9 @@ An erasure reaches every derived artifact of a published output (PRIVACY.md 12):
    them back (``egoveil run`` refuses recordings that match, before decoding);
 3. the dead letters of the erased recordings are dropped;
 4. an ``erasure`` event (counts and an erasure id, no pseudonyms) is chained onto
-   the audit log, the new file list is sealed into it, and ``manifest.json`` is
-   swapped for one that lists the new files and names the log's new head;
+   the audit log, the new file list is sealed into it (signed with the audit key
+   derived from the pseudonym key), and ``manifest.json`` is swapped for one that
+   lists the new files and names the log's new head;
 5. only then are the old shards, the erased rows' clips and any shard or clip
    file the manifest does not list deleted.
 
@@ -67,6 +68,7 @@ from transforms.publish import (
     SUCCESS,
     unlisted_outputs,
 )
+from transforms.stores.keys import load_key
 from transforms.stores.segment_cache import CACHE_DIR
 from transforms.stores.shards import shard_writer
 from transforms.stores.tombstones import read_tombstones, tombstone_uri
@@ -102,7 +104,7 @@ class ErasureSummary:
 
 def _load_key(key_file: str | None, output: str) -> PseudonymKey:
     try:
-        key = PseudonymKey.load(key_file)
+        key = load_key(key_file)
     except PseudonymKeyError as exc:
         raise UserError(str(exc)) from None
     try:
@@ -302,6 +304,7 @@ def erase(output_dir: str, wearers: list[str], recordings: list[str],
     manifest = _manifest(output)
     check_log(output)
     key = _load_key(key_file, output)
+    check_log(output, key.seal_signer())
     request = _request(key, wearers, recordings)
     with _Lock(output):
         try:
@@ -337,7 +340,8 @@ def erase(output_dir: str, wearers: list[str], recordings: list[str],
                                       if f["kind"] == "deadletter"))
         append_and_reseal(output, dict(manifest, files=files, totals=totals), op="erase",
                           op_id=summary.erasure_id,
-                          events=[AuditEvent(kind="erasure", counts=summary.counts())])
+                          events=[AuditEvent(kind="erasure", counts=summary.counts())],
+                          signer=key.seal_signer())
 
         # Only now, with the manifest no longer naming them, the old files go; and the
         # finished-segment cache, which may hold the erased rows (a rerun rebuilds it).

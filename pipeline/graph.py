@@ -73,7 +73,8 @@ def build_graph(p: beam.Pipeline, cfg: GraphConfig) -> None:
     segments = admitted["recordings"] | "Segment" >> PlanSegments(
         plan.span, cfg.segment_seconds, progress)
     layout = cfg.layout or LatentLayout(embedding_dim=cfg.encoder.embedding_dim)
-    cache = SegmentCache(cfg.output if cfg.use_cache else None, cfg.config_fingerprint, layout)
+    cache = SegmentCache(cfg.output if cfg.use_cache else None, cfg.config_fingerprint, layout,
+                         cfg.key_file)
     resumed = segments | "Resume" >> beam.ParDo(
         ResumeSegmentFn(cache, cfg.write_clips, progress)).with_outputs(
             CACHED, AUDIT, FILES, main="todo")
@@ -103,4 +104,5 @@ def build_graph(p: beam.Pipeline, cfg: GraphConfig) -> None:
                found[DEADLETTER] | "CountBadLines" >> beam.combiners.Count.Globally())
               | "Inputs" >> beam.Flatten() | "SumInputs" >> beam.CombineGlobally(sum))
     _ = ((shards, files, deadletters, events, inputs)
-         | "Publish" >> Publish(cfg.output, cfg.staging, cfg.record, cfg.max_failure_rate))
+         | "Publish" >> Publish(cfg.output, cfg.staging, cfg.record, cfg.max_failure_rate,
+                                cfg.key_file))

@@ -28,13 +28,13 @@ from pipeline.latent_options import latent_settings
 from pipeline.options import EgoveilOptions, unknown_arguments
 from pipeline.progress import ProgressMonitor
 from pipeline.worker_deps import stage_for_workers
-from privacy.audit_log import AuditLog, AuditLogBroken
+from privacy.audit_log import AuditLog, AuditLogBroken, AuditLogForeign
 from privacy.audit_record import describe_verification, scrub_paths
 from privacy.config import AnonymizationConfig
 from privacy.consent import ConsentFileError, ConsentRegistry
 from privacy.gates import FAILURE_RATE_JSON, failure_rate_message
 from privacy.metadata_policy import LocationPolicy
-from privacy.pseudonyms import PseudonymKey, PseudonymKeyError
+from privacy.pseudonyms import PseudonymKeyError
 from privacy.redaction import RedactionConfig
 from privacy.tombstones import TombstoneError
 from privacy.verification import VerificationConfig
@@ -45,6 +45,7 @@ from transforms.models.encoders import EncoderUnavailable, resolve_encoder
 from transforms.publish import DEADLETTER_FILE, EVENTS_FILE, MANIFEST
 from transforms.stores.audit_files import CONTRACT_FAILED_JSON
 from transforms.stores.filesystems import FileSystemsStore
+from transforms.stores.keys import load_key
 from transforms.stores.tombstones import read_tombstones
 
 log = logging.getLogger("egoveil")
@@ -67,7 +68,9 @@ class RunSummary:
     faces_detected: int = 0
     segments: int = 0
     segments_cached: int = 0
+    segments_cache_rejected: int = 0
     audit_head: str = ""
+    audit_key: str = ""
     contract: dict = field(default_factory=dict)
     rows_by_view: dict = field(default_factory=dict)
     cross_view_recovered: int = 0
@@ -173,7 +176,7 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
         raise UserError("--segment-seconds and --target-shard-mb must be positive")
 
     try:
-        key = PseudonymKey.load(opts.key_file)
+        key = load_key(opts.key_file)
     except PseudonymKeyError as exc:
         raise UserError(str(exc)) from None
 
@@ -212,7 +215,7 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
 
     output = _prepare_output(opts.output)
     try:
-        AuditLog.load(FileSystemsStore(output))
+        audit_log = AuditLog.load(FileSystemsStore(output))
     except AuditLogBroken as exc:
         raise UserError(f"--output holds an audit log that does not verify ({exc}); a run never "
                         "appends to a broken log: restore it or use a new --output") from None
@@ -221,6 +224,12 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
         tombstones.check_key(key.key_id)
     except TombstoneError as exc:
         raise UserError(f"--output: {exc}") from None
+    try:
+        audit_log.check_sealed_by(key.seal_signer().public)
+    except AuditLogForeign as exc:
+        raise UserError(f"--output holds an audit log that this key did not seal ({exc}); "
+                        "give the key the output was written with, or use a new --output") \
+            from None
     run_id = uuid.uuid4().hex[:16]
     caps = DecodeCaps(max_pixels=opts.max_pixels, max_duration_s=opts.max_duration_s,
                       max_bytes=int(opts.max_input_gb * 1024**3))
@@ -301,6 +310,7 @@ def summarize(output: str, wall_s: float) -> RunSummary:
         manifest = json.load(handle)
     summary.totals = manifest["totals"]
     summary.audit_head = manifest.get("audit", {}).get("head", "")
+    summary.audit_key = manifest.get("audit", {}).get("audit_key", "")
     if FileSystems.exists(FileSystems.join(output, VALIDATION_JSON)):
         with FileSystems.open(FileSystems.join(output, VALIDATION_JSON)) as handle:
             summary.contract = {k: v for k, v in json.load(handle).items()
@@ -325,6 +335,8 @@ def summarize(output: str, wall_s: float) -> RunSummary:
                 summary.cross_view_recovered += event["counts"].get("cross_view_recovered", 0)
             elif event["kind"] == "segment_cached":
                 summary.segments_cached += 1
+            elif event["kind"] == "segment_cache_rejected":
+                summary.segments_cache_rejected += 1
             elif event["kind"] == "vrs_streams":
                 summary.vrs_files.append(event["counts"])
     summary.rows_by_view = _rows_by_view(output, manifest)

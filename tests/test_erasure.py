@@ -126,7 +126,7 @@ def published(tmp_path, key_file, key):
                   | WriteLatentShards(staging, 4, {"run": "test"}, target_shard_bytes=1500))
         (shards, p | "Clips" >> beam.Create(clips), p | "DL" >> beam.Create(deadletters),
          p | "Events" >> beam.Create([])) | Publish(str(out), staging,
-                                                    run_record(key.key_id))
+                                                    run_record(key.key_id), key_file=key_file)
     os.makedirs(out / ".staging", exist_ok=True)
     return out
 
@@ -246,6 +246,8 @@ def test_an_interrupted_erasure_is_finished_by_running_it_again(published, key_f
 
 @pytest.mark.parametrize("mistake, message", [
     ("wrong_key", "is not the key DIR was written with"),
+    ("weak_key", "patterned, not random"),
+    ("key_open_to_others", "chmod 600"),
     ("tampered_shard", "does not match manifest.json"),
     ("run_in_progress", "a run into DIR is in progress"),
     ("escaping_manifest", "leaves the output folder"),
@@ -259,6 +261,15 @@ def test_erase_refuses_and_changes_nothing(published, key_file, tmp_path, mistak
         other = tmp_path / "other.key"
         PseudonymKey.create_file(str(other))
         key_arg = str(other)
+    elif mistake == "weak_key":
+        weak = tmp_path / "weak.key"
+        weak.write_bytes(b"0123456789abcdef" * 4 + b"\n")
+        weak.chmod(0o600)
+        key_arg = str(weak)
+    elif mistake == "key_open_to_others":
+        (tmp_path / "open.key").write_bytes(open(key_file, "rb").read())
+        (tmp_path / "open.key").chmod(0o644)
+        key_arg = str(tmp_path / "open.key")
     elif mistake == "tampered_shard":
         shard = next((out / "latents").glob("*.parquet"))
         shard.write_bytes(shard.read_bytes() + b"x")
@@ -316,7 +327,7 @@ def test_admission_honours_tombstones_before_decoding(tmp_path, key_file, key):
             PseudonymKey(b"z" * 32).key_id, [Tombstone("wearer", "0" * 32, "e", "t")])).setup()
 
 
-def test_publish_refuses_when_tombstones_changed_during_the_run(tmp_path, key):
+def test_publish_refuses_when_tombstones_changed_during_the_run(tmp_path, key, key_file):
     """An erasure made while a run was going must not be undone by that run's publish."""
     out = tmp_path / "out"
     staging = str(out / ".staging" / "run")
@@ -330,6 +341,6 @@ def test_publish_refuses_when_tombstones_changed_during_the_run(tmp_path, key):
                       | WriteLatentShards(staging, 4, {}))
             empty = [p | f"Empty{i}" >> beam.Create([]) for i in range(3)]
             (shards, *empty) | Publish(str(out), staging, run_record(
-                key.key_id, erasure={"tombstones_sha256": started_with}))
+                key.key_id, erasure={"tombstones_sha256": started_with}), key_file=key_file)
     assert not (out / "manifest.json").exists() and not (out / "_SUCCESS").exists()
     assert not list((out / "latents").glob("*")) if (out / "latents").exists() else True

@@ -28,13 +28,13 @@ from apache_beam.metrics import Metrics
 
 from privacy.consent import ConsentRegistry
 from privacy.metadata_policy import LocationPolicy
-from privacy.pseudonyms import PseudonymKey
 from privacy.tombstones import Tombstones
 from schemas.elements import Recording, VideoInfo
 from schemas.records import AuditEvent, DeadLetter
 from schemas.sidecar import RecordingRequest
 from transforms.media.video import DecodeCaps, MediaError, open_binary, probe
 from transforms.media.vrs import VRS_EXTENSIONS, VrsFile, is_vrs
+from transforms.stores.keys import load_key
 from transforms.stores.progress import ProgressReporter
 
 DEADLETTER = "deadletter"
@@ -125,7 +125,7 @@ class AdmitRecordingFn(beam.DoFn):
         self._erased = Metrics.counter("egoveil", "recordings_erased")
 
     def setup(self) -> None:
-        self._key = PseudonymKey.load(self._key_file)
+        self._key = load_key(self._key_file)
         self._tombstones.check_key(self._key.key_id)
         self._consent = ConsentRegistry.load(self._consent_file) if self._consent_file else None
 

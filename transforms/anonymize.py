@@ -37,7 +37,6 @@ from apache_beam.metrics import Metrics
 from privacy.anonymizer import FrameOut, SegmentAnonymizer, ViewFrames
 from privacy.config import AnonymizationConfig
 from privacy.detectors import DetectorError, FaceDetector, build_detector
-from privacy.pseudonyms import PseudonymKey
 from privacy.stereo import CrossViewCounts, CrossViewSearch, unrectified
 from privacy.verification import RedactionVerifier, VerificationSummary
 from schemas.elements import Clip, Segment
@@ -45,6 +44,7 @@ from schemas.records import AuditEvent, DeadLetter
 from transforms.media.frame_sources import iter_instants
 from transforms.media.video import DecodeStats, MediaError, VideoWriter
 from transforms.models.encoders import FrameGeometry
+from transforms.stores.keys import load_key
 from transforms.stores.progress import ProgressReporter
 from transforms.stores.segment_cache import SegmentCache
 
@@ -163,7 +163,7 @@ class AnonymizeSegmentFn(beam.DoFn):
         self._recovered = Metrics.counter(NAMESPACE, "faces_recovered_cross_view")
 
     def setup(self) -> None:
-        self._key = PseudonymKey.load(self._key_file)
+        self._key = load_key(self._key_file)
         verification = self._config.verification
         self._verifier = RedactionVerifier(
             verification, self._verifier_factory() if self._verifier_factory else None) \

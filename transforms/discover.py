@@ -18,11 +18,11 @@ from apache_beam.io import fileio
 from apache_beam.io.fileio import EmptyMatchTreatment
 from apache_beam.metrics import Metrics
 
-from privacy.pseudonyms import PseudonymKey
 from schemas.records import DeadLetter
 from schemas.sidecar import RecordingRequest, SidecarError, parse_manifest_line
 from transforms.media.video import VIDEO_EXTENSIONS
 from transforms.media.vrs import VRS_EXTENSIONS
+from transforms.stores.keys import load_key
 
 DEADLETTER = "deadletter"
 
@@ -58,7 +58,7 @@ class ParseManifestFn(beam.DoFn):
         self._bad = Metrics.counter("egoveil", "manifest_lines_rejected")
 
     def setup(self) -> None:
-        self._key = PseudonymKey.load(self._key_file)
+        self._key = load_key(self._key_file)
 
     def process(self, line: str):
         if not line.strip():
