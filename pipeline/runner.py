@@ -52,6 +52,14 @@ log = logging.getLogger("egoveil")
 
 LOCAL_RUNNERS = (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "PrismRunner",
                  "prism")
+# Runners that cannot carry this graph, as checked with Beam 2.77 (tests/test_runners.py
+# shows each defect on a real cluster): refused before anything runs, never half-run.
+UNSUPPORTED_RUNNERS = {
+    "DaskRunner": "Beam's DaskRunner hands every tagged output of a multi-output step to each "
+                  "of its consumers (Admit's audit events reach Segment, dead letters would "
+                  "reach the stages) and drops what a DoFn emits in finish_bundle (RunInference's "
+                  "last batch, file-writing sinks)",
+}
 
 
 @dataclass(slots=True)
@@ -154,6 +162,12 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
     Raises:
         UserError: any problem the user can fix, as one line.
     """
+    runner_name = str(PipelineOptions(argv).view_as(StandardOptions).runner or "")
+    why = UNSUPPORTED_RUNNERS.get(runner_name.rsplit(".", 1)[-1])
+    if why:
+        raise UserError(f"--runner {runner_name.rsplit('.', 1)[-1]} cannot run egoveil: {why}; "
+                        "use the DirectRunner, Dataflow, or Flink or Spark through the "
+                        "PortableRunner")
     unknown = unknown_arguments(argv)
     if unknown:
         raise UserError(f"unknown option {unknown[0]}; see `egoveil run --help`")
