@@ -19,7 +19,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.samples import make_recording
-from privacy.pseudonyms import PseudonymKey
 from tests.containers import write_audio_only
 from transforms.discover import normalize_uri
 
@@ -166,11 +165,10 @@ def test_above_the_failure_rate_the_job_fails_with_one_line(gated_then_published
 
 
 def test_bad_inputs_become_dead_letters_and_good_ones_shards(gated_then_published, inputs,
-                                                             key_file):
+                                                             key):
     out, _, result = gated_then_published
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    key = PseudonymKey.load(key_file)
     by_input = {}
     for line in (out / "deadletter" / "deadletters.jsonl").read_text().splitlines():
         letter = json.loads(line)
