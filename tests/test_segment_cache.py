@@ -69,6 +69,11 @@ def test_rows_come_back_only_while_their_mac_holds(tmp_path, key_file, key):
         cache.get(segment, with_files=False)
     arrow.write_bytes(data)
     assert cache.get(segment, with_files=False) is not None
+    done = next(tmp_path.rglob("done-*.json"))
+    for forged in (b"\xff" * 200, done.read_bytes().split(b"\n", 2)[2]):  # garbage; no MAC
+        done.write_bytes(forged)
+        with pytest.raises(CacheEntryRejected):
+            cache.get(segment, with_files=False)
 
 
 def test_an_entry_is_bound_to_its_key_configuration_and_place(tmp_path, key_file, key):

@@ -114,10 +114,9 @@ class SegmentCache:
         """
         data = self._store.read(rel)
         head = len(_MAGIC) + _TAG_HEX + 1
-        tag = data[len(_MAGIC):head - 1].decode("ascii", "replace")
         body = data[head:]
         if not data.startswith(_MAGIC) or data[head - 1:head] != b"\n" or \
-                not hmac.compare_digest(tag, self._tag(rel, body)):
+                not hmac.compare_digest(data[len(_MAGIC):head - 1], self._tag(rel, body).encode()):
             raise CacheEntryRejected(f"{rel.rsplit('/', 1)[-1]}: its MAC does not hold")
         return body
 
