@@ -41,7 +41,6 @@ from privacy.anonymizer import FrameOut, SegmentAnonymizer, ViewFrames
 from privacy.config import AnonymizationConfig
 from privacy.detectors import DetectorError
 from privacy.gates import corrupt_share_exceeded
-from privacy.pseudonyms import PseudonymKey
 from privacy.verification import VerificationSummary
 from schemas.detections import FACE
 from schemas.elements import Clip, Segment
@@ -51,6 +50,7 @@ from transforms.media.inputs import DecodeStats, MediaError
 from transforms.media.sources import iter_instants
 from transforms.media.video import VideoWriter
 from transforms.models.encoders import FrameGeometry
+from transforms.stores.keys import load_key
 from transforms.stores.progress import ProgressReporter
 from transforms.stores.segment_cache import SegmentCache
 
@@ -158,7 +158,7 @@ class AnonymizeSegmentFn(beam.DoFn):
         self._recovered = Metrics.counter(NAMESPACE, "faces_recovered_cross_view")
 
     def setup(self) -> None:
-        self._key = PseudonymKey.load(self._key_file)
+        self._key = load_key(self._key_file)
         self._policy = VerifiedAnonymization(self._config, self._factories,
                                              self._verifier_factory)
         self._policy.load()
