@@ -16,11 +16,10 @@ import os
 import cv2
 import numpy as np
 
-from privacy.detectors.base import Detections, Detector, DetectorError, nms
+from privacy.detectors.base import MAX_FRAME_PIXELS, Detections, Detector, DetectorError, nms
 
 _OUTPUTS = ["537", "538", "539", "540"]  # heatmap, scale, offset, landmarks
 _STRIDE = 4
-_MAX_INPUT_PIXELS = 4096 * 4096
 
 
 def default_weights_path() -> str:
@@ -146,10 +145,13 @@ class CenterFaceDetector(Detector):
 
     def _detect_at(self, frames: list[np.ndarray], height: int, width: int,
                    scale: float) -> list[Detections]:
+        if scale > 1.0:  # an upscaled pass, for tiny faces, is scaled down to the limit
+            scale = max(1.0, min(scale, float(np.sqrt(MAX_FRAME_PIXELS / (width * height)))))
+        if width * height * scale * scale > MAX_FRAME_PIXELS * (1 + 1e-9):
+            raise DetectorError(f"a {width}x{height} frame at scale {scale:g} is above the "
+                                f"limit of {MAX_FRAME_PIXELS} pixels")
         in_w = max(32, int(np.ceil(width * scale / 32) * 32))
         in_h = max(32, int(np.ceil(height * scale / 32) * 32))
-        if in_w * in_h > _MAX_INPUT_PIXELS:
-            raise DetectorError(f"input {in_w}x{in_h} at scale {scale} is too large")
         blob = cv2.dnn.blobFromImages(frames, 1.0, (in_w, in_h), (0, 0, 0), swapRB=False,
                                       crop=False)
         heatmap, box_scale, offset, _ = self._run(blob)

@@ -4,7 +4,10 @@ Inputs are always opened as Python file objects through Beam's ``FileSystems``
 (local files or configured object stores) and the demuxer is forced from the
 file's magic bytes, so FFmpeg never resolves a URL, a playlist or a concat list
 on its own (PRIVACY.md 19). Size, resolution and duration caps are checked before
-any frame is decoded.
+any frame is decoded: the frame rate (declared, and measured as frames over duration)
+and the frame count too, so that a small file with 100,000 frames a second is refused
+up front. A container that declares no duration is measured from its packets'
+timestamps (demuxed, not decoded), never guessed.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from transforms.media.inputs import (
     DecodeCaps,
     DecodeStats,
     MediaError,
-    file_size,
+    check_size,
     open_binary,
 )
 
@@ -102,6 +105,42 @@ def _video_stream(container, index: int = 0):
     return streams[index]
 
 
+def _measure(container, stream, caps: DecodeCaps) -> tuple[float | None, int]:
+    """Duration and frame count from the packets' timestamps, for a container that does
+    not declare its duration: demuxed only, stopped as soon as a cap is passed."""
+    tb = stream.time_base
+    first = last = None
+    frames = 0
+    for packet in container.demux(stream):
+        if packet.size == 0 or packet.pts is None:
+            continue
+        frames += 1
+        first = packet.pts if first is None else min(first, packet.pts)
+        last = packet.pts if last is None else max(last, packet.pts)
+        span = float((last - first) * tb) if tb is not None else 0.0
+        if frames > caps.max_frames or span > caps.max_duration_s:
+            raise MediaError("too_large", f"more than {caps.max_frames} frames or "
+                                          f"{caps.max_duration_s:.0f} s (measured from the "
+                                          "packets; the container declares no duration)")
+    if not frames or tb is None:
+        return None, frames
+    rate = stream.average_rate or stream.guessed_rate
+    step = 1.0 / float(rate) if rate else 0.0
+    return float((last - first) * tb) + step, frames
+
+
+def _check_rate(fps: float | None, frames: int | None, duration: float | None,
+                caps: DecodeCaps) -> None:
+    if fps is not None and fps > caps.max_fps:
+        raise MediaError("too_large", f"frame rate {fps:.0f} fps is above the cap of "
+                                      f"{caps.max_fps:.0f} fps")
+    if frames is not None and frames > caps.max_frames:
+        raise MediaError("too_large", f"{frames} frames are above the cap of {caps.max_frames}")
+    if frames and duration and frames > 1 and (frames - 1) / duration > caps.max_fps * 1.01:
+        raise MediaError("too_large", f"{frames} frames in {duration:.3f} s are above the cap "
+                                      f"of {caps.max_fps:.0f} fps")
+
+
 def probe(uri: str, caps: DecodeCaps | None = None, stream_index: int = 0) -> VideoInfo:
     """Read a recording's container header and the first frame of a video stream.
 
@@ -110,14 +149,11 @@ def probe(uri: str, caps: DecodeCaps | None = None, stream_index: int = 0) -> Vi
             reads 0 and 1).
 
     Raises:
-        MediaError: unreadable, no video, unsupported codec, or above a cap.
+        MediaError: unreadable, no video, unsupported codec, or above a cap (size,
+            resolution, duration, frame rate, frame count).
     """
     caps = caps or DecodeCaps()
-    size = file_size(uri)
-    if size is not None and size > caps.max_bytes:
-        raise MediaError("too_large", f"file of {size} bytes is above the cap of {caps.max_bytes}")
-    if size == 0:
-        raise MediaError("unreadable", "empty file")
+    check_size(uri, caps.max_bytes)
     with _Container(uri) as container:
         stream = _video_stream(container, stream_index)
         ctx = stream.codec_context
@@ -141,6 +177,11 @@ def probe(uri: str, caps: DecodeCaps | None = None, stream_index: int = 0) -> Vi
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else None
         frames = int(stream.frames) if stream.frames else None
+        _check_rate(fps, frames, duration, caps)
+        if duration is None:
+            duration, frames = _measure(container, stream, caps)
+            _check_rate(None, frames, duration, caps)
+            container.seek(0, stream=stream, backward=True)
         has_audio = any(s.type == "audio" for s in container.streams)
         rotation = 0
         try:
