@@ -2,8 +2,9 @@
 
 A request names wearers and recordings by keyed pseudonym. It reaches every
 shard row of those wearers and recordings, every clip of those rows, and every
-dead letter of those recordings; the recordings found through a wearer's rows are
-tombstoned too, so the same files delivered later without a wearer id stay out.
+dead letter of those wearers and recordings; the recordings found through a
+wearer's rows or dead letters are tombstoned too, so the same files delivered later
+without a wearer id stay out.
 The I/O (rewriting shards, the manifest swap) is ``pipeline.erase``'s.
 """
 
@@ -76,9 +77,23 @@ def erase_rows(table: pa.Table, request: ErasureRequest) -> ShardErasure:
                         recordings=set(removed.column("recording_id").to_pylist()))
 
 
-def dead_letter_reached(record: dict, recordings: set[str], input_ids: frozenset) -> bool:
-    """Whether a dead-letter record belongs to an erased recording or input."""
-    return record.get("recording_id") in recordings or record.get("input_id") in input_ids
+def dead_letter_reached(record: dict, recordings: set[str], input_ids: frozenset,
+                        wearers: frozenset = frozenset()) -> bool:
+    """Whether a dead-letter record belongs to an erased wearer, recording or input.
+
+    Dead letters name the wearer (keyed pseudonym) when the manifest gave one, so a
+    wearer's inputs that failed before producing a row are found too; those written by
+    an egoveil that did not record it are found by recording or input only.
+    """
+    return (record.get("recording_id") in recordings or record.get("input_id") in input_ids
+            or (record.get("wearer_id") is not None and record.get("wearer_id") in wearers))
+
+
+def failed_recordings(records: list[dict], wearers: frozenset) -> set[str]:
+    """Recordings of erased wearers that only dead letters name (they produced no rows);
+    tombstoned like the others, so that a later run skips them."""
+    return {r["recording_id"] for r in records
+            if r.get("wearer_id") in wearers and r.get("recording_id")}
 
 
 def tombstones_for(request: ErasureRequest, found_recordings: set[str], erasure_id: str,

@@ -192,6 +192,9 @@ def audit_deadletters_suite(name: str, rows: int):
             description="no input path in a dead letter (PRIVACY.md 17, 20)"),
         gxe.ExpectColumnValuesToMatchRegex(column="recording_id", regex=PSEUDONYM_REGEX),
         gxe.ExpectColumnValuesToBeBetween(column="segment_index", min_value=0),
+        gxe.ExpectColumnValuesToMatchRegex(
+            column="wearer_id", regex=PSEUDONYM_REGEX,
+            description="wearers appear only as keyed pseudonyms"),
     ])
 
 

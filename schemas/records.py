@@ -2,7 +2,9 @@
 
 Neither carries pixels, raw identifiers or input paths. ``input_id`` is a keyed
 pseudonym of the input's location, so a dead letter can be matched to an input
-by whoever holds the key, and by nobody else.
+by whoever holds the key, and by nobody else; ``wearer_id`` is the wearer's keyed
+pseudonym (as in the shards), so that erasing a wearer reaches the dead letters of
+inputs that failed before producing a row.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ REASONS = (
     "embed_failed",      # the encoder raised on the clip's batch
     "no_consent",
     "bad_manifest",
+    "manifest_conflict",  # lines for the same file disagree (wearer, device, stereo, ...)
     "duplicate",
     "internal_error",
 )
@@ -29,7 +32,13 @@ REASONS = (
 
 @dataclass(slots=True, frozen=True)
 class DeadLetter:
-    """One input or segment that produced no output, and why."""
+    """One input or segment that produced no output, and why.
+
+    Attributes:
+        input_id: keyed pseudonym of the input's location.
+        recording_id: keyed pseudonym of its content, once it was hashed.
+        wearer_id: keyed pseudonym of its wearer, when the manifest named one.
+    """
 
     input_id: str
     stage: str
@@ -37,6 +46,7 @@ class DeadLetter:
     detail: str = ""
     recording_id: str | None = None
     segment_index: int | None = None
+    wearer_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.reason not in REASONS:

@@ -23,10 +23,12 @@ PCollection = Any
 
 
 class Discovered(NamedTuple):
-    """Discover: one ``RecordingRequest`` per input, bad manifest lines as dead letters."""
+    """Discover: one ``RecordingRequest`` per input, bad manifest lines and files named
+    by conflicting lines as dead letters, and a ``manifest_conflict`` event for each."""
 
     requests: PCollection
     deadletters: PCollection
+    audit: PCollection
 
 
 class Admitted(NamedTuple):

@@ -80,6 +80,7 @@ class AdmitRecordingFn(beam.DoFn):
     def process(self, request: RecordingRequest):
         key = self._key
         ids = identifiers.request_ids(key, request)
+        recording_id = None
         if self._tombstones.match(wearer_id=ids.wearer_id):
             yield self._erased_event("wearer")
             return
@@ -111,7 +112,8 @@ class AdmitRecordingFn(beam.DoFn):
             self._rejected.inc()
             self._progress.report(recordings=1, recordings_failed=1)
             yield beam.pvalue.TaggedOutput(DEADLETTER, DeadLetter(
-                input_id=ids.input_id, stage="admit", reason=exc.reason, detail=exc.detail))
+                input_id=ids.input_id, stage="admit", reason=exc.reason, detail=exc.detail,
+                recording_id=recording_id, wearer_id=ids.wearer_id))
             return
         self._admitted.inc()
         if probed.event is not None:

@@ -3,8 +3,11 @@
 Patterns go through Beam's ``fileio.MatchAll``, so local paths, globs and object
 stores (gs://, s3:// where their extras are installed) work alike. A folder is
 searched recursively for the files the input-format registry reads
-(``transforms.media.sources``); hidden files are skipped. A manifest line
-that cannot be parsed becomes a dead letter; the rest of the manifest goes on.
+(``transforms.media.sources``); hidden files are skipped. The manifest is read as
+bytes: a line that is not UTF-8 or cannot be parsed becomes a dead letter and the
+rest of the manifest goes on (a byte-order mark before the first line is dropped).
+Lines that name the same file are one input when they agree, and one
+``manifest_conflict`` dead letter when they do not (``privacy.manifest_policy``).
 """
 
 from __future__ import annotations
@@ -15,14 +18,16 @@ import posixpath
 from dataclasses import dataclass
 
 import apache_beam as beam
+from apache_beam import coders
 from apache_beam.io import fileio
 from apache_beam.io.fileio import EmptyMatchTreatment
 from apache_beam.metrics import Metrics
 
 from privacy import identifiers
-from schemas.records import DeadLetter
+from privacy.manifest_policy import choose
+from schemas.records import AuditEvent, DeadLetter
 from schemas.sidecar import RecordingRequest, SidecarError, parse_manifest_line
-from schemas.stages import DEADLETTER, Discovered
+from schemas.stages import AUDIT, DEADLETTER, Discovered
 from transforms.media.sources import discovery_extensions
 from transforms.stores.keys import load_key
 
@@ -49,8 +54,12 @@ def _keep(path: str, media_only: bool) -> bool:
     return not name.startswith(".") and name.lower().endswith(discovery_extensions())
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 class ParseManifestFn(beam.DoFn):
-    """Manifest line -> ``RecordingRequest``; bad lines -> dead letters (``bad_manifest``)."""
+    """Manifest line (bytes) -> ``RecordingRequest``; bad lines -> dead letters
+    (``bad_manifest``)."""
 
     def __init__(self, manifest_dir: str, key_file: str | None) -> None:
         self._dir = manifest_dir
@@ -60,16 +69,21 @@ class ParseManifestFn(beam.DoFn):
     def setup(self) -> None:
         self._key = load_key(self._key_file)
 
-    def process(self, line: str):
-        if not line.strip():
+    def process(self, raw: bytes):
+        raw = raw.removeprefix(_BOM)  # what some editors write before the first line
+        if not raw.strip():
             return
         try:
+            line = raw.decode("utf-8")
             request = parse_manifest_line(line)
-        except SidecarError as exc:
+        except (SidecarError, UnicodeDecodeError) as exc:
+            if isinstance(exc, UnicodeDecodeError):
+                exc = SidecarError(f"not valid UTF-8 (byte {exc.start + 1})")
             self._bad.inc()
             yield beam.pvalue.TaggedOutput(DEADLETTER, DeadLetter(
-                input_id=identifiers.manifest_line_id(self._key, line), stage="discover",
-                reason="bad_manifest", detail=str(exc)))
+                input_id=identifiers.manifest_line_id(
+                    self._key, raw.decode("utf-8", "backslashreplace")),
+                stage="discover", reason="bad_manifest", detail=str(exc)))
             return
         uri = request.uri
         if "://" not in uri and not os.path.isabs(uri):
@@ -81,15 +95,37 @@ class ParseManifestFn(beam.DoFn):
                                   pair_uri=normalize_uri(pair) if pair else None)
 
 
-def _merge(keyed):
-    """One request per URI: the manifest's entry (with its sidecar) wins over a bare match."""
-    uri, grouped = keyed
-    entries = sorted(grouped["manifest"], key=repr)
-    yield entries[0] if entries else RecordingRequest(uri=uri)
+class MergeByUriFn(beam.DoFn):
+    """One request per file: the manifest's line (with its sidecar) wins over a bare
+    match; lines that disagree give a ``manifest_conflict`` dead letter and event."""
+
+    def __init__(self, key_file: str | None) -> None:
+        self._key_file = key_file
+        self._conflicts = Metrics.counter("egoveil", "manifest_conflicts")
+
+    def setup(self) -> None:
+        self._key = load_key(self._key_file)
+
+    def process(self, keyed):
+        uri, grouped = keyed
+        choice = choose(grouped["manifest"])
+        if not choice.conflict:
+            yield choice.request or RecordingRequest(uri=uri)
+            return
+        self._conflicts.inc()
+        fields = ", ".join(choice.conflicting)
+        yield beam.pvalue.TaggedOutput(DEADLETTER, DeadLetter(
+            input_id=identifiers.input_id(self._key, uri), stage="discover",
+            reason="manifest_conflict",
+            detail=f"{choice.lines} manifest lines name this file and disagree on {fields}; "
+                   "it was not processed under any of them"))
+        yield beam.pvalue.TaggedOutput(AUDIT, AuditEvent(
+            kind="manifest_conflict",
+            counts={"lines": choice.lines, "fields": list(choice.conflicting)}))
 
 
 class DiscoverRecordings(beam.PTransform):
-    """Patterns and an optional manifest -> ``Discovered(requests, deadletters)``.
+    """Patterns and an optional manifest -> ``Discovered(requests, deadletters, audit)``.
 
     Args:
         patterns: files, globs or folders.
@@ -120,7 +156,8 @@ class DiscoverRecordings(beam.PTransform):
             manifest_dir = os.path.dirname(normalize_uri(self._manifest)) \
                 if "://" not in self._manifest else posixpath.dirname(self._manifest)
             parsed = (pbegin
-                      | "ReadManifest" >> beam.io.ReadFromText(self._manifest)
+                      | "ReadManifest" >> beam.io.ReadFromText(self._manifest,
+                                                             coder=coders.BytesCoder())
                       | "ParseManifest" >> beam.ParDo(
                           ParseManifestFn(manifest_dir, self._key_file)).with_outputs(
                               DEADLETTER, main="requests"))
@@ -128,9 +165,13 @@ class DiscoverRecordings(beam.PTransform):
         else:
             entries = pbegin | "NoManifest" >> beam.Create([])
             deadletters = pbegin | "NoManifestErrors" >> beam.Create([])
-        requests = (
+        merged = (
             {"files": files | "KeyFiles" >> beam.Map(lambda uri: (uri, None)),
              "manifest": entries | "KeyEntries" >> beam.Map(lambda r: (r.uri, r))}
             | "JoinByUri" >> beam.CoGroupByKey()
-            | "Merge" >> beam.FlatMap(_merge))
-        return Discovered(requests=requests, deadletters=deadletters)
+            | "Merge" >> beam.ParDo(MergeByUriFn(self._key_file)).with_outputs(
+                DEADLETTER, AUDIT, main="requests"))
+        deadletters = ((deadletters, merged[DEADLETTER])
+                       | "DiscoverDeadLetters" >> beam.Flatten())
+        return Discovered(requests=merged.requests, deadletters=deadletters,
+                          audit=merged[AUDIT])

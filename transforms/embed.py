@@ -134,7 +134,8 @@ def failed_batch_deadletters(failed) -> list[DeadLetter]:
     return [DeadLetter(input_id=clip.input_id or clip.recording_id, stage="embed",
                        reason="embed_failed",
                        detail=f"the encoder failed on a batch of {len(batch)} clips ({name})",
-                       recording_id=clip.recording_id, segment_index=clip.segment_index)
+                       recording_id=clip.recording_id, segment_index=clip.segment_index,
+                       wearer_id=clip.wearer_id)
             for clip in batch]
 
 
