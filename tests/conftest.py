@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 
 import pytest
 
 from pipeline.samples import make_recording
 from privacy.pseudonyms import PseudonymKey
-from transforms.models.encoders import save_random_encoder
+from transforms.models.encoders import RANDOM_INIT_MARK, save_random_encoder
 from transforms.stores.keys import load_key
 
 SHARED_MEDIA = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared",
@@ -42,9 +44,22 @@ def _no_key_in_env(monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory) -> str:
-    """A randomly initialised V-JEPA 2 saved with save_pretrained (no hub needed)."""
+    """A randomly initialised V-JEPA 2 as `egoveil make-encoder` saves it (no hub needed);
+    runs with it record encoder_pretrained = false."""
     return save_random_encoder(str(tmp_path_factory.mktemp("encoder") / "vjepa2-tiny"),
                                "vjepa2-tiny")
+
+
+@pytest.fixture(scope="session")
+def saved_encoder(tmp_path_factory, tiny_encoder) -> str:
+    """The same model as a folder someone saved with save_pretrained themselves (a trained
+    model of theirs): without make-encoder's mark, egoveil takes it for pretrained."""
+    folder = tmp_path_factory.mktemp("encoder") / "saved"
+    shutil.copytree(tiny_encoder, folder, dirs_exist_ok=True)
+    config = json.loads((folder / "config.json").read_text())
+    del config[RANDOM_INIT_MARK]
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return str(folder)
 
 
 @pytest.fixture(scope="session")

@@ -33,11 +33,11 @@ def _redacted_share(frame: np.ndarray, box: tuple[int, int, int, int]) -> float:
 
 
 @pytest.fixture(scope="module")
-def run_output(tmp_path_factory, sample_video, key_file, tiny_encoder):
+def run_output(tmp_path_factory, sample_video, key_file, saved_encoder):
     video, boxes = sample_video
     out = tmp_path_factory.mktemp("run") / "out"
     result = egoveil("run", "--input", video, "--output", str(out), "--key-file", key_file,
-                     "--encoder", tiny_encoder, "--clips", "--no-progress")
+                     "--encoder", saved_encoder, "--clips", "--no-progress")
     assert result.returncode == 0, result.stderr
     return out, boxes, result
 

@@ -41,11 +41,11 @@ def test_vjepa2_geometry_derives_resize_from_crop():
     assert out.shape == (256, 256, 3)
 
 
-def test_resolve_a_saved_encoder(tiny_encoder):
-    spec = resolve_encoder(tiny_encoder)
+def test_resolve_a_saved_encoder(saved_encoder):
+    spec = resolve_encoder(saved_encoder)
     assert spec.kind == "video" and spec.pretrained and spec.model_type == "vjepa2"
     assert spec.frames_per_clip == 8 and spec.embedding_dim == 96
-    assert spec.encoder_id.startswith("local:vjepa2:") and tiny_encoder not in spec.encoder_id
+    assert spec.encoder_id.startswith("local:vjepa2:") and saved_encoder not in spec.encoder_id
     assert spec.weights_sha256 and len(spec.weights_sha256) == 64
 
 

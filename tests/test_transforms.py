@@ -184,8 +184,8 @@ def _clip(i: int, frames: np.ndarray) -> Clip:
                 qa_status="redacted_unverified")
 
 
-def test_embed_clips_with_a_saved_encoder(tiny_encoder):
-    spec = resolve_encoder(tiny_encoder)
+def test_embed_clips_with_a_saved_encoder(saved_encoder):
+    spec = resolve_encoder(saved_encoder)
     rng = np.random.default_rng(0)
     h, w = spec.geometry.output_hw
     clips = [_clip(i, rng.integers(0, 255, (spec.frames_per_clip, h, w, 3), dtype=np.uint8))

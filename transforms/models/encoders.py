@@ -31,6 +31,8 @@ DEFAULT_ENCODER = "facebook/vjepa2-vitl-fpc64-256"
 RANDOM_PREFIX = "random:"
 VIDEO_MODEL_TYPES = ("vjepa2", "videomae", "vivit", "timesformer")
 PROCESSOR_FILES = ("video_preprocessor_config.json", "preprocessor_config.json")
+# In the config.json of a folder `egoveil make-encoder` saved: its weights are random.
+RANDOM_INIT_MARK = "egoveil_random_init"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -419,14 +421,20 @@ def resolve_encoder(source: str, revision: str | None = None,
     if local and weights is None:
         raise EncoderUnavailable("cannot load the --encoder folder: it has a config but no "
                                  "weights (*.safetensors or *.bin)")
+    # A folder `egoveil make-encoder` wrote says so in its config: random weights.
+    pretrained = not getattr(config, RANDOM_INIT_MARK, False)
     return _spec_from_config(
         config, processor_cfg, source=os.path.abspath(source) if local else source,
-        revision=revision, pretrained=True, frames_per_clip=frames_per_clip,
+        revision=revision, pretrained=pretrained, frames_per_clip=frames_per_clip,
         resolution=resolution, weights_sha256=weights)
 
 
 def save_random_encoder(directory: str, preset: str = "vjepa2-tiny") -> str:
-    """Save a randomly initialised model with its processor config (``egoveil make-encoder``)."""
+    """Save a randomly initialised model with its processor config (``egoveil make-encoder``).
+
+    Its ``config.json`` carries ``RANDOM_INIT_MARK``, so that runs with it record
+    ``encoder_pretrained = false`` like the ``random:`` presets.
+    """
     import torch
     from transformers import AutoModel
 
@@ -435,7 +443,9 @@ def save_random_encoder(directory: str, preset: str = "vjepa2-tiny") -> str:
                                  f"{', '.join(RANDOM_PRESETS)}")
     model_type = RANDOM_PRESET_TYPES[preset]
     torch.manual_seed(0)
-    model = AutoModel.from_config(random_model_config(preset))
+    config = random_model_config(preset)
+    setattr(config, RANDOM_INIT_MARK, True)
+    model = AutoModel.from_config(config)
     os.makedirs(directory, exist_ok=True)
     model.save_pretrained(directory)
     name = ("video_preprocessor_config.json" if model_type in VIDEO_MODEL_TYPES
