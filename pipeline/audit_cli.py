@@ -64,12 +64,21 @@ def _published(store: FileSystemsStore) -> None:
                         "(`egoveil audit verify DIR` says more)")
 
 
-def _writable_file(path: str, flag: str) -> str:
+def _writable_file(path: str, flag: str, directory: str) -> str:
+    """A file the command may write: in an existing folder, and outside DIR (a file
+    written into the folder being checked is a file it does not list, so it would
+    fail its own verification)."""
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise UserError(f"{flag}: the folder for FILE does not exist")
     if os.path.isdir(path):
         raise UserError(f"{flag}: FILE is a folder")
+    if "://" not in directory:
+        root = os.path.realpath(directory)
+        target = os.path.join(os.path.realpath(parent), os.path.basename(path))
+        if os.path.commonpath([root, target]) == root:
+            raise UserError(f"{flag}: FILE is inside DIR; write it outside the output folder "
+                            "(egoveil never writes into the folder it checks)")
     return path
 
 
@@ -132,7 +141,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     store = _store(args.dir)
     _published(store)
     if args.html:
-        _writable_file(args.html, "--html")
+        _writable_file(args.html, "--html", store.root)
     if args.thumbnails < 0:
         raise UserError("--thumbnails must be 0 or more")
     report = build_report(store, thumbnails=args.thumbnails if args.html else 0)
@@ -153,7 +162,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     _published(store)
     for flag, path in (("--html", args.html), ("--json", args.json)):
         if path:
-            _writable_file(path, flag)
+            _writable_file(path, flag, store.root)
     try:
         manifest = json.loads(store.read(MANIFEST))
         record = json.loads(store.read(RECORD_FILE))
