@@ -15,9 +15,12 @@ from schemas.records import AuditEvent
 from transforms.stores.filesystems import FileSystemsStore
 
 
-def check_log(output_dir: str, signer: SealSigner | None = None) -> None:
+def check_log(output_dir: str, signer: SealSigner | None = None) -> str:
     """Refuse to touch an output whose audit log does not verify, or that ``signer``
     did not seal.
+
+    Returns:
+        The log's head.
 
     Raises:
         UserError: the log is broken (the message names the first broken entry), or
@@ -33,6 +36,7 @@ def check_log(output_dir: str, signer: SealSigner | None = None) -> None:
     except AuditLogForeign as exc:
         raise UserError(f"DIR holds an audit log that this key did not seal ({exc}); nothing "
                         "was changed") from None
+    return log.head
 
 
 def append_and_reseal(output_dir: str, manifest: dict, *, op: str, op_id: str,

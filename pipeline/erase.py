@@ -11,13 +11,16 @@ An erasure reaches every derived artifact of a published output (PRIVACY.md 12):
    the audit log, the new file list is sealed into it (signed with the audit key
    derived from the pseudonym key), and ``manifest.json`` is swapped for one that
    lists the new files and names the log's new head;
-5. only then are the old shards, the erased rows' clips and any shard or clip
-   file the manifest does not list deleted.
+5. only then are the old shards, the erased rows' clips and the files an earlier
+   manifest or a dead run's ``PUBLISHING`` note named and the new manifest retires
+   deleted (never through a symbolic link; a file nothing named is not egoveil's).
 
 Readers trust only the manifest, so at every moment it names a complete,
-consistent set of files. The erasure checks the key against the one the output
-was written with: under another key every pseudonym would differ and the
-erasure would silently match nothing.
+consistent set of files. The erasure holds the output's lock (``pipeline.output_lock``)
+throughout, and names the new shards it writes in a ``PUBLISHING`` note of its own
+first, so that one killed midway leaves nothing unnamed. It checks the key against
+the one the output was written with: under another key every pseudonym would differ
+and the erasure would silently match nothing.
 """
 
 from __future__ import annotations
@@ -46,22 +49,40 @@ from pipeline.output_files import (
     write_atomically,
     write_new,
 )
+from pipeline.output_lock import (
+    RUNNING,
+    OutputLockError,
+    dead_staging,
+    hold_output,
+    staging_marker,
+)
 from privacy import identifiers
 from privacy.audit_log import file_entry
+from privacy.audit_seal import signed_note
 from privacy.erasure import (
     ErasureError,
     ErasureRequest,
     dead_letter_reached,
     erase_rows,
+    failed_recordings,
     tombstones_for,
 )
 from privacy.pseudonyms import PseudonymKey, PseudonymKeyError
 from privacy.tombstones import TOMBSTONE_PATH, TombstoneError, is_pseudonym
-from schemas.audit import EVENTS_FILE, MANIFEST, RECORD_FILE, SUCCESS
+from schemas.audit import EVENTS_FILE, MANIFEST, PUBLISHING, RECORD_FILE, SUCCESS
 from schemas.records import AuditEvent
 from transforms.discover import normalize_uri
 from transforms.media.inputs import MediaError, content_sha256
-from transforms.publish import SHARD_NAME, unlisted_outputs
+from transforms.stores.cleanup import (
+    SHARD_NAME,
+    LinkedFolder,
+    check_owned_folders,
+    delete_owned,
+    named_outputs,
+    publishing_notes,
+    retired_outputs,
+    stale_temporaries,
+)
 from transforms.stores.keys import load_key
 from transforms.stores.segment_cache import CACHE_DIR
 from transforms.stores.shards import shard_writer
@@ -113,16 +134,16 @@ def _load_key(key_file: str | None, output: str) -> PseudonymKey:
     return key
 
 
-def _check_no_run_in_progress(output: str) -> None:
-    staging = FileSystems.join(output, ".staging")
-    if "://" not in output:
-        busy = os.path.isdir(staging) and bool(os.listdir(staging))
-    else:
-        busy = bool(FileSystems.match([FileSystems.join(staging, "*")])[0].metadata_list)
-    if busy:
+def _dead_runs(output: str, erasure_id: str) -> list[str]:
+    """Staging folders of runs and erasures that held the output's lock and died (the
+    erasure holds it now), to clean up; any other staging folder refuses the erasure:
+    its run may still be going and could publish the rows this erasure removes."""
+    dead, unknown = dead_staging(output, erasure_id)
+    if unknown:
         raise UserError("a run into DIR is in progress or was killed (DIR/.staging is not "
-                        "empty); wait for it to finish, or delete DIR/.staging if it was "
-                        "killed, then erase again")
+                        "empty and does not say which run it is of); wait for it to finish, "
+                        "or delete DIR/.staging if it was killed, then erase again")
+    return dead
 
 
 def _exists(uri: str) -> bool:
@@ -240,6 +261,8 @@ def _plan_shards(output: str, manifest: dict, request: ErasureRequest,
 
 def _plan_clips_and_dead_letters(output: str, plan: _Plan, erased_clips: set[str],
                                  request: ErasureRequest, summary: ErasureSummary) -> None:
+    """The erased rows' clips, and every dead letter of the erased wearers, recordings
+    and inputs; a wearer's recordings that only dead letters name are tombstoned too."""
     clip_paths = {f"clips/{c}.mp4" for c in erased_clips if re.fullmatch(r"[0-9a-f]{32}", c)}
     plan.files = [f for f in plan.files if f["path"] not in clip_paths]
     plan.clip_files = [confined(output, p) for p in sorted(clip_paths)
@@ -251,8 +274,10 @@ def _plan_clips_and_dead_letters(output: str, plan: _Plan, erased_clips: set[str
             continue
         records = [json.loads(line) for line in
                    _verified(output, entry).decode().splitlines() if line.strip()]
+        summary.recordings_found |= failed_recordings(records, request.wearers)
         kept = [r for r in records
-                if not dead_letter_reached(r, erased_recordings, request.input_ids)]
+                if not dead_letter_reached(r, erased_recordings, request.input_ids,
+                                           request.wearers)]
         if len(kept) == len(records):
             continue
         summary.deadletters_removed += len(records) - len(kept)
@@ -288,57 +313,91 @@ def erase(output_dir: str, wearers: list[str], recordings: list[str],
     """Erase wearers and recordings from a published output.
 
     Running it again after it was interrupted finishes the job: the tombstones and
-    the new shards are idempotent, and debris the manifest does not list is removed.
+    the new shards are idempotent, and what an earlier manifest or note named and the
+    current one no longer lists is removed.
 
     Raises:
         UserError: nothing to erase, a wrong key, an output that is not published, in
             use or fails its manifest; nothing is changed then.
     """
     output = normalize_uri(output_dir)
-    manifest = _manifest(output)
+    _manifest(output)
     check_log(output)
     key = _load_key(key_file, output)
     check_log(output, key.seal_signer())
     request = _request(key, wearers, recordings)
-    with _Lock(output):
-        try:
-            tombstones = read_tombstones(output)
-            tombstones.check_key(key.key_id)
-        except TombstoneError as exc:
-            raise UserError(str(exc)) from None
-        _check_no_run_in_progress(output)
-        summary = ErasureSummary(erasure_id=secrets.token_hex(8))
-        plan, erased_clips = _plan_shards(output, manifest, request, summary)
-        _plan_clips_and_dead_letters(output, plan, erased_clips, request, summary)
-        unlisted = unlisted_outputs(output, {f["path"] for f in plan.files}
-                             | {f["path"] for f in manifest["files"]})
-        summary.unlisted_files_deleted = len(unlisted)
-        new_tombstones = tombstones.adding(key.key_id, tombstones_for(
-            request, summary.recordings_found, summary.erasure_id,
-            datetime.now(timezone.utc).isoformat(timespec="seconds")))
-        summary.tombstones_added = len(new_tombstones) - len(tombstones)
+    try:
+        check_owned_folders(output)
+    except LinkedFolder as exc:
+        raise UserError(f"DIR: {exc}; nothing was erased") from None
+    summary = ErasureSummary(erasure_id=secrets.token_hex(8))
+    try:
+        with hold_output(output, "erase", summary.erasure_id), _Lock(output):
+            return _erase_locked(output, key, request, summary)
+    except OutputLockError as exc:
+        raise UserError(str(exc).replace("--output", "DIR").replace(
+            "; wait for it to finish, or pass --wait-for-lock SECONDS to wait",
+            "; wait for it to finish, then erase again")) from None
 
-        # New files first; the old ones stay listed and readable until the manifest swap.
-        for path, data in plan.new_files:
-            write_new(path, data)
-        tombstone_bytes = new_tombstones.dumps()
-        write_atomically(tombstone_uri(output), tombstone_bytes)
-        for path, data in plan.replaced:
-            write_atomically(path, data)
-        files = [f for f in plan.files if f["path"] not in (EVENTS_FILE, TOMBSTONE_PATH)]
-        files.append(file_entry(TOMBSTONE_PATH, tombstone_bytes, "erasure_tombstones", None))
-        shards = [f for f in files if f["kind"] == "latents"]
-        totals = dict(manifest.get("totals", {}), latent_rows=sum(f["rows"] for f in shards),
-                      shards=len(shards), clips=sum(f["kind"] == "clip" for f in files),
-                      deadletters=sum(f["rows"] or 0 for f in files
-                                      if f["kind"] == "deadletter"))
-        append_and_reseal(output, dict(manifest, files=files, totals=totals), op="erase",
-                          op_id=summary.erasure_id,
-                          events=[AuditEvent(kind="erasure", counts=summary.counts())],
-                          signer=key.seal_signer())
 
-        # Only now, with the manifest no longer naming them, the old files go; and the
-        # finished-segment cache, which may hold the erased rows (a rerun rebuilds it).
-        delete_if_present(plan.old_shards + plan.clip_files + unlisted)
-        delete_if_present([FileSystems.join(output, CACHE_DIR)])
+def _erase_locked(output: str, key: PseudonymKey, request: ErasureRequest,
+                  summary: ErasureSummary) -> ErasureSummary:
+    manifest = _manifest(output)  # read again: a run may have published since
+    signer = key.seal_signer()
+    base_head = check_log(output, signer)
+    try:
+        tombstones = read_tombstones(output)
+        tombstones.check_key(key.key_id)
+    except TombstoneError as exc:
+        raise UserError(str(exc)) from None
+    dead = _dead_runs(output, summary.erasure_id)
+    plan, erased_clips = _plan_shards(output, manifest, request, summary)
+    _plan_clips_and_dead_letters(output, plan, erased_clips, request, summary)
+    listed = {f["path"] for f in plan.files}
+    old = {p.rsplit("/", 1)[-1] for p in plan.old_shards + plan.clip_files}
+    named = named_outputs(manifest, publishing_notes(output, signer.public))
+    retired = retired_outputs(output, named, listed)
+    summary.unlisted_files_deleted = sum(
+        1 for p in retired if p.rsplit("/", 1)[-1] not in old)
+    new_tombstones = tombstones.adding(key.key_id, tombstones_for(
+        request, summary.recordings_found, summary.erasure_id,
+        datetime.now(timezone.utc).isoformat(timespec="seconds")))
+    summary.tombstones_added = len(new_tombstones) - len(tombstones)
+
+    # Said first, so that new shards of an erasure killed before its manifest swap are
+    # known for egoveil's (by `audit verify` and by the next run, which removes them).
+    staging = FileSystems.join(output, ".staging", summary.erasure_id)
+    write_atomically(FileSystems.join(staging, RUNNING),
+                     staging_marker("erase", summary.erasure_id))
+    new_entries = [f for f in plan.files if confined(output, f["path"]) in
+                   {path for path, _ in plan.new_files}]
+    write_atomically(FileSystems.join(staging, PUBLISHING), json.dumps(
+        signed_note(summary.erasure_id, base_head, new_entries, signer),
+        sort_keys=True).encode())
+    # New files first; the old ones stay listed and readable until the manifest swap.
+    for path, data in plan.new_files:
+        write_new(path, data)
+    tombstone_bytes = new_tombstones.dumps()
+    write_atomically(tombstone_uri(output), tombstone_bytes)
+    for path, data in plan.replaced:
+        write_atomically(path, data)
+    files = [f for f in plan.files if f["path"] not in (EVENTS_FILE, TOMBSTONE_PATH)]
+    files.append(file_entry(TOMBSTONE_PATH, tombstone_bytes, "erasure_tombstones", None))
+    shards = [f for f in files if f["kind"] == "latents"]
+    totals = dict(manifest.get("totals", {}), latent_rows=sum(f["rows"] for f in shards),
+                  shards=len(shards), clips=sum(f["kind"] == "clip" for f in files),
+                  deadletters=sum(f["rows"] or 0 for f in files
+                                  if f["kind"] == "deadletter"))
+    append_and_reseal(output, dict(manifest, files=files, totals=totals, retired=retired),
+                      op="erase", op_id=summary.erasure_id,
+                      events=[AuditEvent(kind="erasure", counts=summary.counts())],
+                      signer=signer)
+
+    # Only now, with the manifest no longer naming them, the old files go; and the
+    # finished-segment cache, which may hold the erased rows (a rerun rebuilds it), and
+    # what dead runs staged, which may too.
+    delete_owned(output, retired)
+    delete_if_present(stale_temporaries(output) + [FileSystems.join(output, CACHE_DIR)]
+                      + dead + [staging])
     return summary
+

@@ -76,9 +76,10 @@ def build_graph(p: beam.Pipeline, cfg: GraphConfig) -> None:
         plan.span, cfg.segment_seconds, progress)
     resumed = segments | "Resume" >> ResumeSegments(
         ResumeSegmentFn(cache, cfg.write_clips, progress))
+    # Clip videos are staged like shards and moved in when the run publishes.
     anonymized = resumed.todo | "Anonymize" >> AnonymizeSegments(AnonymizeSegmentFn(
-        cfg.anonymization, plan, cfg.key_file, f"{cfg.output}/clips",
-        cfg.config_fingerprint, progress, cache=cache))
+        cfg.anonymization, plan, cfg.key_file, f"{cfg.staging}/clips",
+        cfg.config_fingerprint, progress, cache=cache, caps=cfg.caps))
     embedded = anonymized.clips | "Embed" >> EmbedClips(
         cfg.encoder, cfg.batch_size, layout=layout, runtime=runtime)
     remembered = embedded.rows | "Remember" >> beam.ParDo(RememberRowFn(cache))
@@ -99,7 +100,8 @@ def build_graph(p: beam.Pipeline, cfg: GraphConfig) -> None:
         clip_files=(anonymized.files, resumed.files) | "AllClipFiles" >> beam.Flatten(),
         deadletters=(found.deadletters, admitted.deadletters, anonymized.deadletters,
                      embedded.deadletters) | "DeadLetters" >> beam.Flatten(),
-        events=(admitted.audit, anonymized.audit, resumed.audit) | "AuditEvents" >> beam.Flatten(),
+        events=(found.audit, admitted.audit, anonymized.audit, resumed.audit)
+        | "AuditEvents" >> beam.Flatten(),
         inputs=inputs,
     ) | "Publish" >> Publish(cfg.output, cfg.staging, cfg.record, cfg.max_failure_rate,
                              cfg.key_file)

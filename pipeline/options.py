@@ -39,6 +39,10 @@ class EgoveilOptions(PipelineOptions):
                         help="output folder (local or object store)")
         io.add_argument("--clips", dest="clips", action="store_true", default=False,
                         help="also write each clip's anonymized video under clips/")
+        io.add_argument("--wait-for-lock", dest="wait_for_lock", type=float, default=0.0,
+                        metavar="SECONDS",
+                        help="when another run or erasure holds --output, wait this long for "
+                             "it to finish (default 0: refuse at once)")
 
         priv = parser.add_argument_group("privacy")
         priv.add_argument("--key-file", dest="key_file", default=None,
@@ -93,12 +97,17 @@ class EgoveilOptions(PipelineOptions):
                          default=DEFAULT_TARGET_SHARD_BYTES / 1024**2,
                          help="approximate size of one latent shard")
 
-        lim = parser.add_argument_group("limits")
-        lim.add_argument("--max-pixels", dest="max_pixels", type=int, default=_CAPS.max_pixels)
+        lim = parser.add_argument_group("limits (checked before decoding)")
+        lim.add_argument("--max-pixels", dest="max_pixels", type=int, default=_CAPS.max_pixels,
+                         help="largest frame, width x height (default and most: 4096x4096, "
+                              "what the face detector takes)")
         lim.add_argument("--max-duration-s", dest="max_duration_s", type=float,
-                         default=_CAPS.max_duration_s)
+                         default=_CAPS.max_duration_s, help="longest recording (default 4 h)")
+        lim.add_argument("--max-fps", dest="max_fps", type=float, default=_CAPS.max_fps,
+                         help=f"highest frame rate (default {_CAPS.max_fps:g}); with "
+                              "--max-duration-s it caps a recording's frame count")
         lim.add_argument("--max-input-gb", dest="max_input_gb", type=float,
-                         default=_CAPS.max_bytes / 1024**3)
+                         default=_CAPS.max_bytes / 1024**3, help="largest input file")
         lim.add_argument("--max-failure-rate", dest="max_failure_rate", type=float,
                          default=DEFAULT_MAX_FAILURE_RATE,
                          help="the largest fraction of inputs that may fail (dead letters) "

@@ -7,12 +7,14 @@ the path or the key, so console logs hold no input paths.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
 import platform
+import shutil
 import tempfile
 import time
 import uuid
@@ -28,22 +30,32 @@ from pipeline.errors import RunFailed, UserError
 from pipeline.graph import GraphConfig, build_graph
 from pipeline.latent_options import latent_settings
 from pipeline.options import EgoveilOptions, unknown_arguments
+from pipeline.output_lock import (
+    RUNNING,
+    OutputLockError,
+    dead_staging,
+    hold_output,
+    staging_marker,
+)
 from pipeline.progress import ProgressMonitor
 from pipeline.worker_deps import stage_for_workers
 from privacy.audit_log import AuditLog, AuditLogBroken, AuditLogForeign
 from privacy.audit_record import describe_verification, scrub_paths
 from privacy.config import AnonymizationConfig
 from privacy.consent import ConsentFileError, ConsentRegistry
+from privacy.detectors.base import MAX_FRAME_PIXELS
 from privacy.gates import FAILURE_RATE_JSON, failure_rate_message
 from privacy.metadata_policy import LocationPolicy
 from privacy.pseudonyms import PseudonymKey, PseudonymKeyError
 from privacy.tombstones import TombstoneError, Tombstones
 from schemas.audit import DEADLETTER_FILE, EVENTS_FILE, MANIFEST, VALIDATION_JSON
+from schemas.contracts import MAX_FPS
 from schemas.detections import FACE
 from transforms.discover import InputPattern, normalize_uri
 from transforms.media.inputs import DecodeCaps
 from transforms.models.encoders import EncoderUnavailable, resolve_encoder
 from transforms.stores.audit_files import CONTRACT_FAILED_JSON
+from transforms.stores.cleanup import LinkedFolder, check_owned_folders
 from transforms.stores.filesystems import FileSystemsStore, read_file
 from transforms.stores.keys import load_key
 from transforms.stores.tombstones import read_tombstones
@@ -161,6 +173,15 @@ def _check_numbers(opts: EgoveilOptions) -> None:
         raise UserError("--max-failure-rate must be between 0 and 1 (a fraction of inputs)")
     if opts.segment_seconds <= 0 or opts.target_shard_mb <= 0:
         raise UserError("--segment-seconds and --target-shard-mb must be positive")
+    if not 0 < opts.max_pixels <= MAX_FRAME_PIXELS:
+        raise UserError(f"--max-pixels must be between 1 and {MAX_FRAME_PIXELS} (4096x4096), "
+                        "the largest frame the face detector takes")
+    if not 0 < opts.max_fps <= MAX_FPS:
+        raise UserError(f"--max-fps must be above 0 and at most {MAX_FPS:g}")
+    if opts.max_duration_s <= 0 or opts.max_input_gb <= 0:
+        raise UserError("--max-duration-s and --max-input-gb must be positive")
+    if opts.wait_for_lock < 0:
+        raise UserError("--wait-for-lock takes seconds, 0 or more")
 
 
 def _load_key(opts: EgoveilOptions) -> PseudonymKey:
@@ -206,9 +227,21 @@ def _describe_models(anonymization: AnonymizationConfig) -> tuple[dict, dict]:
     return classes, verification
 
 
-def _open_output(opts: EgoveilOptions, key: PseudonymKey) -> tuple[str, Tombstones]:
-    """The output folder, checked: writable, its log intact, its tombstones of this key."""
+def _open_output(opts: EgoveilOptions, key: PseudonymKey, run_id: str,
+                 hold: contextlib.ExitStack | None) -> tuple[str, Tombstones]:
+    """The output folder, checked: writable, its own folders no links, locked for this run
+    (when ``hold`` is given: until it closes), its log intact, its tombstones of this key.
+    """
     output = _prepare_output(opts.output)
+    try:
+        check_owned_folders(output)
+    except LinkedFolder as exc:
+        raise UserError(f"--output: {exc}") from None
+    if hold is not None:
+        try:
+            hold.enter_context(hold_output(output, "run", run_id, opts.wait_for_lock))
+        except OutputLockError as exc:
+            raise UserError(str(exc)) from None
     try:
         audit_log = AuditLog.load(FileSystemsStore(output))
     except AuditLogBroken as exc:
@@ -237,14 +270,21 @@ def _check_runner(argv: list[str]) -> None:
                         "PortableRunner")
 
 
-def prepare(argv: list[str]) -> tuple[PipelineOptions, GraphConfig, EgoveilOptions]:
+def prepare(argv: list[str], hold: contextlib.ExitStack | None = None
+            ) -> tuple[PipelineOptions, GraphConfig, EgoveilOptions]:
     """Parse and validate ``egoveil run`` arguments.
+
+    Args:
+        argv: the arguments after ``run``.
+        hold: where to keep the output's lock (``pipeline.output_lock``) until the run
+            is over; None takes no lock (a check of the arguments only).
 
     Returns:
         The Beam pipeline options, the graph's configuration, and egoveil's own options.
 
     Raises:
-        UserError: any problem the user can fix, as one line.
+        UserError: any problem the user can fix, as one line; another run or erasure
+            holding the output is one.
     """
     _check_runner(argv)
     unknown = unknown_arguments(argv)
@@ -262,6 +302,9 @@ def prepare(argv: list[str]) -> tuple[PipelineOptions, GraphConfig, EgoveilOptio
     if opts.manifest:
         _check_readable(opts.manifest, "--manifest")
     patterns = _resolve_patterns(opts.input)
+    run_id = uuid.uuid4().hex[:16]
+    # The output's state (log, tombstones) is read once the run holds it.
+    output, tombstones = _open_output(opts, key, run_id, hold)
     anonymization = anonymization_config(opts)
     classes, verification_info = _describe_models(anonymization)
     try:
@@ -270,14 +313,15 @@ def prepare(argv: list[str]) -> tuple[PipelineOptions, GraphConfig, EgoveilOptio
     except EncoderUnavailable as exc:
         raise UserError(str(exc)) from None
     layout, runtime = latent_settings(opts, encoder)
-    output, tombstones = _open_output(opts, key)
 
-    run_id = uuid.uuid4().hex[:16]
     caps = DecodeCaps(max_pixels=opts.max_pixels, max_duration_s=opts.max_duration_s,
-                      max_bytes=int(opts.max_input_gb * 1024**3))
+                      max_bytes=int(opts.max_input_gb * 1024**3), max_fps=opts.max_fps)
     runner = options.view_as(StandardOptions).runner
     local = runner in LOCAL_RUNNERS and "://" not in output
-    progress_dir = tempfile.mkdtemp(prefix="egoveil-progress-") if local else None
+    progress_dir = None
+    if local and hold is not None:  # removed when the run is over, however it ends
+        progress_dir = tempfile.mkdtemp(prefix="egoveil-progress-")
+        hold.callback(shutil.rmtree, progress_dir, True)
     stage_for_workers(options, runner in LOCAL_RUNNERS,
                       os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -316,7 +360,8 @@ def prepare(argv: list[str]) -> tuple[PipelineOptions, GraphConfig, EgoveilOptio
                   "segment_seconds": opts.segment_seconds, "write_clips": opts.clips,
                   "stereo_embed": opts.stereo_embed},
         "caps": {"max_pixels": caps.max_pixels, "max_duration_s": caps.max_duration_s,
-                 "max_bytes": caps.max_bytes},
+                 "max_bytes": caps.max_bytes, "max_fps": caps.max_fps,
+                 "max_frames": caps.max_frames},
         "max_failure_rate": opts.max_failure_rate,
         "runner": runner or "DirectRunner",
         "versions": _library_versions(),
@@ -410,18 +455,30 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         show_progress: bool | None = None) -> RunSummary:
     """Run ``egoveil run`` with ``argv`` (without the ``run`` word) and return its summary.
 
+    The run holds its output's lock (``pipeline.output_lock``) from before it reads the
+    output's state until it has read back what it published.
+
     Raises:
-        UserError: bad arguments or inputs (nothing was processed).
+        UserError: bad arguments or inputs, or an output in use (nothing was processed).
     """
-    options, graph, opts = prepare(list(argv or []))
+    with contextlib.ExitStack() as hold:
+        options, graph, opts = prepare(list(argv or []), hold)
+        return _run_locked(options, graph, opts, test_pipeline, show_progress)
+
+
+def _run_locked(options: PipelineOptions, graph: GraphConfig, opts: EgoveilOptions,
+                test_pipeline: beam.Pipeline | None, show_progress: bool | None) -> RunSummary:
     started = time.perf_counter()
     pipeline = test_pipeline or beam.Pipeline(options=options)
     build_graph(pipeline, graph)
     enabled = opts.progress if show_progress is None else show_progress
+    run_id = graph.record["run_id"]
     # The staging folder exists from now until publishing: `egoveil erase` refuses to
-    # rewrite an output while a run into it could still publish rows it erased.
-    with FileSystems.create(FileSystems.join(graph.staging, "RUNNING")):
-        pass
+    # rewrite an output while a run into it could still publish rows it erased. Its
+    # marker says this run held the lock, so that once the run is gone, the next one
+    # knows the folder for a dead run's.
+    with FileSystems.create(FileSystems.join(graph.staging, RUNNING)) as handle:
+        handle.write(staging_marker("run", run_id))
     try:
         if graph.progress_dir:
             with ProgressMonitor(graph.progress_dir, enabled=enabled):
@@ -436,7 +493,13 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     failure = failure_rate_failure(graph.staging) or contract_failure(graph.staging)
     if failure:
         raise RunFailed(failure)
-    return summarize(graph.output, time.perf_counter() - started)
+    summary = summarize(graph.output, time.perf_counter() - started)
+    # Published: what runs that died here left behind is of no use any more (their
+    # files were retired by this publish), so their staging folders go.
+    dead, _ = dead_staging(graph.output, run_id)
+    if dead:
+        FileSystems.delete(dead)
+    return summary
 
 
 def _staged_json(staging: str, name: str) -> dict | None:

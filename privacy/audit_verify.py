@@ -10,10 +10,11 @@ Checks, in this order, and reports every problem with the first one first:
    name, and, when the auditor gives the owner's public key (``key``), by that key;
    the manifest's file list is the one the log sealed last;
 5. every listed file exists with its sha256, size and row count, and no file is
-   there that the manifest does not list. A shard that a publish cut short moved in
-   is not counted as tampering when its run's signed ``PUBLISHING`` note names it
-   with its sha256 and the log has not sealed that run: it is reported as a notice
-   (a reader that lists ``latents/`` would see it) and the next publish removes it;
+   there that the manifest does not list (the output's lock excepted). A shard or
+   clip that a publish (or an erasure) cut short moved in is not counted as tampering
+   when its signed ``PUBLISHING`` note names it with its sha256 and the log has not
+   sealed that operation: it is reported as a notice (a reader that lists
+   ``latents/`` would see it) and the next publish or erasure removes it;
 6. the record of processing is the one the log recorded for the publishing run,
    names what a record must name, and agrees with the manifest's totals unless a
    later operation (an erasure) resealed the folder.
@@ -37,6 +38,7 @@ from schemas.audit import (
     EVENTS_FILE,
     GENESIS,
     MANIFEST,
+    OUTPUT_LOCK,
     PUBLISHING,
     RECORD_FILE,
     SUCCESS,
@@ -253,7 +255,7 @@ def _check_files(store, listed, report, chain, sealed_by: SealKey | None) -> Non
                 continue
             if rows is not None and rows != entry["rows"]:
                 report.add(path, f"{rows} rows, manifest.json says {entry['rows']}")
-    unlisted = sorted(p for p in present - set(listed) - {MANIFEST, SUCCESS}
+    unlisted = sorted(p for p in present - set(listed) - {MANIFEST, SUCCESS, OUTPUT_LOCK}
                       if not p.startswith(WORK_PREFIXES))
     excused = _cut_short(store, present, chain, sealed_by, report) if unlisted else {}
     for path in unlisted:
@@ -277,9 +279,9 @@ def _check_files(store, listed, report, chain, sealed_by: SealKey | None) -> Non
 
 def _cut_short(store, present: set[str], chain, sealed_by: SealKey | None,
                report: VerifyReport) -> dict[str, tuple[str, str]]:
-    """Shards a publish that was cut short moved in before its manifest: path -> (run id,
-    sha256), from ``PUBLISHING`` notes signed with the folder's audit key by runs the log
-    has not sealed, published onto a head of this log."""
+    """Shards and clips a publish that was cut short moved in before its manifest: path ->
+    (run id, sha256), from ``PUBLISHING`` notes signed with the folder's audit key by runs
+    the log has not sealed, published onto a head of this log."""
     if chain is None or sealed_by is None:
         return {}  # without a trusted key, no note can be told from a forgery
     sealed_runs = {e["op_id"] for e in chain.entries if e["kind"] == "files_sealed"}
@@ -299,7 +301,8 @@ def _cut_short(store, present: set[str], chain, sealed_by: SealKey | None,
         if note.get("run_id") in sealed_runs or note.get("base_head") not in heads:
             continue  # a finished run's note, or another folder's: it excuses nothing
         for entry in note["files"]:
-            if isinstance(entry, dict) and str(entry.get("path", "")).startswith("latents/"):
+            if isinstance(entry, dict) and str(entry.get("path", "")).startswith(
+                    ("latents/", "clips/")):
                 named[entry["path"]] = (str(note["run_id"]), str(entry.get("sha256")))
     return named
 

@@ -21,8 +21,12 @@ VALIDATION_HTML = "audit/validation.html"
 # run's leftovers, the finished-segment cache); verification ignores them and
 # nothing else.
 WORK_PREFIXES = (".staging/", ".cache/")
-# In a run's staging folder while it publishes: the files it is about to move in. Files
-# a publish cut short left behind are named there; any other unlisted file is not.
+# The output's lock (``pipeline.output_lock``): one run or erasure at a time. It is
+# there only while one holds it, and is no published file.
+OUTPUT_LOCK = ".lock"
+# In a run's staging folder while it publishes: the shards and clips it is about to move
+# in. Files a publish cut short left behind are named there; any other unlisted file is
+# not.
 PUBLISHING = "PUBLISHING"
 
 # manifest.json "kind" of each published file; "rows" means what the kind counts.
@@ -57,6 +61,8 @@ EVENT_KINDS = {
     "consent_excluded": "a recording without valid consent was counted and never opened "
                         "(counts: reason)",
     "duplicate_input": "the same content was delivered twice and processed once",
+    "manifest_conflict": "manifest lines naming the same file disagreed; it was not processed "
+                         "(counts: lines, fields)",
     "vrs_streams": "a Project Aria VRS file's streams: the allow-listed ones read and the rest "
                    "dropped unread (counts: streams_listed, streams_read, streams_dropped, by "
                    "stream id)",

@@ -134,6 +134,23 @@ def published(tmp_path, key_file, key):
     return out
 
 
+def _dead_run_named(out, key, paths) -> None:
+    """A run that held the output's lock and died while publishing ``paths``: its staging
+    folder, with its marker and its signed note."""
+    from pipeline.output_lock import staging_marker
+    from privacy.audit_log import AuditLog
+    from privacy.audit_seal import signed_note
+
+    folder = out / ".staging" / "deadrun00000000"
+    folder.mkdir(parents=True)
+    (folder / "RUNNING").write_bytes(staging_marker("run", "deadrun00000000"))
+    head = AuditLog.load(FileSystemsStore(str(out))).head
+    files = [{"path": str(p.relative_to(out)), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+             for p in paths]
+    note = signed_note("deadrun00000000", head, files, key.seal_signer())
+    (folder / "PUBLISHING").write_text(json.dumps(note))
+
+
 def _snapshot(out) -> dict:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
             if p.is_file()}
@@ -162,8 +179,11 @@ def test_erase_a_wearer_rewrites_shards_deletes_clips_and_leaves_a_tombstone(
     out = published
     before = _rows(out)
     old_shards = {f.name for f in (out / "latents").glob("*")}
-    stray = out / "clips" / ("f" * 32 + ".mp4")  # a clip of an earlier run, not listed
+    # A clip of an earlier run that died while publishing: not listed, but named in that
+    # run's signed PUBLISHING note (egoveil deletes only what a manifest or note named).
+    stray = out / "clips" / ("f" * 32 + ".mp4")
     stray.write_bytes(b"debris")
+    _dead_run_named(out, key, [stray])
     alice = key.pseudonym("wearer", "alice")
     alice_clips = [c for c, w in zip(before.column("clip_id").to_pylist(),
                                      before.column("wearer_id").to_pylist()) if w == alice]

@@ -46,10 +46,11 @@ from schemas.detections import FACE
 from schemas.elements import Clip, Segment
 from schemas.records import AuditEvent, DeadLetter
 from schemas.stages import AUDIT, DEADLETTER, FILES, Anonymized, PublishedFile
-from transforms.media.inputs import DecodeStats, MediaError
+from transforms.media.inputs import DecodeCaps, DecodeStats, MediaError
 from transforms.media.sources import iter_instants
 from transforms.media.video import VideoWriter
 from transforms.models.encoders import FrameGeometry
+from transforms.segments import segment_frame_limit
 from transforms.stores.keys import load_key
 from transforms.stores.progress import ProgressReporter
 from transforms.stores.segment_cache import SegmentCache
@@ -85,6 +86,23 @@ class ClipPlan:
     def span(self) -> int:
         """Decoded frames covered by one clip."""
         return self.frames_per_clip * self.frame_stride
+
+
+def _bounded(window: Iterator, max_inside: int, max_time_s: float) -> Iterator:
+    """The window, refused (``too_large``) as soon as it holds more frames than its segment
+    may, or a frame later than the duration cap: a file's header can understate both,
+    and a segment's frames are held until it is verified."""
+    inside = 0
+    for item, is_inside in window:
+        if is_inside:
+            inside += 1
+            if inside > max_inside:
+                raise MediaError("too_large", f"more than {max_inside} frames in one segment: "
+                                              "the frame rate is above what the file declares")
+            if item.time_s > max_time_s:
+                raise MediaError("too_large", f"a frame at {item.time_s:.0f} s is past the "
+                                              f"duration cap of {max_time_s:.0f} s")
+        yield item, is_inside
 
 
 def _sampled(window: Iterator, step: int) -> Iterator[ViewFrames]:
@@ -128,9 +146,13 @@ class AnonymizeSegmentFn(beam.DoFn):
     ``verification_failed`` dead letter).
 
     Args:
+        clips_dir: where clip videos are staged (the run's staging folder; publishing
+            moves them into ``DIR/clips``, so a run that dies leaves none there).
         detector_factories: detectors by class to use instead of the configured ones
             (tests inject faulty detectors this way).
         verifier_factory: the verifier's independent detector instead of the configured one.
+        caps: the decoding caps; a segment whose frames pass its frame limit or the
+            duration cap becomes a ``too_large`` dead letter.
     """
 
     def __init__(self, config: AnonymizationConfig, plan: ClipPlan, key_file: str | None,
@@ -138,8 +160,9 @@ class AnonymizeSegmentFn(beam.DoFn):
                  progress: ProgressReporter | None = None,
                  detector_factories: dict[str, DetectorFactory] | None = None,
                  verifier_factory: DetectorFactory | None = None,
-                 cache: SegmentCache | None = None) -> None:
+                 cache: SegmentCache | None = None, caps: DecodeCaps | None = None) -> None:
         self._config = config
+        self._caps = caps or DecodeCaps()
         self._cache = cache
         self._factories = detector_factories
         self._verifier_factory = verifier_factory
@@ -177,7 +200,7 @@ class AnonymizeSegmentFn(beam.DoFn):
             if verified.failed_first is not None:
                 events.append(self._first_pass_failed(segment, verified.failed_first))
                 self._reredacted.inc()
-            files = verified.attempt.builder.publish_files()
+            files = verified.attempt.builder.stage_files()
         except (DetectorError, MediaError, VerificationFailed) as exc:
             if isinstance(exc, DetectorError):
                 reason = "detector_failed"
@@ -193,7 +216,8 @@ class AnonymizeSegmentFn(beam.DoFn):
                 input_id=rec.input_id or identifiers.input_id(self._key, rec.uri),
                 stage="anonymize", reason=reason,
                 detail=str(exc).splitlines()[0][:200] if str(exc) else reason,
-                recording_id=rec.recording_id, segment_index=segment.index))
+                recording_id=rec.recording_id, segment_index=segment.index,
+                wearer_id=rec.wearer_id))
             for event in events:
                 yield beam.pvalue.TaggedOutput(AUDIT, event)
             yield beam.pvalue.TaggedOutput(AUDIT, AuditEvent(
@@ -236,8 +260,10 @@ class AnonymizeSegmentFn(beam.DoFn):
         rec, plan = segment.recording, self._plan
         detect_step = 1 if plan.write_clips else plan.frame_stride
         stats = DecodeStats()
-        window = iter_instants(rec, segment.start_s, None if segment.is_last else segment.end_s,
-                               context=anonymizer.window * detect_step, stats=stats)
+        window = _bounded(iter_instants(rec, segment.start_s,
+                                        None if segment.is_last else segment.end_s,
+                                        context=anonymizer.window * detect_step, stats=stats),
+                          segment_frame_limit(segment), self._caps.max_duration_s)
         rng = np.random.default_rng(self._key.seed(rec.recording_id, rec.view, segment.index))
         builder = _ClipBuilder(self, segment, rec.video.fps or 30.0)
         try:
@@ -399,7 +425,9 @@ class _ClipBuilder:
                 os.unlink(track.writer_path)
                 track.writer = None
 
-    def publish_files(self) -> list[PublishedFile]:
+    def stage_files(self) -> list[PublishedFile]:
+        """Copy the verified segment's clip videos to the staging folder; their entries name
+        the place they will be published at (``clips/<clip_id>.mp4``)."""
         files = []
         for temp_path, clip_id, frame_count in self._temp:
             with open(temp_path, "rb") as handle:

@@ -3,14 +3,19 @@
 Readers trust only the manifest (PRIVACY.md 18): it lists every published file
 with its sha256 and row count, and ``_SUCCESS`` is written last, after it. The
 data contract runs before anything moves (``transforms.stores.audit_files``): a run that
-fails it publishes nothing.
+fails it publishes nothing. Shards and clip videos are staged in the run's staging
+folder and named in its ``PUBLISHING`` note before they are moved in; the small
+files (dead letters, record, contract results, log, manifest) are written whole in
+the staging folder and renamed into place together; and only then are the files the
+new manifest retires deleted (``transforms.stores.cleanup``: only what a manifest or
+a note named, never through a symbolic link), with temporaries of writes that died.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
+import os
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -22,13 +27,21 @@ from privacy.gates import FailureRateGate
 from privacy.tombstones import TOMBSTONE_PATH
 from schemas.audit import (
     DEADLETTER_FILE,
+    MANIFEST,
     PUBLISHING,
     SUCCESS,
 )
 from schemas.latents import SCHEMA_VERSION
 from schemas.stages import PublishedFile, PublishInputs
 from transforms.stores.audit_files import RunAudit, staged_shard_loader
-from transforms.stores.filesystems import FileSystemsStore
+from transforms.stores.cleanup import (
+    delete_owned,
+    named_outputs,
+    publishing_notes,
+    retired_outputs,
+    stale_temporaries,
+)
+from transforms.stores.filesystems import FileSystemsStore, StagedWrites
 from transforms.stores.keys import load_key
 from transforms.stores.shards import shard_name
 from transforms.stores.tombstones import check_unchanged
@@ -106,8 +119,11 @@ class PublishFn(beam.DoFn):
                 _write_bytes(FileSystems.join(self._staging, name), data)
             yield dict(totals, published=False)
             return
-        audit = RunAudit(FileSystemsStore(out), self._record, event_records, dl_records, totals,
-                         self._signer)
+        # The small files (dead letters, record, contract results, log, manifest) are
+        # written whole into the staging folder first, before anything moves, and renamed
+        # into place last: a disk that fills up while they are written changes nothing.
+        store = StagedWrites(FileSystemsStore(out), self._staging)
+        audit = RunAudit(store, self._record, event_records, dl_records, totals, self._signer)
         names = [shard_name(number, shard.sha256) for number, shard in enumerate(shards)]
         contract = audit.check([ShardSource(f"latents/{name}", shard.rows,
                                             staged_shard_loader(shard.staging_path))
@@ -117,29 +133,18 @@ class PublishFn(beam.DoFn):
             yield dict(totals, published=False)
             return
 
-        # Shards are named by their content, so moving them in never touches a file the
-        # previous manifest lists: a run killed here leaves the previous manifest valid,
-        # and the files it did move are the same bytes a restart would write.
+        previous = _previous_manifest(out)
+        named = named_outputs(previous, publishing_notes(out, self._signer.public))
+        staged_clips = {c.path: FileSystems.join(self._staging, *c.path.split("/"))
+                        for c in clip_files}
+        staged_clips = {rel: path for rel, path in staged_clips.items()
+                        if FileSystems.exists(path)}
         files = [PublishedFile(path=f"latents/{name}", kind="latents", sha256=shard.sha256,
                                bytes=shard.size_bytes, rows=shard.rows).to_entry()
                  for name, shard in zip(names, shards)]
-        latents_dir = FileSystems.join(out, "latents")
-        ensure_dir(latents_dir)
-        # Said before anything moves, and signed, so that `egoveil audit verify` can tell
-        # the files of a publish that was cut short from files added behind its back.
-        _write_bytes(FileSystems.join(self._staging, PUBLISHING), audit.publishing_note(files))
-        for entry, shard in zip(files, shards):
-            dest = FileSystems.join(out, entry["path"])
-            if FileSystems.exists(dest):  # same name, same content: published before
-                _delete_quietly([shard.staging_path])
-            else:
-                FileSystems.rename([shard.staging_path], [dest])
         files.extend(clip.to_entry() for clip in sorted(clip_files, key=lambda c: c.path))
-
-        # From here the small files change in place, then the manifest replaces the old
-        # one in one rename: the only window where the folder is between two states.
         data = _jsonl(dl_records)
-        _write_bytes(FileSystems.join(out, DEADLETTER_FILE), data)
+        store.write(DEADLETTER_FILE, data)
         files.append(file_entry(DEADLETTER_FILE, data, "deadletter", len(dl_records)))
         tombstone_file = FileSystems.join(out, TOMBSTONE_PATH)
         if FileSystems.exists(tombstone_file):  # the erasures this run honoured
@@ -147,16 +152,70 @@ class PublishFn(beam.DoFn):
                 files.append(file_entry(TOMBSTONE_PATH, handle.read(), "erasure_tombstones",
                                         None))
         files.extend(audit.write_files())
-
+        retired = retired_outputs(out, named, {f["path"] for f in files})
         manifest = {"schema_version": SCHEMA_VERSION, "run_id": self._record.get("run_id"),
                     "config_sha256": self._record.get("config_sha256"), "totals": totals,
                     "content_sha256": content_digest(self._record.get("config_sha256"),
-                                                     totals, files)}
-        written = audit.seal(manifest, files)
+                                                     totals, files),
+                    "retired": retired}
+        audit.seal(manifest, files)  # staged: nothing in the output has changed yet
+
+        # Said before anything moves, and signed, so that `egoveil audit verify` can tell
+        # the files of a publish that was cut short from files added behind its back, and
+        # the next publish knows them for egoveil's.
+        _write_bytes(FileSystems.join(self._staging, PUBLISHING), audit.publishing_note(
+            [f for f in files if f["kind"] == "latents" or f["path"] in staged_clips]))
+        # Shards are named by their content, so moving them in never touches a file the
+        # previous manifest lists: a run killed here leaves the previous manifest valid,
+        # and the files it did move are the same bytes a restart would write.
+        ensure_dir(FileSystems.join(out, "latents"))
+        for name, shard in zip(names, shards):
+            dest = FileSystems.join(out, "latents", name)
+            if FileSystems.exists(dest):  # same name, same content: published before
+                _delete_quietly([shard.staging_path])
+            else:
+                FileSystems.rename([shard.staging_path], [dest])
+        if staged_clips:
+            ensure_dir(FileSystems.join(out, "clips"))
+        sha_of = {c.path: c.sha256 for c in clip_files}
+        for rel, path in sorted(staged_clips.items()):
+            _move_in(path, FileSystems.join(out, rel), sha_of[rel])
+        # The renames of the small files, manifest last, are the only window where the
+        # folder is between two states.
+        store.commit()
         _write_bytes(FileSystems.join(out, SUCCESS), b"")
-        _delete_quietly(unlisted_outputs(out, {f["path"] for f in written["files"]}))
+        # Only now, with the manifest naming the new files, what it retired goes, and
+        # the temporaries of writes that died.
+        delete_owned(out, retired)
+        _delete_quietly(stale_temporaries(out))
         _delete_quietly([self._staging])
         yield dict(totals, published=True)
+
+
+def _previous_manifest(output: str) -> dict | None:
+    path = FileSystems.join(output, MANIFEST)
+    try:
+        with FileSystems.open(path) as handle:
+            manifest = json.loads(handle.read())
+    except (OSError, ValueError):
+        return None  # none yet, or unreadable: it names nothing
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _move_in(staged: str, dest: str, sha256: str) -> None:
+    """Move a staged clip into place. A clip of that id published before is kept when it
+    holds the same bytes; otherwise it is replaced in one rename."""
+    if FileSystems.exists(dest):
+        with FileSystems.open(dest, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            same = hashlib.sha256(handle.read()).hexdigest() == sha256
+        if same:
+            _delete_quietly([staged])
+            return
+        if "://" not in dest:
+            os.replace(staged, dest)
+            return
+        FileSystems.delete([dest])
+    FileSystems.rename([staged], [dest])
 
 
 def content_digest(config_sha256: str | None, totals: dict, files: list[dict]) -> str:
@@ -167,30 +226,6 @@ def content_digest(config_sha256: str | None, totals: dict, files: list[dict]) -
     blob = json.dumps({"config_sha256": config_sha256, "totals": totals, "files": published},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-# What shard and clip files are called (shards: staged, or published with a content hash).
-SHARD_NAME = re.compile(r"^latents/part-(\d{5})(?:-[0-9a-f]{12})?\.parquet$")
-CLIP_NAME = re.compile(r"^clips/([0-9a-f]{32})\.mp4$")
-
-
-def unlisted_outputs(output: str, listed: set[str]) -> list[str]:
-    """Shard and clip files a manifest does not list.
-
-    They are debris: of an earlier run or of a publish cut short (whose clips may be
-    an erased wearer's), or of an erasure killed between its manifest swap and its
-    deletions (whose old shards still hold the erased rows). Readers never see them;
-    the next publish or erasure removes them.
-    """
-    unlisted = []
-    for folder, pattern, name in (("latents", "part-*.parquet", SHARD_NAME),
-                                  ("clips", "*.mp4", CLIP_NAME)):
-        for meta in FileSystems.match([FileSystems.join(output, folder, pattern)])[0] \
-                .metadata_list:
-            rel = f"{folder}/" + meta.path.replace("\\", "/").rsplit("/", 1)[-1]
-            if name.match(rel) and rel not in listed:
-                unlisted.append(meta.path)
-    return unlisted
 
 
 class Publish(beam.PTransform):

@@ -24,8 +24,8 @@ from privacy.audit_log import AuditLog, file_entry, seal_and_write
 from privacy.audit_seal import SealSigner, signed_note
 from privacy.audit_summary import count_outcomes
 from privacy.data_contract import ContractResult, DataContract, ShardSource
+from privacy.output_store import OutputStore
 from schemas.audit import RECORD_FILE, VALIDATION_HTML, VALIDATION_JSON
-from transforms.stores.filesystems import FileSystemsStore
 
 CONTRACT_FAILED_JSON = "validation.json"  # under the run's staging folder
 CONTRACT_FAILED_HTML = "validation.html"
@@ -59,7 +59,7 @@ class RunAudit:
             sealed with another key.
     """
 
-    store: FileSystemsStore
+    store: OutputStore
     base_record: dict
     events: list[dict]
     deadletters: list[dict]
