@@ -77,3 +77,11 @@ def test_loaded_encoder_is_deterministic_on_cpu(tiny_encoder):
     b = LoadedEncoder(spec, "cpu").embed(clips)
     assert a.shape == (2, spec.embedding_dim) and np.allclose(a, b)
     assert not np.allclose(a[0], a[1])
+
+
+def test_a_make_encoder_folder_is_recorded_as_not_pretrained(tiny_encoder, saved_encoder):
+    """`egoveil make-encoder` saves random weights; runs with its folder say so."""
+    made = resolve_encoder(tiny_encoder)
+    assert made.pretrained is False and made.describe()["pretrained"] is False
+    assert resolve_encoder(saved_encoder).pretrained is True
+    assert made.weights_sha256 == resolve_encoder(saved_encoder).weights_sha256

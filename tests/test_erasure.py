@@ -369,3 +369,64 @@ def test_publish_refuses_when_tombstones_changed_during_the_run(tmp_path, key, k
                 key_file=key_file)
     assert not (out / "manifest.json").exists() and not (out / "_SUCCESS").exists()
     assert not list((out / "latents").glob("*")) if (out / "latents").exists() else True
+
+
+def test_erasing_a_wearer_reaches_dead_letters_of_inputs_that_made_no_row(tmp_path, key,
+                                                                          key_file):
+    """A wearer's recording that failed at admission or in every segment has no row to be
+    found by; its dead letters name the wearer's pseudonym, and the recording is tombstoned
+    so that a later run skips it."""
+    out = tmp_path / "out"
+    staging = str(out / ".staging" / "run")
+    alice, bob = key.pseudonym("wearer", "alice"), key.pseudonym("wearer", "bob")
+    unreadable = key.pseudonym("recording", "content-unreadable")
+    failed = key.pseudonym("recording", "content-failed")
+    deadletters = [
+        DeadLetter(input_id="a" * 32, stage="admit", reason="unreadable",
+                   recording_id=unreadable, wearer_id=alice),
+        DeadLetter(input_id="b" * 32, stage="admit", reason="unsupported", wearer_id=alice),
+        DeadLetter(input_id="c" * 32, stage="anonymize", reason="detector_failed",
+                   recording_id=failed, segment_index=0, wearer_id=alice),
+        DeadLetter(input_id="d" * 32, stage="anonymize", reason="detector_failed",
+                   recording_id=key.pseudonym("recording", "content-bob"), segment_index=3,
+                   wearer_id=bob)]
+    with TestPipeline() as p:
+        shards = (p | "Rows" >> beam.Create([_row(key, i, "bob") for i in range(4)])
+                  | WriteLatentShards(staging, 4, {"run": "test"}))
+        PublishInputs(shards=shards, clip_files=p | "Clips" >> beam.Create([]),
+                      deadletters=p | "DL" >> beam.Create(deadletters),
+                      events=p | "Events" >> beam.Create([]),
+                      inputs=p | "Inputs" >> beam.Create([5])) | Publish(
+                          str(out), staging, run_record(key.key_id), key_file=key_file)
+
+    summary = erase(str(out), ["alice"], [], key_file)
+    assert summary.rows_removed == 0 and summary.deadletters_removed == 3
+    kept = [json.loads(line) for line in
+            (out / "deadletter" / "deadletters.jsonl").read_text().splitlines()]
+    assert [(d["input_id"], d["wearer_id"]) for d in kept] == [("d" * 32, bob)]
+    stones = Tombstones.parse((out / "erasure" / "tombstones.json").read_bytes())
+    assert stones.match(recording_id=unreadable) == "recording"
+    assert stones.match(recording_id=failed) == "recording"
+    assert summary.tombstones_added == 3  # the wearer and both recordings
+    assert verify_output(FileSystemsStore(str(out))).findings == []
+
+
+def test_admission_dead_letters_name_the_wearer_and_the_recording(tmp_path, key, key_file):
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from schemas.sidecar import RecordingRequest
+    from transforms.admit import AdmitRecordingFn, AdmitRecordings
+    from transforms.media.inputs import DecodeCaps
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(os.urandom(4096))
+    recording = key.pseudonym("recording", hashlib.sha256(broken.read_bytes()).hexdigest())
+    fn = AdmitRecordingFn(key_file, None, "world-model-training", DecodeCaps())
+    with TestPipeline() as p:
+        out = p | beam.Create([RecordingRequest(str(broken), wearer_id="alice"),
+                               RecordingRequest(str(tmp_path / "missing.mp4"))]) \
+            | AdmitRecordings(fn)
+        assert_that(out.deadletters | beam.Map(
+            lambda d: (d.reason, d.recording_id, d.wearer_id)),
+            equal_to([("unreadable", recording, key.pseudonym("wearer", "alice")),
+                      ("unreadable", None, None)]))

@@ -377,3 +377,55 @@ def test_a_run_killed_while_publishing_leaves_the_previous_manifest_valid(
     assert sorted(p.name for p in (out / "latents").iterdir()) == \
         sorted(Path(p).name for p in _latents(out))  # the earlier shards are gone
     assert egoveil("audit", "verify", str(out)).returncode == 0
+
+
+def _files(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} \
+        if folder.exists() else set()
+
+
+def test_a_run_killed_while_writing_clips_leaves_the_folder_verifying(
+        long_recording, clean_run, tmp_path, key_file, tiny_encoder):
+    """Clips are staged like shards: a run killed after writing some leaves none in
+    clips/ (the probe's run killed at 8 s left clips that verify called added after
+    publishing), and the next run cleans up what the dead one staged."""
+    out = tmp_path / "out"
+    shutil.copytree(clean_run, out)
+    published = _files(out / "clips")
+    args = _args(long_recording, out, key_file, tiny_encoder, "--clips")
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if list(out.glob(".staging/*/clips/*.mp4")) or _files(out / "clips") - published:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _files(out / "clips") == published
+    verified = egoveil("audit", "verify", str(out))
+    assert verified.returncode == 0, verified.stderr
+
+    finished = egoveil(*args)
+    assert finished.returncode == 0, finished.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    clips = {f["path"] for f in manifest["files"] if f["kind"] == "clip"}
+    assert clips and {f"clips/{name}" for name in _files(out / "clips")} == clips
+    assert not list((out / ".staging").iterdir())  # the killed run's staging is gone
+    assert egoveil("audit", "verify", str(out)).returncode == 0
+
+
+def test_a_leftover_temporary_is_removed_by_the_next_run(long_recording, clean_run, tmp_path,
+                                                         key_file, tiny_encoder):
+    out = tmp_path / "out"
+    shutil.copytree(clean_run, out)
+    leftover = out / "audit" / "validation.json.tmp-x"  # a write that died half-way
+    leftover.write_text('{"success": tr')
+    assert egoveil("audit", "verify", str(out)).returncode == 1
+    rerun = egoveil(*_args(long_recording, out, key_file, tiny_encoder))
+    assert rerun.returncode == 0, rerun.stderr
+    assert not leftover.exists()
+    verified = egoveil("audit", "verify", str(out))
+    assert verified.returncode == 0, verified.stderr

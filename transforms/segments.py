@@ -51,7 +51,7 @@ def segment_frame_limit(segment: Segment, max_frames: int = MAX_SEGMENT_FRAMES) 
     planned frames (variable frame rates burst), and at least ``max_frames``."""
     fps = segment.recording.video.fps or 30.0
     span = segment.end_s - segment.start_s
-    planned = math.ceil(span * fps) if math.isfinite(span) else 0
+    planned = round(span * fps) if math.isfinite(span) else 0
     return max(2 * planned, max_frames)
 
 
