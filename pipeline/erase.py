@@ -136,14 +136,15 @@ def _load_key(key_file: str | None, output: str) -> PseudonymKey:
 
 def _dead_runs(output: str, erasure_id: str) -> list[str]:
     """Staging folders of runs and erasures that held the output's lock and died (the
-    erasure holds it now), to clean up; any other staging folder refuses the erasure:
-    its run may still be going and could publish the rows this erasure removes."""
-    dead, unknown = dead_staging(output, erasure_id)
+    erasure holds it now) or that a gate refused, to remove: what they staged may hold
+    the erased rows. Any other staging folder refuses the erasure: its run may still be
+    going and could publish the rows this erasure removes."""
+    dead, gated, unknown = dead_staging(output, erasure_id)
     if unknown:
         raise UserError("a run into DIR is in progress or was killed (DIR/.staging is not "
                         "empty and does not say which run it is of); wait for it to finish, "
                         "or delete DIR/.staging if it was killed, then erase again")
-    return dead
+    return dead + gated
 
 
 def _exists(uri: str) -> bool:

@@ -24,7 +24,8 @@ hold it until they are done; another one refuses at once (one line, exit 2) or, 
 
 A run's staging folder records that its run held the lock (``staging_marker``), so the
 next holder knows a leftover staging folder for a dead run's (``dead_staging``) and not
-for a run still going: only those are cleaned up.
+for a run still going: only those are cleaned up. A run refused by a gate says so in
+its marker: its folder, which holds the reasons, stays until an erasure.
 """
 
 from __future__ import annotations
@@ -240,29 +241,32 @@ def hold_output(output: str, op: str, op_id: str, wait_s: float = 0.0) -> Iterat
         lock.release()
 
 
-def staging_marker(op: str, op_id: str) -> bytes:
-    """What ``.staging/<id>/RUNNING`` holds: the locked operation the folder belongs to."""
-    return json.dumps({"op": op, "op_id": op_id, "locked": True}, sort_keys=True).encode()
+def staging_marker(op: str, op_id: str, failed_gate: bool = False) -> bytes:
+    """What ``.staging/<id>/RUNNING`` holds: the locked operation the folder belongs to, and
+    whether it ended refused by a gate (its folder keeps the reasons)."""
+    return json.dumps({"op": op, "op_id": op_id, "locked": True, "failed_gate": failed_gate},
+                      sort_keys=True).encode()
 
 
-def dead_staging(output: str, own_id: str) -> tuple[list[str], list[str]]:
-    """The staging folders under ``output`` other than ``own_id``'s, split into those of
-    locked operations (dead, since the caller holds the lock now) and the others (of an
-    older egoveil, or unreadable: their run may still be going).
+def dead_staging(output: str, own_id: str) -> tuple[list[str], list[str], list[str]]:
+    """The staging folders under ``output`` other than ``own_id``'s, by what left them.
 
     Returns:
-        (dead folders, unknown folders), as paths.
+        Paths of the folders of locked operations that died (dead, since the caller
+        holds the lock now), of runs a gate refused (kept for their reasons), and of
+        anything else (of an egoveil before the lock, or unreadable: its run may still
+        be going).
     """
     staging = FileSystems.join(output, ".staging")
     if "://" not in output:
         if not os.path.isdir(staging):
-            return [], []
+            return [], [], []
         names = sorted(os.listdir(staging))
     else:
         prefix = staging.rstrip("/") + "/"
         names = sorted({m.path[len(prefix):].split("/", 1)[0] for m in
                         FileSystems.match([prefix + "**"])[0].metadata_list})
-    dead, unknown = [], []
+    dead, gated, unknown = [], [], []
     for name in names:
         if name == own_id:
             continue
@@ -270,8 +274,13 @@ def dead_staging(output: str, own_id: str) -> tuple[list[str], list[str]]:
         try:
             with FileSystems.open(FileSystems.join(folder, RUNNING),
                                   compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-                locked = json.loads(handle.read()).get("locked") is True
+                marker = json.loads(handle.read())
         except Exception:  # noqa: BLE001 - no marker, an empty one, or not JSON
-            locked = False
-        (dead if locked else unknown).append(folder)
-    return dead, unknown
+            marker = {}
+        if not isinstance(marker, dict) or marker.get("locked") is not True:
+            unknown.append(folder)
+        elif marker.get("failed_gate") is True:
+            gated.append(folder)
+        else:
+            dead.append(folder)
+    return dead, gated, unknown

@@ -492,11 +492,14 @@ def _run_locked(options: PipelineOptions, graph: GraphConfig, opts: EgoveilOptio
         raise
     failure = failure_rate_failure(graph.staging) or contract_failure(graph.staging)
     if failure:
+        # Its folder keeps the reasons; the marker says the run ended (it did not die).
+        with FileSystems.create(FileSystems.join(graph.staging, RUNNING)) as handle:
+            handle.write(staging_marker("run", run_id, failed_gate=True))
         raise RunFailed(failure)
     summary = summarize(graph.output, time.perf_counter() - started)
     # Published: what runs that died here left behind is of no use any more (their
     # files were retired by this publish), so their staging folders go.
-    dead, _ = dead_staging(graph.output, run_id)
+    dead, _, _ = dead_staging(graph.output, run_id)
     if dead:
         FileSystems.delete(dead)
     return summary

@@ -129,14 +129,17 @@ def _measure(container, stream, caps: DecodeCaps) -> tuple[float | None, int]:
     return float((last - first) * tb) + step, frames
 
 
-def _check_rate(fps: float | None, frames: int | None, duration: float | None,
-                caps: DecodeCaps) -> None:
+def _check_rate(fps: float | None, frames: int | None, caps: DecodeCaps) -> None:
     if fps is not None and fps > caps.max_fps:
         raise MediaError("too_large", f"frame rate {fps:.0f} fps is above the cap of "
                                       f"{caps.max_fps:.0f} fps")
     if frames is not None and frames > caps.max_frames:
         raise MediaError("too_large", f"{frames} frames are above the cap of {caps.max_frames}")
-    if frames and duration and frames > 1 and (frames - 1) / duration > caps.max_fps * 1.01:
+
+
+def _check_measured(frames: int, duration: float | None, caps: DecodeCaps) -> None:
+    """Frames counted from the packets, over the time their timestamps span."""
+    if frames > 1 and duration and (frames - 1) / duration > caps.max_fps * 1.01:
         raise MediaError("too_large", f"{frames} frames in {duration:.3f} s are above the cap "
                                       f"of {caps.max_fps:.0f} fps")
 
@@ -176,11 +179,18 @@ def probe(uri: str, caps: DecodeCaps | None = None, stream_index: int = 0) -> Vi
                                           f"{caps.max_duration_s:.0f} s")
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else None
+        # AVI has one index slot per tick of its time base and marks skipped ones empty, so
+        # its average rate can be the ticks' (1000 for 10 frames a second at 1/1000):
+        # the lower of the declared rates is checked, and recorded when the higher one is
+        # above the cap. Frames that come faster than declared stop their segment.
+        declared = [float(r) for r in (stream.average_rate, stream.guessed_rate) if r]
+        if declared and fps > caps.max_fps >= min(declared):
+            fps = min(declared)
         frames = int(stream.frames) if stream.frames else None
-        _check_rate(fps, frames, duration, caps)
+        _check_rate(min(declared) if declared else None, frames, caps)
         if duration is None:
             duration, frames = _measure(container, stream, caps)
-            _check_rate(None, frames, duration, caps)
+            _check_measured(frames, duration, caps)
             container.seek(0, stream=stream, backward=True)
         has_audio = any(s.type == "audio" for s in container.streams)
         rotation = 0
