@@ -177,7 +177,12 @@ def _cmd_erase(args) -> int:
         from pipeline.errors import UserError
 
         raise UserError("name what to erase with --wearer ID and/or --recording URI_OR_ID")
-    summary = erase(args.dir, args.wearer or [], args.recording or [], args.key_file)
+    if args.wait_for_lock < 0:
+        from pipeline.errors import UserError
+
+        raise UserError("--wait-for-lock takes seconds, 0 or more")
+    summary = erase(args.dir, args.wearer or [], args.recording or [], args.key_file,
+                    wait_s=args.wait_for_lock)
     log = logging.getLogger("egoveil")
     log.info("erasure %s: %d rows removed (%d shards rewritten, %d removed), %d clips and %d "
              "unlisted files deleted, %d dead letters removed, %d tombstones added; recorded "
@@ -243,6 +248,9 @@ def _parser() -> argparse.ArgumentParser:
     era.add_argument("--key-file", default=None,
                      help="the key the output was written with (default: "
                           "$EGOVEIL_PSEUDONYM_KEY)")
+    era.add_argument("--wait-for-lock", type=float, default=0.0, metavar="SECONDS",
+                     help="when a run or another erasure holds DIR, wait this long for it to "
+                          "finish (default 0: refuse at once)")
     key = sub.add_parser("keygen", help="write a new random pseudonym key file, and its "
                                         "public audit key as FILE.pub")
     key.add_argument("file")

@@ -51,9 +51,12 @@ from pipeline.output_files import (
 )
 from pipeline.output_lock import (
     RUNNING,
+    Holder,
     OutputLockError,
+    dead_here,
     dead_staging,
     hold_output,
+    holder_here,
     staging_marker,
 )
 from privacy import identifiers
@@ -289,20 +292,32 @@ def _plan_clips_and_dead_letters(output: str, plan: _Plan, erased_clips: set[str
 
 
 class _Lock:
-    """One erasure at a time per local output: two at once could lose a tombstone."""
+    """The marker older egoveil versions took for one erasure at a time (before the output
+    lock): still taken, so that an older erasure and this one never overlap. It names its
+    holder; one left by an erasure of this host that was killed is taken over."""
 
     def __init__(self, output: str) -> None:
         self._path = None if "://" in output else os.path.join(output, "erasure", ".lock")
 
     def __enter__(self) -> _Lock:
-        if self._path is not None:
-            os.makedirs(os.path.dirname(self._path), exist_ok=True)
+        if self._path is None:
+            return self
+        os.makedirs(os.path.dirname(self._path), exist_ok=True)
+        for _ in range(2):
             try:
-                os.close(os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+                fd = os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
             except FileExistsError:
+                with open(self._path, "rb") as handle:
+                    holder = Holder.parse(handle.read())
+                if holder is not None and dead_here(holder):
+                    os.unlink(self._path)  # its erasure was killed; we hold the output
+                    continue
                 raise UserError("another erasure of DIR is running (DIR/erasure/.lock exists); "
                                 "wait for it, or delete the lock if it was killed") from None
-        return self
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(holder_here("erase").to_bytes())
+            return self
+        raise UserError("DIR/erasure/.lock cannot be taken; delete it if no erasure is going")
 
     def __exit__(self, *exc) -> None:
         if self._path is not None:
@@ -310,8 +325,11 @@ class _Lock:
 
 
 def erase(output_dir: str, wearers: list[str], recordings: list[str],
-          key_file: str | None) -> ErasureSummary:
+          key_file: str | None, wait_s: float = 0.0) -> ErasureSummary:
     """Erase wearers and recordings from a published output.
+
+    Holds the output's lock throughout (``pipeline.output_lock``); ``wait_s`` is how long
+    to wait for a run or erasure that holds it.
 
     Running it again after it was interrupted finishes the job: the tombstones and
     the new shards are idempotent, and what an earlier manifest or note named and the
@@ -333,12 +351,10 @@ def erase(output_dir: str, wearers: list[str], recordings: list[str],
         raise UserError(f"DIR: {exc}; nothing was erased") from None
     summary = ErasureSummary(erasure_id=secrets.token_hex(8))
     try:
-        with hold_output(output, "erase", summary.erasure_id), _Lock(output):
+        with hold_output(output, "erase", summary.erasure_id, wait_s), _Lock(output):
             return _erase_locked(output, key, request, summary)
     except OutputLockError as exc:
-        raise UserError(str(exc).replace("--output", "DIR").replace(
-            "; wait for it to finish, or pass --wait-for-lock SECONDS to wait",
-            "; wait for it to finish, then erase again")) from None
+        raise UserError(str(exc).replace("--output", "DIR")) from None
 
 
 def _erase_locked(output: str, key: PseudonymKey, request: ErasureRequest,

@@ -49,8 +49,7 @@ def write_new(path: str, data: bytes) -> None:
         if read_bytes(path) == data:
             return
         raise FileExistsError("refusing to overwrite an existing output file")
-    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        handle.write(data)
+    write_atomically(path, data)  # beside, then renamed: never a half file under its name
 
 
 def write_atomically(path: str, data: bytes) -> None:

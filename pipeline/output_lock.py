@@ -86,7 +86,8 @@ class Holder:
             return None
 
 
-def _me(op: str, op_id: str) -> Holder:
+def holder_here(op: str, op_id: str = "") -> Holder:
+    """This process, as the holder of a lock for ``op``."""
     return Holder(op=op, op_id=op_id, host=socket.gethostname(), pid=os.getpid(),
                   since=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   token=secrets.token_hex(8))
@@ -182,7 +183,7 @@ class _MarkerLock:
     def try_acquire(self, me: Holder) -> bool:
         if FileSystems.exists(self._path):
             held = self.holder()
-            if held is None or not _dead_here(held):
+            if held is None or not dead_here(held):
                 return False
         self._write(me)
         time.sleep(self._settle_s)
@@ -201,7 +202,7 @@ class _MarkerLock:
         self._me = None
 
 
-def _dead_here(holder: Holder) -> bool:
+def dead_here(holder: Holder) -> bool:
     """Whether ``holder`` names a process of this host that no longer runs."""
     if holder.host != socket.gethostname():
         return False
@@ -229,7 +230,7 @@ def hold_output(output: str, op: str, op_id: str, wait_s: float = 0.0) -> Iterat
         OutputLockError: the lock file cannot be used.
     """
     lock = _MarkerLock(output) if "://" in output else _LocalLock(output)
-    me = _me(op, op_id)
+    me = holder_here(op, op_id)
     deadline = time.monotonic() + max(wait_s, 0.0)
     while not lock.try_acquire(me):
         if time.monotonic() >= deadline:

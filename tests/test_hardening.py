@@ -21,7 +21,6 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.output_lock import OutputBusy, _MarkerLock, hold_output
 from pipeline.samples import make_recording
 from schemas.audit import EVENTS_FILE
 from transforms.discover import DiscoverRecordings, normalize_uri
@@ -195,6 +194,8 @@ def test_conflicting_manifest_lines_are_dead_letters_and_duplicates_one_input(tm
 
 
 def test_one_holder_at_a_time_and_a_waiting_one_gets_it(tmp_path):
+    from pipeline.output_lock import OutputBusy, hold_output
+
     out = str(tmp_path)
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time\n"
@@ -226,13 +227,13 @@ def test_the_object_store_lock_lets_one_of_two_racing_launchers_through(tmp_path
     """The best effort for gs:// and s3:// (a marker read back after it settles), on a local
     folder: of two launchers that both find no marker, only the one whose marker stays wins;
     a marker of a dead process of this host is taken over."""
-    from pipeline.output_lock import _me
+    from pipeline.output_lock import _MarkerLock, holder_here
 
     won = []
 
     def launch(op_id: str) -> None:
         lock = _MarkerLock(str(tmp_path), settle_s=0.5)
-        if lock.try_acquire(_me("run", op_id)):
+        if lock.try_acquire(holder_here("run", op_id)):
             won.append(op_id)
     racers = [threading.Thread(target=launch, args=(f"{i:016x}",)) for i in range(2)]
     for racer in racers:
@@ -244,7 +245,7 @@ def test_the_object_store_lock_lets_one_of_two_racing_launchers_through(tmp_path
                           capture_output=True, text=True).stdout.strip()
     marker = json.loads((tmp_path / ".lock").read_text())
     (tmp_path / ".lock").write_text(json.dumps(dict(marker, pid=int(dead))))
-    assert _MarkerLock(str(tmp_path), settle_s=0.1).try_acquire(_me("run", "e" * 16))
+    assert _MarkerLock(str(tmp_path), settle_s=0.1).try_acquire(holder_here("run", "e" * 16))
 
 
 @pytest.fixture(scope="module")
