@@ -106,7 +106,7 @@ def _load_key(key_file: str | None, output: str) -> PseudonymKey:
     except (OSError, ValueError):
         raise UserError("DIR has no readable audit/record.json, so the key it was written "
                         "with is unknown; nothing was erased") from None
-    if record.get("key_id") != key.key_id:
+    if not key.names(record.get("key_id")):
         raise UserError(f"the key given (key id {key.key_id}) is not the key DIR was written "
                         f"with (key id {record.get('key_id')}); erasing with it would match "
                         "nothing. Pass that key with --key-file")
@@ -303,7 +303,7 @@ def erase(output_dir: str, wearers: list[str], recordings: list[str],
     with _Lock(output):
         try:
             tombstones = read_tombstones(output)
-            tombstones.check_key(key.key_id)
+            tombstones.check_key(key.key_id, key.legacy_key_id)
         except TombstoneError as exc:
             raise UserError(str(exc)) from None
         _check_no_run_in_progress(output)
@@ -313,9 +313,10 @@ def erase(output_dir: str, wearers: list[str], recordings: list[str],
         unlisted = unlisted_outputs(output, {f["path"] for f in plan.files}
                              | {f["path"] for f in manifest["files"]})
         summary.unlisted_files_deleted = len(unlisted)
-        new_tombstones = tombstones.adding(key.key_id, tombstones_for(
-            request, summary.recordings_found, summary.erasure_id,
-            datetime.now(timezone.utc).isoformat(timespec="seconds")))
+        new_tombstones = tombstones.adding(
+            key.key_id, tombstones_for(request, summary.recordings_found, summary.erasure_id,
+                                       datetime.now(timezone.utc).isoformat(timespec="seconds")),
+            legacy_key_id=key.legacy_key_id)
         summary.tombstones_added = len(new_tombstones) - len(tombstones)
 
         # New files first; the old ones stay listed and readable until the manifest swap.
