@@ -24,7 +24,6 @@ from privacy.verification import RedactionVerifier, VerificationSummary
 from schemas.latents import QA_REREDACTED_VERIFIED, QA_UNVERIFIED, QA_VERIFIED
 
 
-
 class VerificationFailed(Exception):
     """Redaction could not be verified even after the stronger pass: quarantine.
 
