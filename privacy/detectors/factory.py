@@ -37,7 +37,7 @@ PPOCR_OPTIONS = {"model": str, "scale": _FLOAT, "threshold": _FLOAT, "box_thresh
                  "unclip": _FLOAT, "min_size": _FLOAT, "backend": str, "path": str}
 PLATE_SHAPE_OPTIONS = {"min_aspect": _FLOAT, "max_aspect": _FLOAT, "min_height": _FLOAT,
                        "max_height": _FLOAT, "max_width": _FLOAT, "grow_w": _FLOAT,
-                       "grow_h": _FLOAT}
+                       "grow_h": _FLOAT, "max_tilt": _FLOAT}
 OPTIONS = {
     "ppocr-text": PPOCR_OPTIONS,
     "ppocr-plates": {**PPOCR_OPTIONS, **PLATE_SHAPE_OPTIONS},

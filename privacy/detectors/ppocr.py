@@ -219,15 +219,22 @@ class PlateShape:
         max_height: the short side as a share of the frame height.
         max_width: the long side as a share of the frame width.
         grow_w, grow_h: the plate box as multiples of the line's long and short sides.
+        max_tilt: lines at least twice as long as high whose long side is tilted more
+            than this many degrees from horizontal are dropped (plates are seen roughly
+            level; foliage against the sky gives steep "lines").
     """
 
-    min_aspect: float = 1.5
+    # Tuned on bench/plates.py's Aria clip and synthetic tuning split (results/plates.md):
+    # at larger sizes a US plate's state name and characters merge into one near-square
+    # region, hence aspect 1.
+    min_aspect: float = 1.0
     max_aspect: float = 8.0
     min_height: float = 4.0
-    max_height: float = 0.12
+    max_height: float = 0.15
     max_width: float = 0.3
-    grow_w: float = 1.2
-    grow_h: float = 2.0
+    grow_w: float = 1.15
+    grow_h: float = 1.5
+    max_tilt: float = 30.0
 
     def __post_init__(self) -> None:
         if not 1.0 <= self.min_aspect < self.max_aspect <= 30.0:
@@ -244,6 +251,8 @@ class PlateShape:
         if not 1.0 <= self.grow_w <= 4.0 or not 1.0 <= self.grow_h <= 6.0:
             raise ValueError(f"grow_w must be in [1, 4] and grow_h in [1, 6], got "
                              f"{self.grow_w}, {self.grow_h}")
+        if not 0.0 <= self.max_tilt <= 90.0:
+            raise ValueError(f"max_tilt must be in [0, 90] degrees, got {self.max_tilt}")
 
     def select(self, regions: np.ndarray, height: int, width: int) -> Detections:
         """Plate boxes from one frame's text regions (``PPOCRTextDetector.regions``)."""
@@ -252,9 +261,13 @@ class PlateShape:
         long_side = np.maximum(regions[:, 2], regions[:, 3])
         short_side = np.maximum(np.minimum(regions[:, 2], regions[:, 3]), 1e-3)
         aspect = long_side / short_side
+        # minAreaRect's angle is that of the side it calls width; tilt is the long side's.
+        angle = np.where(regions[:, 2] >= regions[:, 3], regions[:, 4], regions[:, 4] + 90.0)
+        tilt = np.abs((angle + 90.0) % 180.0 - 90.0)
         keep = ((aspect >= self.min_aspect) & (aspect <= self.max_aspect)
                 & (short_side >= self.min_height) & (short_side <= self.max_height * height)
-                & (long_side <= self.max_width * width))
+                & (long_side <= self.max_width * width)
+                & ((aspect < 2.0) | (tilt <= self.max_tilt)))
         plates = regions[keep].copy()
         if plates.shape[0] == 0:
             return Detections.empty()
