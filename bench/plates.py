@@ -180,7 +180,8 @@ def evaluate_synthetic(runner: Runner, entry: dict, samples, kind: str) -> dict:
                f"n_{floor}px_plus": int((sizes >= floor).sum())}
         for lo, hi in SIZE_BINS[kind]:
             sel = (sizes >= lo) & (sizes < hi)
-            row[f"covered_{lo}_{hi}px"] = round(float(covered[sel].mean()), 4) if sel.any() else None
+            share = round(float(covered[sel].mean()), 4) if sel.any() else None
+            row[f"covered_{lo}_{hi}px"] = share
         row["outside_truth_share_mean"] = round(float(np.mean(outside)), 4)
         out[split] = row
     return out
@@ -295,7 +296,7 @@ def speed_options(runner: Runner, entry: dict, frames, truth: dict, samples,
             row["aria_readable"] = evaluate_aria(runner, scaled, frames, truth)[
                 "readable_plates_covered"]
             row["aria_readable_every_k_frames_held"] = {
-                k: aria_with_stride(runner, scaled, frames, truth, k) for k in (2, 4)}
+                str(k): aria_with_stride(runner, scaled, frames, truth, k) for k in (2, 4, 8)}
         out[f"scale {scale}"] = row
         print(json.dumps({f"{kind} scale {scale}": row}), flush=True)
     return out
@@ -339,6 +340,69 @@ def tune(runner: Runner, frames, truth: dict, samples, model: str) -> list[dict]
     return rows
 
 
+def pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def markdown_tables(payload: dict) -> str:
+    """The results JSON as the Markdown tables of results/plates.md."""
+    lines = ["### Plates", "",
+             "| candidate | Aria readable covered | Aria frames all covered | Aria unreadable "
+             "covered | Aria outside truth | synthetic >=30 px tune / held-out | 20-30 px "
+             "held-out | outside truth tune / held-out |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, row in payload["results"]["plates"].items():
+        aria, tune_, held = row["aria"], row["synthetic"]["tune"], row["synthetic"]["held-out"]
+        lines.append(
+            f"| {name} | {pct(aria['readable_plates_covered'])} "
+            f"({aria['readable_plate_frames']} plate-frames) | "
+            f"{aria['frames_with_every_readable_plate_covered']} | "
+            f"{pct(aria['unreadable_plates_covered'])} | "
+            f"{pct(aria['outside_truth_share_mean'])} | "
+            f"{pct(tune_['covered_30px_plus'])} / {pct(held['covered_30px_plus'])} | "
+            f"{pct(held['covered_20_30px'])} | {pct(tune_['outside_truth_share_mean'])} / "
+            f"{pct(held['outside_truth_share_mean'])} |")
+    lines += ["", "### Text", "",
+              "| candidate | lines >=12 px tune / held-out | 6-12 px held-out | 12-20 px held-out "
+              "| outside truth tune / held-out |", "| --- | --- | --- | --- | --- |"]
+    for name, row in payload["results"]["text"].items():
+        tune_, held = row["synthetic"]["tune"], row["synthetic"]["held-out"]
+        lines.append(
+            f"| {name} | {pct(tune_['covered_12px_plus'])} / "
+            f"{pct(held['covered_12px_plus'])} | "
+            f"{pct(held['covered_6_12px'])} | {pct(held['covered_12_20px'])} | "
+            f"{pct(tune_['outside_truth_share_mean'])} / "
+            f"{pct(held['outside_truth_share_mean'])} |")
+    timing = payload["results"].get("seconds_per_1080p_frame")
+    if timing:
+        base = timing["centerface:threshold=0.1"]
+        lines += ["", "### Seconds per 1080p frame (detection only, median)", "",
+                  "| detector | s/frame | x CenterFace | every 2nd frame | every 4th | every 8th |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for spec, sec in timing.items():
+            lines.append(f"| `{spec}` | {sec:.3f} | {sec / base:.2f} | {sec / 2 / base:.2f} | "
+                         f"{sec / 4 / base:.2f} | {sec / 8 / base:.2f} |")
+    options = payload["results"].get("speed_options", {})
+    for name, rows in options.items():
+        lines += ["", f"### Cheaper settings: {name}", ""]
+        if name.startswith("plates"):
+            lines += ["| input scale | synthetic >=30 px held-out | Aria readable | Aria, every "
+                      "2nd frame held | every 4th | every 8th |",
+                      "| --- | --- | --- | --- | --- | --- |"]
+            for scale, row in rows.items():
+                held = row["aria_readable_every_k_frames_held"]
+                lines.append(f"| {scale} | {pct(row['synthetic_held_out']['covered_30px_plus'])} "
+                             f"| {pct(row['aria_readable'])} | {pct(held['2'])} "
+                             f"| {pct(held['4'])} | {pct(held['8'])} |")
+        else:
+            lines += ["| input scale | lines >=12 px held-out | 6-12 px held-out |",
+                      "| --- | --- | --- |"]
+            for scale, row in rows.items():
+                lines.append(f"| {scale} | {pct(row['synthetic_held_out']['covered_12px_plus'])} | "
+                             f"{pct(row['synthetic_held_out']['covered_6_12px'])} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--plate-model", default=None,
@@ -348,7 +412,12 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write results JSON here")
     parser.add_argument("--tune", default=None, metavar="MODEL",
                         help="grid over the plate filter for PP-OCR MODEL (v4, v5) and stop")
+    parser.add_argument("--markdown", default=None, metavar="JSON",
+                        help="print a results JSON as Markdown tables and stop")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown_tables(json.load(open(args.markdown))))
+        return
     if args.tune:
         rows = tune(Runner(), aria_frames(), json.load(open(GT_FILE)), make_samples("plates"),
                     args.tune)

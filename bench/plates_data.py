@@ -34,7 +34,8 @@ _FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/truetype/lib
 BOLD_FONTS = ("DejaVuSans-Bold.ttf", "DejaVuSansCondensed-Bold.ttf", "LiberationSans-Bold.ttf",
               "LiberationSansNarrow-Bold.ttf", "DejaVuSansMono-Bold.ttf")
 TEXT_FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "LiberationSans-Regular.ttf",
-              "LiberationSerif-Regular.ttf", "DejaVuSansCondensed.ttf", "LiberationMono-Regular.ttf")
+              "LiberationSerif-Regular.ttf", "DejaVuSansCondensed.ttf",
+              "LiberationMono-Regular.ttf")
 
 PLATE_STYLES = ("eu", "uk_front", "uk_rear", "us", "dark")
 TEXT_KINDS = ("badge", "screen", "paper")
@@ -152,7 +153,8 @@ def render_text_item(kind: str, rng: random.Random) -> tuple[np.ndarray, list[li
         ink = (225, 228, 232) if dark else (20, 24, 30)
         size, header = 30, None
     else:
-        lines = [f"{rng.choice(PHRASES)} {name}", f"{rng.randint(1, 200)} {rng.choice(LAST)} Street",
+        lines = [f"{rng.choice(PHRASES)} {name}",
+                 f"{rng.randint(1, 200)} {rng.choice(LAST)} Street",
                  f"{rng.choice(PHRASES)} {rng.randint(1000, 99999)}",
                  rng.choice(["Kind regards,", "Yours sincerely,", "Best,"])]
         lines = lines[:rng.randint(2, 4)]

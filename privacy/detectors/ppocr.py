@@ -148,7 +148,8 @@ class PPOCRTextDetector(Detector):
         return run
 
     def describe(self) -> dict:
-        return {"name": self.name, "class": self.detection_class, "model": f"PP-OCR{self.model} det",
+        return {"name": self.name, "class": self.detection_class,
+                "model": f"PP-OCR{self.model} det",
                 "weights_sha256": self._weights_sha256, "scale": self.scale,
                 "threshold": self.threshold, "box_threshold": self.box_threshold,
                 "unclip": self.unclip, "min_size": self.min_size, "backend": self.backend}
