@@ -414,7 +414,16 @@ def main() -> None:
                         help="grid over the plate filter for PP-OCR MODEL (v4, v5) and stop")
     parser.add_argument("--markdown", default=None, metavar="JSON",
                         help="print a results JSON as Markdown tables and stop")
+    parser.add_argument("--timing-only", action="store_true",
+                        help="only the timings, merged into the --out JSON")
     args = parser.parse_args()
+    if args.timing_only:
+        payload = json.load(open(args.out))
+        payload["results"]["seconds_per_1080p_frame"] = timings(args.plate_model)
+        payload["timing_command"] = " ".join(["python bench/plates.py"] + sys.argv[1:])
+        with open(args.out, "w") as handle:
+            json.dump(payload, handle, indent=1)
+        return
     if args.markdown:
         print(markdown_tables(json.load(open(args.markdown))))
         return
