@@ -18,7 +18,11 @@ Seconds per 1080p frame are medians over frames of ``arcade_1080p.mp4``.
 Raw network outputs are cached under bench/.cache/plates, so filters and thresholds are
 cheap to compare. Usage (timings under the machine's benchmark lock):
 
-    flock /work/tools/bench.lock python bench/plates.py [--plate-model FILE]
+    python bench/plates.py [--plate-model FILE] --no-timing --out bench/results/plates.json
+    flock /work/tools/bench.lock python bench/plates.py [--plate-model FILE] --timing-only \
+        --out bench/results/plates.json
+    python bench/plates.py --markdown bench/results/plates.json   # results/plates.md's tables
+    python bench/plates.py --tune v4                              # the plate-filter grid
 
 ``--plate-model`` is a YOLO-family plate ONNX (``plate-onnx:path=FILE``); without it the
 plate-specific candidates are left out.

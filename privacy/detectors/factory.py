@@ -32,16 +32,15 @@ FACE_BACKENDS = ("centerface", "yunet", "hog", "cnn")
 
 # Plate and text backends take their own options: name -> {option: parser}. Each value
 # is checked again by the detector's constructor, which names the bad value.
-_FLOAT, _INT = float, int
-PPOCR_OPTIONS = {"model": str, "scale": _FLOAT, "threshold": _FLOAT, "box_threshold": _FLOAT,
-                 "unclip": _FLOAT, "min_size": _FLOAT, "backend": str, "path": str}
-PLATE_SHAPE_OPTIONS = {"min_aspect": _FLOAT, "max_aspect": _FLOAT, "min_height": _FLOAT,
-                       "max_height": _FLOAT, "max_width": _FLOAT, "grow_w": _FLOAT,
-                       "grow_h": _FLOAT, "max_tilt": _FLOAT}
+PPOCR_OPTIONS = {"model": str, "scale": float, "threshold": float, "box_threshold": float,
+                 "unclip": float, "min_size": float, "backend": str, "path": str}
+PLATE_SHAPE_OPTIONS = {"min_aspect": float, "max_aspect": float, "min_height": float,
+                       "max_height": float, "max_width": float, "grow_w": float,
+                       "grow_h": float, "max_tilt": float}
 OPTIONS = {
     "ppocr-text": PPOCR_OPTIONS,
     "ppocr-plates": {**PPOCR_OPTIONS, **PLATE_SHAPE_OPTIONS},
-    "plate-onnx": {"path": str, "threshold": _FLOAT, "size": _INT, "nms_iou": _FLOAT},
+    "plate-onnx": {"path": str, "threshold": float, "size": int, "nms_iou": float},
 }
 BACKENDS = FACE_BACKENDS + tuple(OPTIONS)
 
