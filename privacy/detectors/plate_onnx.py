@@ -23,8 +23,9 @@ import warnings
 import cv2
 import numpy as np
 
-from privacy.detectors.base import Detections, DetectorError, Detector, nms
+from privacy.detectors.base import Detections, Detector, DetectorError, nms
 from privacy.detectors.centerface import file_sha256
+from schemas.detections import PLATE
 
 _PAD_VALUE = 114
 
@@ -41,7 +42,7 @@ class PlateOnnxDetector(Detector):
     """
 
     name = "plate-onnx"
-    detection_class = "plate"
+    detection_class = PLATE
 
     def __init__(self, model_path: str, threshold: float = 0.25, size: int = 640,
                  nms_iou: float = 0.5) -> None:
