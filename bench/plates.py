@@ -60,7 +60,7 @@ MASK_SCALE = 1.4
 COVERED = 0.8
 
 # The network settings the candidates share; the cache key is made from them.
-NET_DEFAULTS = {"model": "v5", "scale": 1.0, "threshold": 0.3, "box_threshold": 0.5,
+NET_DEFAULTS = {"model": "v4", "scale": 1.0, "threshold": 0.3, "box_threshold": 0.5,
                 "unclip": 1.6, "min_size": 3.0}
 
 
