@@ -81,6 +81,8 @@ def test_text_detector_finds_the_lines(text_detector, frame):
     assert overlaps(dets.boxes, PLATE_BOX, 0.5)
     # Nothing on the plain noisy background far from both.
     assert not overlaps(dets.boxes, (420, 400, 640, 480), 0.05)
+    assert text_detector.detection_class == TEXT
+    assert text_detector.describe()["weights_sha256"] == sha256(default_weights_path("v4"))
 
 
 def test_plate_detector_keeps_the_plate_and_grows_it(frame):
