@@ -320,7 +320,7 @@ def tune(runner: Runner, frames, truth: dict, samples, model: str) -> list[dict]
     cached = {key: (runner.regions(net, key, image), image.shape[:2])
               for key, image, _, _ in aria + synth}
     grid = {"min_aspect": (1.0, 1.3), "max_aspect": (5.0, 8.0), "min_height": (4.0, 8.0),
-            "max_height": (0.05, 0.08), "grow_w": (1.0, 1.15), "grow_h": (1.2, 1.5, 1.8),
+            "max_height": (0.05, 0.08, 0.15), "grow_w": (1.0, 1.15), "grow_h": (1.2, 1.5, 1.8),
             "max_tilt": (30.0, 90.0), "min_score": (0.5, 0.7)}
     rows = []
     for values in itertools.product(*grid.values()):
