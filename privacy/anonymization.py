@@ -21,11 +21,7 @@ from privacy.config import AnonymizationConfig, ClassPolicy
 from privacy.detectors import Detector, build_detector
 from privacy.stereo import CrossViewSearch
 from privacy.verification import RedactionVerifier, VerificationSummary
-
-# The status each released unit carries (shard rows' ``qa_status``).
-VERIFIED = "verified"
-REREDACTED_VERIFIED = "reredacted_verified"
-UNVERIFIED = "redacted_unverified"
+from schemas.latents import QA_REREDACTED_VERIFIED, QA_UNVERIFIED, QA_VERIFIED
 
 
 class VerificationFailed(Exception):
@@ -167,14 +163,15 @@ class VerifiedAnonymization:
         attempt = work(primary)
         first = primary.verification
         if first.passed:
-            return Verified(attempt, VERIFIED if self.verifier else UNVERIFIED, first)
+            return Verified(attempt, QA_VERIFIED if self.verifier else QA_UNVERIFIED, first)
         attempt.discard()
         strong = self.strong
         attempt = work(strong)
         if not strong.verification.passed:
             attempt.discard()
             raise VerificationFailed(first, strong.verification)
-        return Verified(attempt, REREDACTED_VERIFIED, strong.verification, failed_first=first)
+        return Verified(attempt, QA_REREDACTED_VERIFIED, strong.verification,
+                        failed_first=first)
 
     @property
     def broken(self) -> bool:

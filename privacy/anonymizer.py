@@ -150,10 +150,6 @@ class SegmentAnonymizer:
         self.cross_view_counts = CrossViewCounts()
         self._emitted = 0
 
-    @property
-    def has_cross_view(self) -> bool:
-        return any(c.cross_view is not None for c in self.classes)
-
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)

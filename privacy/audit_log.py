@@ -33,7 +33,7 @@ from privacy.audit_chain import (
     files_digest,
     make_entry,
 )
-from privacy.audit_seal import SealKey, SealSigner, seal_signer_key, sign_seal
+from privacy.audit_seal import SealKey, SealSigner, is_signed, seal_signer_key, sign_seal
 from privacy.output_store import OutputStore
 from schemas.audit import EVENTS_FILE, GENESIS, MANIFEST
 
@@ -112,10 +112,15 @@ class AuditLog:
         return entry
 
     def check_sealed_by(self, key: SealKey) -> None:
-        """Raises AuditLogForeign unless every seal so far was made with ``key``."""
+        """Raises AuditLogForeign unless every seal so far was made with ``key``, but for
+        unsigned seals written before egoveil signed its seals (before the first signed one)."""
+        signed_yet = False
         for entry in self.entries:
             if entry["kind"] != "files_sealed":
                 continue
+            if not signed_yet and not is_signed(entry):
+                continue
+            signed_yet = True
             signer, problem = seal_signer_key(entry)
             if signer != key:
                 raise AuditLogForeign(

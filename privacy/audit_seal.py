@@ -142,6 +142,12 @@ def sign_seal(entry: dict, signer: SealSigner) -> dict:
     return signed
 
 
+def is_signed(entry: dict) -> bool:
+    """Whether a seal carries a signature at all (whether it holds is ``seal_signer_key``)."""
+    counts = entry.get("counts") or {}
+    return SIGNATURE_FIELD in counts or SEAL_KEY_FIELD in counts
+
+
 def seal_signer_key(entry: dict) -> tuple[SealKey | None, str | None]:
     """Who signed a ``files_sealed`` entry, or why it does not count as signed.
 

@@ -32,7 +32,7 @@ import json
 from dataclasses import dataclass, field
 
 from privacy.audit_chain import check_chain, files_digest
-from privacy.audit_seal import SealKey, note_signer_key, seal_signer_key
+from privacy.audit_seal import SealKey, is_signed, note_signer_key, seal_signer_key
 from privacy.output_store import OutputStore
 from schemas.audit import (
     EVENTS_FILE,
@@ -208,9 +208,17 @@ def _check_seal(chain, listed, manifest, report, key: SealKey | None) -> SealKey
 
 def _check_signatures(seals: list[dict], report: VerifyReport,
                       key: SealKey | None) -> SealKey | None:
+    """Every seal from the first signed one on must be signed, all by one key (the given one
+    when there is one). Unsigned seals before it were written before egoveil signed its
+    seals: they are reported as a notice, and a folder with no signed seal at all cannot be
+    checked against a key."""
     first: SealKey | None = None
+    legacy = 0
     for seal in seals:
         where = f"{EVENTS_FILE} line {seal['seq'] + 1} (seq {seal['seq']})"
+        if first is None and not is_signed(seal):
+            legacy += 1
+            continue
         signer, problem = seal_signer_key(seal)
         if signer is None:
             report.add(where, problem)
@@ -225,6 +233,20 @@ def _check_signatures(seals: list[dict], report: VerifyReport,
             report.add(where, f"sealed with audit key {signer.fingerprint}, the seals before "
                               f"it with {first.fingerprint}: someone else made this seal")
             return None
+    if first is None:
+        if key is not None:
+            report.add(EVENTS_FILE, "no seal is signed (the folder was published before egoveil "
+                                    "signed its seals): it cannot be checked against a key")
+        else:
+            report.notices.append(Finding(EVENTS_FILE, (
+                f"its {legacy} seals are not signed: the folder was published before egoveil "
+                "signed its seals, so anyone who can write to it could have made them; the "
+                "next run or erasure with its key signs from then on")))
+        return None
+    if legacy:
+        report.notices.append(Finding(EVENTS_FILE, (
+            f"the first {legacy} seals are not signed: they were made before egoveil signed "
+            "its seals; every seal since is signed")))
     report.audit_key = first.fingerprint
     return first
 
@@ -319,12 +341,18 @@ def _check_record(store, manifest, chain, report) -> None:
     if not isinstance(record, dict):
         report.add(RECORD_FILE, "not a JSON object")
         return
-    missing = [k for k in RECORD_REQUIRED if k not in record]
+    # A record written before egoveil signed its seals names no audit key; one whose run
+    # signed its seal must name the key every seal was made with.
+    run_signed = chain is not None and any(
+        is_signed(e) for e in chain.entries
+        if e["kind"] == "files_sealed" and e["op_id"] == manifest.get("run_id"))
+    missing = [k for k in RECORD_REQUIRED if k not in record
+               and (k != "audit_key" or run_signed)]
     if missing:
         report.add(RECORD_FILE, f"lacks {', '.join(missing)}")
     if record.get("run_id") != manifest.get("run_id"):
         report.add(RECORD_FILE, "its run_id is not the one manifest.json names")
-    if report.audit_key and record.get("audit_key") != report.audit_key:
+    if run_signed and report.audit_key and record.get("audit_key") != report.audit_key:
         report.add(RECORD_FILE, f"names audit key {record.get('audit_key')}, the seals were "
                                 f"made with {report.audit_key}")
     if chain is None:

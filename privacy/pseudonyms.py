@@ -86,7 +86,7 @@ class PseudonymKey:
         secret: at least 16 bytes; for a key file, its 64 hex characters as written.
     """
 
-    __slots__ = ("_secret", "key_id")
+    __slots__ = ("_secret", "key_id", "legacy_key_id")
 
     def __init__(self, secret: bytes) -> None:
         if not isinstance(secret, bytes) or len(secret) < MIN_KEY_BYTES:
@@ -96,6 +96,13 @@ class PseudonymKey:
         # from the key (a pseudonym too), it would confirm a guessed key: what makes
         # guessing hopeless is the 256 random bits `parse` insists on.
         self.key_id = self._derive(b"key-id").hex()[:KEY_ID_HEX]
+        # The id outputs written before key ids were derived carry (a plain hash). It is
+        # only compared with what such an output names, never written anywhere new.
+        self.legacy_key_id = hashlib.sha256(b"egoveil-key-id\x00" + secret).hexdigest()[:16]
+
+    def names(self, key_id: str | None) -> bool:
+        """Whether ``key_id`` (from a record or tombstone file) is this key's."""
+        return key_id is not None and key_id in (self.key_id, self.legacy_key_id)
 
     @staticmethod
     def parse(data: bytes) -> PseudonymKey:

@@ -26,7 +26,12 @@ SCHEMA_VERSION = "1.2"  # 1.1: token grids; 1.2: pair_id (stereo pairs)
 EMBEDDING_DTYPE = "float16"
 LATENT_DTYPES = ("float16", "bfloat16")
 
-QA_STATUSES = ("verified", "reredacted_verified", "redacted_unverified")
+# A row's qa_status: verified on the first pass, verified after the stronger second pass,
+# or redacted with verification turned off.
+QA_VERIFIED = "verified"
+QA_REREDACTED_VERIFIED = "reredacted_verified"
+QA_UNVERIFIED = "redacted_unverified"
+QA_STATUSES = (QA_VERIFIED, QA_REREDACTED_VERIFIED, QA_UNVERIFIED)
 
 METADATA_KEY = b"egoveil"
 

@@ -420,6 +420,70 @@ def test_a_genuine_note_of_a_finished_run_excuses_nothing(copy, cli, key):
         assert f"latents/{extra.name}: not listed in manifest.json" in result.stderr
 
 
+def _as_published_before_signed_seals(out: Path, key) -> None:
+    """Rewrite a folder as egoveil wrote it before it signed its seals: no signature or
+    audit key in the log, the manifest or the record, and the key's old plain-hash id."""
+    import hashlib
+
+    from privacy.audit_seal import SEAL_KEY_FIELD, SIGNATURE_FIELD
+
+    record_path = out / "audit" / "record.json"
+    record = json.loads(record_path.read_text())
+    record.pop("audit_key")
+    record["key_id"] = key.legacy_key_id
+    record_path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    data = record_path.read_bytes()
+    manifest = json.loads((out / "manifest.json").read_text())
+    entry = next(f for f in manifest["files"] if f["path"] == "audit/record.json")
+    entry.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    manifest["audit"].pop("audit_key")
+    files = [f for f in manifest["files"] if f["path"] != EVENTS_FILE]
+    entries, prev = [], GENESIS
+    for old in _entries(out):
+        counts = {k: v for k, v in old["counts"].items()
+                  if k not in (SIGNATURE_FIELD, SEAL_KEY_FIELD, "audit_key")}
+        if old["kind"] == "run_record":
+            counts["record_sha256"] = entry["sha256"]
+        if old["kind"] == "files_sealed":
+            counts["files_sha256"] = files_digest(files)
+        new = make_entry(prev, old["seq"], at=old["at"], op=old["op"], op_id=old["op_id"],
+                         kind=old["kind"], recording_id=old["recording_id"],
+                         segment_index=old["segment_index"], counts=counts)
+        entries.append(new)
+        prev = new["hash"]
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    _write_log_and_manifest(out, entries)
+
+
+def test_a_folder_published_before_seals_were_signed_stays_usable(copy, cli, public_key, key,
+                                                                   key_file):
+    """Its unsigned seals are a notice, not a failure; the owner's key still erases in it (the
+    record names the key's old id); from then on every seal is signed and checked."""
+    _as_published_before_signed_seals(copy, key)
+    result = cli("audit", "verify", str(copy))
+    assert result.returncode == 0, result.stderr
+    assert "seals are not signed: the folder was published before" in result.stderr
+    refused = cli("audit", "verify", str(copy), "--key-file", public_key)
+    assert refused.returncode == 1 and "no seal is signed" in refused.stderr
+
+    erased = egoveil("erase", str(copy), "--wearer", "wearer-alice", "--key-file", key_file)
+    assert erased.returncode == 0, erased.stderr
+    for extra in ([], ["--key-file", public_key]):
+        result = cli("audit", "verify", str(copy), *extra)
+        assert result.returncode == 0, (extra, result.stderr)
+        assert "the first 1 seals are not signed" in result.stderr
+    # An unsigned seal after a signed one is still a forgery.
+    entries = _entries(copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    files = [f for f in manifest["files"] if f["path"] != EVENTS_FILE]
+    unsigned = make_entry(entries[-1]["hash"], len(entries), at=entries[-1]["at"], op="erase",
+                          op_id=entries[-1]["op_id"], kind="files_sealed",
+                          counts={"files": len(files), "files_sha256": files_digest(files)})
+    _write_log_and_manifest(copy, [*entries, unsigned])
+    forged = cli("audit", "verify", str(copy))
+    assert forged.returncode == 1 and "the seal is not signed" in forged.stderr
+
+
 def test_validate_runs_the_contract_on_demand(published, copy, tmp_path, cli):
     result = cli("validate", str(published.out))
     assert result.returncode == 0, result.stderr

@@ -50,6 +50,20 @@ def test_geohash_cells_and_the_coarsening_policy():
             LocationPolicy(bad)
 
 
+def test_tombstones_of_the_keys_old_id_are_the_same_keys():
+    """Tombstone files written before key ids were derived name the key by its old plain-hash
+    id: the same key still matches them, and adding to them writes its current id."""
+    key, other = PseudonymKey(b"k" * 32), PseudonymKey(b"x" * 32)
+    wearer = key.pseudonym("wearer", "alice")
+    old = Tombstones(key_id=key.legacy_key_id, entries=(Tombstone("wearer", wearer, "e", "t"),))
+    old.check_key(key.key_id, key.legacy_key_id)
+    with pytest.raises(TombstoneError, match="key id"):
+        old.check_key(other.key_id, other.legacy_key_id)
+    assert old.adding(key.key_id, [], legacy_key_id=key.legacy_key_id).key_id == key.key_id
+    assert key.names(key.legacy_key_id) and key.names(key.key_id)
+    assert not key.names(other.key_id) and not key.names(None)
+
+
 def test_tombstones_hold_pseudonyms_only_and_name_their_key():
     key = PseudonymKey(b"k" * 32)
     wearer = key.pseudonym("wearer", "alice")

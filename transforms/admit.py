@@ -67,7 +67,7 @@ class AdmitRecordingFn(beam.DoFn):
 
     def setup(self) -> None:
         self._key = load_key(self._key_file)
-        self._tombstones.check_key(self._key.key_id)
+        self._tombstones.check_key(self._key.key_id, self._key.legacy_key_id)
         self._consent = ConsentRegistry.from_bytes(read_file(self._consent_file)) \
             if self._consent_file else None
 

