@@ -514,9 +514,8 @@ def test_only_files_a_manifest_named_are_deleted_and_never_through_a_link(
     linked to. Publishing deletes what the manifest it replaces named, nothing else."""
     out = tmp_path / "out"
     _publish(out, key, key_file, "1" * 16, seed=1)
-    first = set(json.loads((out / "manifest.json").read_text())["retired"]) | {
-        f["path"] for f in json.loads((out / "manifest.json").read_text())["files"]
-        if f["kind"] == "latents"}
+    first = {f["path"] for f in json.loads((out / "manifest.json").read_text())["files"]
+             if f["kind"] == "latents"}
     foreign = out / "latents" / "part-00000-aaaaaaaaaaaa.parquet"  # named like a shard
     foreign.write_bytes(b"someone else's")
     _publish(out, key, key_file, "2" * 16, seed=2)
