@@ -93,11 +93,13 @@ def holder_here(op: str, op_id: str = "") -> Holder:
                   token=secrets.token_hex(8))
 
 
-def _busy(holder: Holder | None, wait_s: float) -> OutputBusy:
+def _busy(holder: Holder | None, wait_s: float, marker: bool) -> OutputBusy:
     who = holder.describe() if holder else "another run or erasure"
     waited = f" after waiting {wait_s:g} s" if wait_s > 0 else ""
+    stale = (f" (an object store's lock cannot tell a launcher that died: delete "
+             f"{OUTPUT_LOCK} in it if none is going)") if marker else ""
     return OutputBusy(f"--output is in use by {who}{waited}; wait for it to finish, or pass "
-                      "--wait-for-lock SECONDS to wait")
+                      f"--wait-for-lock SECONDS to wait{stale}")
 
 
 class _LocalLock:
@@ -234,7 +236,7 @@ def hold_output(output: str, op: str, op_id: str, wait_s: float = 0.0) -> Iterat
     deadline = time.monotonic() + max(wait_s, 0.0)
     while not lock.try_acquire(me):
         if time.monotonic() >= deadline:
-            raise _busy(lock.holder(), wait_s)
+            raise _busy(lock.holder(), wait_s, isinstance(lock, _MarkerLock))
         time.sleep(POLL_S)
     try:
         yield me
