@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 import re
+import subprocess
+import sys
 
 import apache_beam as beam
 import numpy as np
@@ -444,3 +446,25 @@ def test_admission_dead_letters_name_the_wearer_and_the_recording(tmp_path, key,
             lambda d: (d.reason, d.recording_id, d.wearer_id)),
             equal_to([("unreadable", recording, key.pseudonym("wearer", "alice")),
                       ("unreadable", None, None)]))
+
+
+def test_an_erasure_clears_what_dead_and_refused_runs_staged(published, key_file):
+    """Staging folders of locked runs that died or that a gate refused may hold the erased
+    wearer's rows: the erasure (which holds the lock, so none of them is going) removes
+    them. A killed erasure's own marker is taken over."""
+    from pipeline.output_lock import holder_here, staging_marker
+
+    out = published
+    for run_id, gated in (("dead000000000000", False), ("gated00000000000", True)):
+        folder = out / ".staging" / run_id
+        folder.mkdir(parents=True)
+        (folder / "RUNNING").write_bytes(staging_marker("run", run_id, failed_gate=gated))
+        (folder / "part-00000.parquet").write_bytes(b"staged rows")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    killed = dict(json.loads(holder_here("erase").to_bytes()), pid=int(dead))
+    (out / "erasure").mkdir(exist_ok=True)
+    (out / "erasure" / ".lock").write_text(json.dumps(killed))
+    summary = erase(str(out), ["alice"], [], key_file)
+    assert summary.rows_removed == 10
+    assert not list((out / ".staging").iterdir()) and not (out / "erasure" / ".lock").exists()
