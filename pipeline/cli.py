@@ -229,7 +229,7 @@ def _cmd_export(argv: list[str]) -> int:
         parser.print_help()
         return 0
     args, beam_argv = parser.parse_known_intermixed_args(argv)
-    unknown = unknown_arguments(beam_argv) or [a for a in beam_argv if not a.startswith("-")]
+    unknown = unknown_arguments(beam_argv, positionals=True)
     if unknown:
         raise UserError(f"unknown option {unknown[0]}; see `egoveil export --help`"
                         if unknown[0].startswith("-") else "egoveil export takes DIR and DEST "

@@ -76,11 +76,6 @@ def synthetic_record(key_id: str, layout: LatentLayout, run_id: str = "012345678
         "encoder": {"encoder_id": "random:synthetic", "pretrained": False,
                     "embedding_dim": layout.embedding_dim, "weights_sha256": None},
         "latents": layout.describe(),
-        "outcomes": {"recordings_seen": 3, "recordings_admitted": 2,
-                     "recordings_consent_excluded": 1,
-                     "consent_excluded_by_reason": {"withdrawn": 1},
-                     "segments_by_verification": {"verified": 2},
-                     "verification_checks": {"frames_checked": 2, "linkable_faces": 0}},
     }
 
 

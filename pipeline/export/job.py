@@ -422,12 +422,11 @@ def export(directory: str, request: ExportRequest, beam_argv: list[str] | None =
         raise UserError("--target-shard-mb must be positive")
     if request.to == "hf":
         hf._datasets()
-    source = open_source(directory)
-    dest = normalize_uri(request.dest)
-    if dest.rstrip("/") == source.uri.rstrip("/") or dest.startswith(source.uri.rstrip("/")
-                                                                       + "/"):
+    dest, uri = normalize_uri(request.dest).rstrip("/"), normalize_uri(directory).rstrip("/")
+    if dest == uri or dest.startswith(uri + "/"):
         raise UserError("DEST must be outside DIR: an export is not part of the output")
     _dest_is_free(dest)
+    source = open_source(directory)
     with OutputLock(source.uri, "export"):
         check_no_run_in_progress(source.uri, "export")
         cfg, tasks = configure(source, request)
