@@ -42,9 +42,14 @@ setup(
     ],
     extras_require={
         # The report's browser test drives Debian's Chromium through Playwright's
-        # protocol client; no browser is downloaded (.ci/run installs Chromium). duckdb
-        # and datasets are readers the shard format is tested against.
-        "test": ["pytest>=8", "ruff>=0.6", "playwright>=1.45", "duckdb>=1.1", "datasets>=3.0"],
+        # protocol client; no browser is downloaded (.ci/run installs Chromium). duckdb,
+        # datasets and webdataset are readers the shard and export formats are tested
+        # against.
+        "test": ["pytest>=8", "ruff>=0.6", "playwright>=1.45", "duckdb>=1.1", "datasets>=3.0",
+                 "webdataset>=1.0"],
+        # `egoveil export --to hf`: the features, card metadata and Parquet layout that
+        # `datasets.load_dataset` reads.
+        "hf": ["datasets>=3.0"],
         # Project Aria VRS (transforms/vrs_io.py). Its viewers' dependencies pin Pillow
         # below Apache Beam's floor; the README installs it with --no-deps instead.
         "aria": ["projectaria-tools>=2.3,<3"],

@@ -108,12 +108,15 @@ def rows_per_group(table: pa.Table) -> int:
 
 
 class ParquetWriter:
-    """One Parquet file of the export schema (zstd on the small columns, none on latents)."""
+    """One Parquet file of the export schema, uncompressed and without dictionaries.
+
+    Latents and clips do not compress, and the small columns are a few hundred bytes
+    of a row: left plain, every value is in the file as its bytes, so an auditor can
+    check with a byte search that an erased row's values are gone.
+    """
 
     def __init__(self, sink, schema: pa.Schema) -> None:
-        compression = {n: ("none" if n in ("embedding", "tokens", MP4_COLUMN) else "zstd")
-                       for n in schema.names}
-        self._writer = pq.ParquetWriter(sink, schema, compression=compression,
+        self._writer = pq.ParquetWriter(sink, schema, compression="none",
                                         use_dictionary=False, write_statistics=False)
 
     def write(self, table: pa.Table) -> None:
