@@ -17,7 +17,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -236,8 +238,8 @@ class _SplitFiles:
 
     def add_webdataset(self, key: str, members: list[tuple[str, bytes]], sample: dict) -> None:
         self._ready()
-        for name, data in members:
-            self._writer.add(name, data)
+        for name, *parts in members:
+            self._writer.add(name, *parts)
         self._samples.append(sample)
         self._rotate()
 
@@ -335,9 +337,15 @@ def export_shard(cfg: ExportConfig, task: ShardTask, clip_sizes: dict | None = N
             lo, hi = np.searchsorted(selected, [offset, offset + n])
             if hi > lo:
                 table = parquet.read_row_group(group, columns=read, use_threads=False)
-                table = table.take(pa.array(selected[lo:hi] - offset))
-                for split in sorted(set(splits[lo:hi].tolist())):
-                    part = table.filter(pa.array(splits[lo:hi] == split))
+                local = selected[lo:hi] - offset
+                if local[-1] - local[0] + 1 == len(local):  # a run of rows: no copy
+                    table = table.slice(int(local[0]), len(local))
+                else:
+                    table = table.take(pa.array(local))
+                names = sorted(set(splits[lo:hi].tolist()))
+                for split in names:
+                    part = table if len(names) == 1 else \
+                        table.filter(pa.array(splits[lo:hi] == split))
                     files = writers.setdefault(split, _SplitFiles(cfg, task.number, split,
                                                                   schema))
                     _write_rows(cfg, files, part, task.clips, layout, schema,
@@ -436,8 +444,12 @@ def export(directory: str, request: ExportRequest, beam_argv: list[str] | None =
         sizes = {c: source.clips[c].bytes for c in source.clips}
         try:
             if engine == "local":
-                files = [f for task in tasks for f in export_shard(cfg, task, sizes)]
-                lineage = finish(cfg, files)
+                # Source shards in parallel threads: reading, hashing and writing release
+                # the GIL, and each shard writes files of its own (same bytes in any order).
+                workers = max(1, min(len(tasks), os.cpu_count() or 1))
+                with ThreadPoolExecutor(workers, thread_name_prefix="egoveil-export") as pool:
+                    done = list(pool.map(lambda task: export_shard(cfg, task, sizes), tasks))
+                lineage = finish(cfg, [f for written in done for f in written])
             else:
                 from pipeline.export.beam_job import run_beam_export
 

@@ -56,10 +56,12 @@ class TarWriter:
     def __init__(self, sink: HashingSink) -> None:
         self._sink = sink
 
-    def add(self, name: str, data) -> None:
-        size = memoryview(data).nbytes
+    def add(self, name: str, *parts) -> None:
+        """A member whose content is ``parts`` one after the other (bytes or buffers)."""
+        size = sum(memoryview(p).nbytes for p in parts)
         self._sink.write(member_header(name, size))
-        self._sink.write(data)
+        for part in parts:
+            self._sink.write(part)
         if size % _BLOCK:
             self._sink.write(b"\0" * (_BLOCK - size % _BLOCK))
 
@@ -69,19 +71,21 @@ class TarWriter:
         self._sink.write(b"\0" * (2 * _BLOCK + (-end) % _RECORD))
 
 
-def npy_bytes(array: np.ndarray) -> bytes:
-    """``array`` in NumPy's ``.npy`` format; bfloat16 as its ``<u2`` bit patterns."""
+def npy_parts(array: np.ndarray) -> tuple[bytes, memoryview]:
+    """``array`` in NumPy's ``.npy`` format as (header, data); bfloat16 as its ``<u2`` bit
+    patterns. The data is a view of the array: a latent is never copied on its way out."""
     if array.dtype.name == "bfloat16":
         array = array.view("<u2")
-    buffer = io.BytesIO()
-    np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    return buffer.getvalue()
+    array = np.ascontiguousarray(array)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    return header.getvalue(), memoryview(array).cast("B")
 
 
 def sample_members(key: str, metadata: dict, latents: dict[str, np.ndarray],
-                   mp4: bytes | None) -> list[tuple[str, bytes]]:
-    """The members of one sample, in a fixed order (by extension)."""
-    members = [(f"{key}.{name}.npy", npy_bytes(value)) for name, value in latents.items()]
+                   mp4: bytes | None) -> list[tuple]:
+    """The members of one sample as (name, *parts), in a fixed order (by extension)."""
+    members = [(f"{key}.{name}.npy", *npy_parts(value)) for name, value in latents.items()]
     members.append((f"{key}.json", json.dumps(metadata, sort_keys=True,
                                               separators=(",", ":")).encode()))
     if mp4 is not None:
