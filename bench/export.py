@@ -5,7 +5,8 @@ by the real shard writer and publish step (data contract, audit log, manifest), 
 real anonymized-clip videos, made once per size instead of running the video
 pipeline ten times. A row holds a 1024-value float16 embedding, a 4x8x8x1024 float16
 token grid (V-JEPA 2 ViT-L tokens pooled to 4x8x8, 512 KB) and an 8-frame 256x256
-clip. Measured in one run, alternating, medians of ``--repeats``, each export in a fresh process (its own peak RSS):
+clip. Measured in one run, alternating, medians of ``--repeats``, each export in a
+fresh process (its own peak RSS):
 
 - export to WebDataset (in process, ``--engine local``) against a plain copy of the
   same source bytes (every shard and clip the export reads) into tar files of the
