@@ -41,6 +41,10 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 TARGET_MB = 64
+# The child's own peak RSS: VmHWM belongs to the process's memory map, which exec
+# replaces, where getrusage's ru_maxrss keeps the forked parent's peak.
+_HWM = ("int(next(line for line in open('/proc/self/status') "
+        "if line.startswith('VmHWM')).split()[1]) / 1024")
 
 _EXPORT_CHILD = """
 import json, sys, time
@@ -49,7 +53,7 @@ started = time.perf_counter()
 summary = export(sys.argv[1], ExportRequest(to=sys.argv[3], dest=sys.argv[2],
                  target_shard_mb={target}, engine=sys.argv[4]))
 print(json.dumps({{"seconds": time.perf_counter() - started, "rows": summary.rows,
-                  "bytes": summary.bytes, "files": summary.files}}))
+                  "bytes": summary.bytes, "files": summary.files, "peak_rss_mb": {hwm}}}))
 """
 
 _COPY_CHILD = """
@@ -73,7 +77,8 @@ for rel in files:
         archive, written, part = None, 0, part + 1
 if archive is not None:
     archive.close()
-print(json.dumps({{"seconds": time.perf_counter() - started, "bytes": total}}))
+print(json.dumps({{"seconds": time.perf_counter() - started, "bytes": total,
+                  "peak_rss_mb": {hwm}}}))
 """
 
 _READ_CHILD = """
@@ -90,27 +95,18 @@ dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode().m
 loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers)
 started = time.perf_counter()
 rows = sum(len(batch[3]) for batch in loader)
-print(json.dumps({"seconds": time.perf_counter() - started, "rows": rows}))
-"""
-
-
-def _rss_mb(usage) -> float | None:
-    return round(usage.ru_maxrss / 1024, 1) if usage is not None else None
+print(json.dumps({"seconds": time.perf_counter() - started, "rows": rows,
+                  "peak_rss_mb": HWM}))
+""".replace("HWM", _HWM)
 
 
 def child_rss(code: str, *args: str) -> dict:
-    """As ``child``, with the peak RSS of that process alone (``wait4``)."""
-    process = subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out = process.stdout.read()
-    err = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode:
-        raise RuntimeError(err[-2000:])
-    result = json.loads(out.strip().splitlines()[-1])
-    result["peak_rss_mb"] = _rss_mb(usage)
-    return result
+    """Run ``code`` in a fresh interpreter; the JSON line it prints (with its peak RSS)."""
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT,
+                            capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(result.stderr[-2000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def make_source(folder: str, rows: int) -> str:
@@ -139,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
     work = tempfile.mkdtemp(prefix="egoveil-bench-export-")
-    export_code = _EXPORT_CHILD.format(target=TARGET_MB)
-    copy_code = _COPY_CHILD.format(target=TARGET_MB)
+    export_code = _EXPORT_CHILD.format(target=TARGET_MB, hwm=_HWM)
+    copy_code = _COPY_CHILD.format(target=TARGET_MB, hwm=_HWM)
     results: dict = {"sizes": {}}
     try:
         for label, rows in (("1x", args.rows), (f"{args.scale}x", args.rows * args.scale)):

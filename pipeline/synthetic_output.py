@@ -96,34 +96,45 @@ def _clip_videos(spec: SyntheticSpec, folder: str) -> list[tuple[bytes, int]]:
     return videos
 
 
-def synthetic_rows(spec: SyntheticSpec, key: PseudonymKey) -> list[LatentRow]:
-    """The rows ``publish_synthetic`` writes (latent values from a seeded generator)."""
-    rng = np.random.default_rng(spec.seed)
+def _latents(spec: SyntheticSpec, number: int) -> tuple[bytes, bytes | None]:
+    """Row ``number``'s embedding and tokens, from a generator seeded by the row alone."""
     layout, dtype = spec.layout, numpy_dtype(spec.layout.dtype)
-    rows = []
-    for i in range(spec.rows):
-        wearer_number = i % spec.wearers
-        wearer = None if spec.no_wearer_every and i % spec.no_wearer_every == 0 \
-            else f"wearer-{wearer_number}"
-        recording = key.pseudonym("recording", f"content-{wearer_number}-{i % 2}")
-        tokens = None
-        if layout.tokens_shape:
-            tokens = rng.standard_normal(layout.tokens_shape, np.float32).astype(dtype).tobytes()
-        rows.append(LatentRow(
-            clip_id=hashlib.sha256(f"{spec.seed}-clip-{i}".encode()).hexdigest()[:32],
-            recording_id=recording,
-            wearer_id=key.pseudonym("wearer", wearer) if wearer else None,
-            view=spec.views[i % len(spec.views)], segment_index=i // 4, clip_index=i % 4,
-            start_s=float(i), end_s=float(i) + 0.8, frame_count=8 + i % 8, fps=10.0,
-            encoder_id="random:synthetic", encoder_pretrained=False,
-            embedding=rng.standard_normal(layout.embedding_dim, np.float32).astype(dtype)
-            .tobytes(),
-            faces_redacted=i % 3,
-            qa_status="redacted_unverified" if spec.unverified_every
-            and i % spec.unverified_every == spec.unverified_every - 1 else
-            ("reredacted_verified" if i % 5 == 4 else "verified"),
-            device_id=key.pseudonym("device", f"SN-{wearer_number}"), tokens=tokens))
-    return rows
+    rng = np.random.default_rng([spec.seed, number])
+    embedding = rng.standard_normal(layout.embedding_dim, np.float32).astype(dtype).tobytes()
+    tokens = None
+    if layout.tokens_shape:
+        tokens = rng.standard_normal(layout.tokens_shape, np.float32).astype(dtype).tobytes()
+    return embedding, tokens
+
+
+def _row_fields(spec: SyntheticSpec, key: PseudonymKey, number: int) -> dict:
+    """Row ``number`` without its latents (pseudonyms need the key, which never travels)."""
+    wearer_number = number % spec.wearers
+    wearer = None if spec.no_wearer_every and number % spec.no_wearer_every == 0 \
+        else f"wearer-{wearer_number}"
+    unverified = spec.unverified_every and \
+        number % spec.unverified_every == spec.unverified_every - 1
+    return dict(
+        clip_id=hashlib.sha256(f"{spec.seed}-clip-{number}".encode()).hexdigest()[:32],
+        recording_id=key.pseudonym("recording", f"content-{wearer_number}-{number % 2}"),
+        wearer_id=key.pseudonym("wearer", wearer) if wearer else None,
+        view=spec.views[number % len(spec.views)], segment_index=number // 4,
+        clip_index=number % 4, start_s=float(number), end_s=float(number) + 0.8,
+        frame_count=8 + number % 8, fps=10.0, encoder_id="random:synthetic",
+        encoder_pretrained=False, faces_redacted=number % 3,
+        qa_status="redacted_unverified" if unverified else
+        ("reredacted_verified" if number % 5 == 4 else "verified"),
+        device_id=key.pseudonym("device", f"SN-{wearer_number}"))
+
+
+def _with_latents(spec: SyntheticSpec, number: int, fields: dict) -> LatentRow:
+    embedding, tokens = _latents(spec, number)
+    return LatentRow(**fields, embedding=embedding, tokens=tokens)
+
+
+def synthetic_rows(spec: SyntheticSpec, key: PseudonymKey) -> list[LatentRow]:
+    """The rows ``publish_synthetic`` writes."""
+    return [_with_latents(spec, i, _row_fields(spec, key, i)) for i in range(spec.rows)]
 
 
 def publish_synthetic(out: str, key: PseudonymKey, spec: SyntheticSpec = SyntheticSpec()) -> str:
@@ -133,7 +144,7 @@ def publish_synthetic(out: str, key: PseudonymKey, spec: SyntheticSpec = Synthet
     from transforms.publish import Publish
     from transforms.write_shards import WriteLatentShards
 
-    rows = synthetic_rows(spec, key)
+    fields = [_row_fields(spec, key, i) for i in range(spec.rows)]
     staging = os.path.join(out, ".staging", "0123456789abcdef")
     clips = []
     if spec.clips:
@@ -143,15 +154,18 @@ def publish_synthetic(out: str, key: PseudonymKey, spec: SyntheticSpec = Synthet
             videos = _clip_videos(spec, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        for number, row in enumerate(rows):
+        for number, row in enumerate(fields):
             data, frames = videos[number % len(videos)]
-            with open(os.path.join(out, "clips", f"{row.clip_id}.mp4"), "wb") as handle:
+            with open(os.path.join(out, "clips", f"{row['clip_id']}.mp4"), "wb") as handle:
                 handle.write(data)
-            clips.append({"path": f"clips/{row.clip_id}.mp4", "frames": frames,
+            clips.append({"path": f"clips/{row['clip_id']}.mp4", "frames": frames,
                           "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)})
     record = synthetic_record(key.key_id, spec.layout)
     with TestPipeline() as p:
-        shards = (p | "Rows" >> beam.Create(rows, reshuffle=False)
+        # Latents are made inside the pipeline: Create pickles (and bz2-compresses) what
+        # it is given into the job graph, which for random latents takes minutes.
+        shards = (p | "Rows" >> beam.Create(list(enumerate(fields)), reshuffle=False)
+                  | "Latents" >> beam.MapTuple(lambda i, f: _with_latents(spec, i, f))
                   | WriteLatentShards(staging, spec.layout, {"encoder": record["encoder"]},
                                       target_shard_bytes=int(spec.target_shard_mb * 1024**2)))
         (shards, p | "Clips" >> beam.Create(clips), p | "Deadletters" >> beam.Create([]),

@@ -172,7 +172,7 @@ def test_hf_export_loads_with_its_splits_and_declared_features(source, tmp_path)
     dest = tmp_path / "hf"
     export(source, ExportRequest(to="hf", dest=str(dest), split=SplitSpec.parse(
         "train=0.7,val=0.3"), license="cc-by-4.0", task_categories=("robotics",)))
-    loaded = datasets.load_dataset(str(dest))
+    loaded = datasets.load_dataset(str(dest), cache_dir=str(tmp_path / "hf-cache"))
     rows = _source_rows(source)
     assert set(loaded) == {"train", "val"}
     features = loaded["train"].features
@@ -211,7 +211,8 @@ def test_bfloat16_latents_keep_their_values(tmp_path):
         tokens = np.load(io.BytesIO(parts["tokens.npy"]))
         assert tokens.dtype == np.dtype("<u2") and tokens.shape == (1, 2, 2, 4)
         assert tokens.view(ml_dtypes.bfloat16).tobytes() == rows[clip_id]["tokens"]
-    loaded = datasets.load_dataset(str(tmp_path / "hf"), split="train")
+    loaded = datasets.load_dataset(str(tmp_path / "hf"), split="train",
+                                   cache_dir=str(tmp_path / "hf-cache"))
     assert loaded.features["embedding"] == datasets.List(datasets.Value("float32"), length=8)
     for row in loaded:
         exact = np.frombuffer(rows[row["clip_id"]]["embedding"], numpy_dtype("bfloat16"))
