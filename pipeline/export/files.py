@@ -8,6 +8,7 @@ export (split, source shard, part), never by anything that came with an input.
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,8 +81,6 @@ def created(path: str, replace: bool = False) -> Iterator[HashingSink]:
         raise
     if replace:
         if "://" not in path:
-            import os
-
             os.replace(target, path)
         else:  # object stores replace whole objects; a rename is a copy, then a delete
             delete_if_present([path])

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from pipeline.errors import UserError
+from pipeline.export.files import HashingSink, created, file_sha256, open_read
 from pipeline.output_files import UnsafePath, confined
 from privacy.audit_log import AuditLogBroken, load_manifest, record_operation
 from privacy.audit_summary import export_status
@@ -201,8 +202,6 @@ def load_lineage(dest: str) -> Lineage:
 
 
 def _check_files(dest: str, lineage: Lineage) -> None:
-    from pipeline.export.files import file_sha256
-
     pending = lineage.pending or {}
     for entry in lineage.files:
         try:
@@ -263,45 +262,59 @@ def sync(directory: str, dest_dir: str) -> SyncSummary:
     return summary
 
 
+class _Discard:
+    """A sink that keeps nothing (a rewrite hashed before it is written)."""
+
+    def write(self, data) -> int:
+        return memoryview(data).nbytes
+
+    def flush(self) -> None:
+        pass
+
+
+def _rewritten(module, dest: str, entry: dict, reached: set[str], sink: HashingSink) -> list:
+    with open_read(confined(dest, entry["path"])) as handle:
+        return module.rewrite_without(handle, sink, reached)[1]
+
+
 def _rewrite(dest: str, lineage: Lineage, reached: set[str], summary: SyncSummary) -> None:
-    """Rewrite the files holding reached rows; the lineage names their new hashes first."""
+    """Rewrite the files holding reached rows; the lineage names their new hashes first.
+
+    Rewrites are deterministic, so each file is rewritten twice, one file in memory at a
+    time: once to learn its new hash, and once for real, beside it, then renamed over it.
+    """
     from pipeline.export import hf, webdataset
-    from pipeline.export.files import created, open_read
 
     affected = [f for f in lineage.files
                 if any(s["clip_id"] in reached for s in f["samples"])]
     if not affected:
         return
     module = webdataset if lineage.to == "webdataset" else hf
-    new: dict[str, tuple[str, int, list[str]]] = {}
+    pending = {}
     for entry in affected:
-        path = confined(dest, entry["path"])
-        with open_read(path) as handle:
-            data = handle.read()
-        import io
-
-        sink_bytes = io.BytesIO()
-        from pipeline.export.files import HashingSink
-
-        sink = HashingSink(sink_bytes)
-        _, keys = module.rewrite_without(io.BytesIO(data), sink, reached)
-        new[entry["path"]] = (sink.sha256, sink.size, keys, sink_bytes.getvalue())
+        sink = HashingSink(_Discard())
+        _rewritten(module, dest, entry, reached, sink)
+        pending[entry["path"]] = sink.sha256
     # Said before any file changes, so that a sync cut short is finished by the next one.
-    lineage.pending = {p: v[0] for p, v in new.items()}
+    lineage.pending = pending
     FileSystemsStore(dest).write(EXPORT_FILE, lineage.to_bytes())
     for entry in affected:
-        sha, size, keys, data = new[entry["path"]]
         with created(confined(dest, entry["path"]), replace=True) as sink:
-            sink.write(data)
+            keys = _rewritten(module, dest, entry, reached, sink)
+        if sink.sha256 != pending[entry["path"]]:
+            raise RuntimeError("an export file's rewrite is not deterministic")
         removed = entry["rows"] - len(keys)
         summary.rows_removed += removed
         summary.files_rewritten += 1
         kept = set(keys)
-        entry.update(sha256=sha, bytes=size, rows=len(keys),
+        # In-memory Arrow size (the card's num_bytes): rows of one file are alike.
+        arrow_bytes = entry.get("arrow_bytes", 0) * len(keys) // max(1, entry["rows"])
+        entry.update(sha256=sink.sha256, bytes=sink.size, rows=len(keys),
+                     arrow_bytes=arrow_bytes,
                      samples=[s for s in entry["samples"] if s["clip_id"] in kept])
-        split = lineage.splits[entry["split"]]
-        split["rows"] -= removed
+        lineage.splits[entry["split"]]["rows"] -= removed
     for name, split in lineage.splits.items():
         mine = [f for f in lineage.files if f["split"] == name]
         split["bytes"] = sum(f["bytes"] for f in mine)
+        split["arrow_bytes"] = sum(f.get("arrow_bytes", 0) for f in mine)
     lineage.pending = None
