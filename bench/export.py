@@ -49,11 +49,16 @@ _HWM = ("int(next(line for line in open('/proc/self/status') "
 _EXPORT_CHILD = """
 import json, sys, time
 from pipeline.export.job import ExportRequest, export
+from pipeline.export.source import open_source
+started = time.perf_counter()
+open_source(sys.argv[1])  # the verification alone, timed apart (export repeats it)
+verify_s = time.perf_counter() - started
 started = time.perf_counter()
 summary = export(sys.argv[1], ExportRequest(to=sys.argv[3], dest=sys.argv[2],
                  target_shard_mb={target}, engine=sys.argv[4]))
-print(json.dumps({{"seconds": time.perf_counter() - started, "rows": summary.rows,
-                  "bytes": summary.bytes, "files": summary.files, "peak_rss_mb": {hwm}}}))
+print(json.dumps({{"seconds": time.perf_counter() - started, "verify_s": verify_s,
+                  "rows": summary.rows, "bytes": summary.bytes, "files": summary.files,
+                  "peak_rss_mb": {hwm}}}))
 """
 
 _COPY_CHILD = """
@@ -188,6 +193,8 @@ def summarize(results: dict, args) -> None:
             "export_mb_s": round(size["source_bytes"] / export_s / 1e6, 1),
             "copy_mb_s": round(size["source_bytes"] / copy_s / 1e6, 1),
             "throughput_ratio": round(copy_s / export_s, 3),
+            "verify_s": round(_median(size["export"], "verify_s"), 3),
+            "write_ratio": round(copy_s / (export_s - _median(size["export"], "verify_s")), 3),
             "export_peak_rss_mb": _median(size["export"], "peak_rss_mb"),
             "copy_peak_rss_mb": _median(size["copy"], "peak_rss_mb"),
             "read_rows_per_s_per_worker": {
@@ -226,16 +233,19 @@ def render(results: dict, labels: list[str]) -> str:
         f"{len(results['sizes'][labels[0]]['export'])} alternating runs, each in a fresh "
         "process; seconds are measured inside the process (no interpreter start).",
         "",
-        "| dataset | rows | source MB | export s | plain tar copy s | export MB/s | copy MB/s "
-        "| export / copy throughput | export peak RSS MB | Beam job s | hf export s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| dataset | rows | source MB | export s | of which verification s | plain tar copy s "
+        "| export MB/s | copy MB/s | export / copy throughput | without verification "
+        "| export peak RSS MB | Beam job s | hf export s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: |",
     ]
     for label in labels:
         size = results["sizes"][label]
         m = size["median"]
         lines.append(f"| {label} | {size['rows']} | {size['source_bytes'] / 1e6:.1f} | "
-                     f"{m['export_s']} | {m['copy_s']} | {m['export_mb_s']} | {m['copy_mb_s']} "
-                     f"| **{m['throughput_ratio']}x** | {m['export_peak_rss_mb']} | "
+                     f"{m['export_s']} | {m['verify_s']} | {m['copy_s']} | {m['export_mb_s']} "
+                     f"| {m['copy_mb_s']} | **{m['throughput_ratio']}x** | "
+                     f"{m['write_ratio']}x | {m['export_peak_rss_mb']:.0f} | "
                      f"{m['beam_export_s']} | {m['hf_export_s']} |")
     lines += ["", f"Peak RSS ratio ({labels[1]} / {labels[0]}): **{results['rss_ratio']}** "
               "(target: within 20%).", "",

@@ -214,6 +214,9 @@ def export_parser() -> argparse.ArgumentParser:
                         help="local (in this process), beam (a Beam job, one worker per source "
                              "shard) or auto: beam above --beam-above-gb of source files")
     parser.add_argument("--beam-above-gb", type=float, default=DEFAULT_BEAM_ABOVE_GB)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="source shards exported at once by the local engine (threads; "
+                             "each holds a row group and its clips)")
     return parser
 
 
@@ -262,7 +265,8 @@ def _cmd_export(argv: list[str]) -> int:
             clips=not args.no_clips, target_shard_mb=args.target_shard_mb,
             license=args.license,
             task_categories=tuple(args.task_category or ("feature-extraction",)),
-            name=args.name, engine=args.engine, beam_above_gb=args.beam_above_gb)
+            name=args.name, engine=args.engine, beam_above_gb=args.beam_above_gb,
+            workers=args.workers)
     except ExportPolicyError as exc:
         raise UserError(str(exc)) from None
     summary = export(args.dir, request, beam_argv)

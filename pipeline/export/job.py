@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -57,7 +56,7 @@ ENGINES = ("auto", "local", "beam")
 DEFAULT_BEAM_ABOVE_GB = 4.0
 # Clip bytes held at once while a batch of rows is written (bounds memory whatever the
 # row-group size).
-_BATCH_BYTES = 64 * 1024**2
+_BATCH_BYTES = 16 * 1024**2
 
 
 @dataclass(slots=True)
@@ -75,6 +74,7 @@ class ExportRequest:
     name: str | None = None
     engine: str = "auto"
     beam_above_gb: float = DEFAULT_BEAM_ABOVE_GB
+    workers: int = 1  # source shards exported at once in process (threads)
 
 
 @dataclass(slots=True)
@@ -293,27 +293,35 @@ def _write_rows(cfg: ExportConfig, files: _SplitFiles, table: pa.Table, clip_pat
              "recording_tag": erasure_tag(cfg.salt, c, "recording", r)}
             for c, w, r in zip(clip_ids, table.column("wearer_id").to_pylist(),
                                table.column("recording_id").to_pylist())]
+    if cfg.to == "webdataset":
+        # One sample at a time: a clip is read just before it is written, and the
+        # latents are views of the row group's buffers.
+        latents = {name: decode_latents(table.column(name), _shape(layout, name), layout.dtype)
+                   for name in cfg.columns if name in LATENT_COLUMNS}
+        for i, meta in enumerate(_metadata(table, cfg.columns, layout)):
+            key = clip_ids[i]
+            mp4 = _read_clip(cfg, clip_paths.get(key)) if cfg.clips else None
+            members = webdataset.sample_members(key, meta, {n: v[i] for n, v in latents.items()},
+                                                mp4)
+            files.add_webdataset(key, members, tags[i])
+        return
     for start, stop in _batches(table, [sizes.get(c, 0) for c in clip_ids]):
         batch = table.slice(start, stop - start)
         mp4 = [_read_clip(cfg, clip_paths.get(c)) for c in clip_ids[start:stop]] \
             if cfg.clips else None
-        if cfg.to == "webdataset":
-            latents = {name: decode_latents(batch.column(name), _shape(layout, name),
-                                            layout.dtype)
-                       for name in cfg.columns if name in LATENT_COLUMNS}
-            for i, meta in enumerate(_metadata(batch, cfg.columns, layout)):
-                key = clip_ids[start + i]
-                members = webdataset.sample_members(
-                    key, meta, {n: v[i] for n, v in latents.items()},
-                    mp4[i] if mp4 is not None else None)
-                files.add_webdataset(key, members, tags[start + i])
-        else:
-            files.add_table(hf.to_table(batch, cfg.columns, layout, schema, mp4),
-                            tags[start:stop])
+        files.add_table(hf.to_table(batch, cfg.columns, layout, schema, mp4), tags[start:stop])
 
 
 def _shape(layout: LatentLayout, name: str) -> tuple[int, ...]:
     return layout.tokens_shape if name == "tokens" else (layout.embedding_dim,)
+
+
+def _open_shard(path: str):
+    """A source shard for reading row groups: a local file through pyarrow's own reader
+    (buffers from Arrow's memory pool, released after each row group), else Beam's."""
+    if "://" not in path:
+        return pa.OSFile(path, "rb")
+    return open_read(path)
 
 
 def export_shard(cfg: ExportConfig, task: ShardTask, clip_sizes: dict | None = None) -> list[dict]:
@@ -327,7 +335,7 @@ def export_shard(cfg: ExportConfig, task: ShardTask, clip_sizes: dict | None = N
     selected = np.asarray(task.rows, dtype=np.int64)
     splits = np.asarray(task.splits)
     writers: dict[str, _SplitFiles] = {}
-    with open_read(confined(cfg.source, task.path)) as handle:
+    with _open_shard(confined(cfg.source, task.path)) as handle:
         parquet = pq.ParquetFile(handle)
         schema = hf.features(parquet.schema_arrow, cfg.columns, layout, cfg.clips).arrow_schema \
             if cfg.to == "hf" else None
@@ -428,6 +436,8 @@ def export(directory: str, request: ExportRequest, beam_argv: list[str] | None =
         raise UserError(f"--engine takes {', '.join(ENGINES)}")
     if request.target_shard_mb <= 0:
         raise UserError("--target-shard-mb must be positive")
+    if request.workers < 1:
+        raise UserError("--workers must be at least 1")
     if request.to == "hf":
         hf._datasets()
     dest, uri = normalize_uri(request.dest).rstrip("/"), normalize_uri(directory).rstrip("/")
@@ -444,9 +454,10 @@ def export(directory: str, request: ExportRequest, beam_argv: list[str] | None =
         sizes = {c: source.clips[c].bytes for c in source.clips}
         try:
             if engine == "local":
-                # Source shards in parallel threads: reading, hashing and writing release
-                # the GIL, and each shard writes files of its own (same bytes in any order).
-                workers = max(1, min(len(tasks), os.cpu_count() or 1))
+                # Each source shard writes files of its own, so threads give the same bytes
+                # in any order. One by default: measured on 2 shared cores, a second thread
+                # added ~170 MB of peak memory and no speed (bench/export.py).
+                workers = max(1, min(len(tasks), request.workers))
                 with ThreadPoolExecutor(workers, thread_name_prefix="egoveil-export") as pool:
                     done = list(pool.map(lambda task: export_shard(cfg, task, sizes), tasks))
                 lineage = finish(cfg, [f for written in done for f in written])
