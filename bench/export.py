@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     work = tempfile.mkdtemp(prefix="egoveil-bench-export-")
     export_code = _EXPORT_CHILD.format(target=TARGET_MB, hwm=_HWM)
     copy_code = _COPY_CHILD.format(target=TARGET_MB, hwm=_HWM)
-    results: dict = {"sizes": {}}
+    results: dict = {"sizes": {}, "load_average_at_start": os.getloadavg()[0]}
     try:
         for label, rows in (("1x", args.rows), (f"{args.scale}x", args.rows * args.scale)):
             started = time.perf_counter()
@@ -205,6 +205,7 @@ def summarize(results: dict, args) -> None:
         }
     small, large = (results["sizes"][label]["median"] for label in labels)
     results["rss_ratio"] = round(large["export_peak_rss_mb"] / small["export_peak_rss_mb"], 3)
+    results["load_average_at_end"] = os.getloadavg()[0]
     results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "python": platform.python_version()}
     results["command"] = "flock /work/tools/bench.lock python bench/export.py " + " ".join(
@@ -223,8 +224,10 @@ def render(results: dict, labels: list[str]) -> str:
     lines = [
         "# `egoveil export` to WebDataset: throughput, memory, read speed",
         "",
-        f"Machine: {results['machine']['platform']}, {results['machine']['cpus']} cores, no GPU. "
-        f"Command: `{results['command']}`. Date: {results['date']}.",
+        f"Machine: {results['machine']['platform']}, {results['machine']['cpus']} cores, no GPU, "
+        f"shared (1-minute load average {results['load_average_at_start']:.1f} at the start, "
+        f"{results['load_average_at_end']:.1f} at the end). Command: `{results['command']}`. "
+        f"Date: {results['date']}.",
         "",
         "Sources are synthetic published outputs (`pipeline.synthetic_output`: the real shard "
         "writer, publish step, data contract and audit log; real clip videos), made once per "
