@@ -421,3 +421,28 @@ def test_the_command_exports_and_says_what_it_did(source, tmp_path):
                  if line.startswith("egoveil: error:")]
         assert failed.returncode == 2 and len(lines) == 1 and message in lines[0], failed.stderr
         assert "Traceback" not in failed.stderr and str(tmp_path) not in lines[0]
+
+
+def test_a_remote_source_and_destination_go_through_beam_filesystems(source, tmp_path):
+    """DIR and DEST as URIs of a filesystem with a scheme: export both ways, erase, sync."""
+    from pipeline.erase import erase
+    from tests.object_store import uri
+
+    wds, beam = tmp_path / "wds", tmp_path / "beam"
+    split = SplitSpec.parse("train=0.7,val=0.3")
+    first = export(uri(source), ExportRequest(to="webdataset", dest=uri(wds), split=split,
+                                              target_shard_mb=0.01))
+    export(uri(source), ExportRequest(to="webdataset", dest=uri(beam), split=split,
+                                      target_shard_mb=0.01, engine="beam"))
+    assert first.rows == len(_tar_samples(wds)) > 0
+    assert {p.name: p.read_bytes() for p in wds.glob("*.tar")} == \
+        {p.name: p.read_bytes() for p in beam.glob("*.tar")}
+    erase(uri(source), ["wearer-3"], [], _key_file(tmp_path))
+    summary = sync(uri(source), uri(wds))
+    assert summary.rows_removed > 0
+    wearer = KEY.pseudonym("wearer", "wearer-3")
+    rows = _source_rows(source)
+    assert all(r["wearer_id"] != wearer for c, r in rows.items())
+    assert not any(c.encode() in data for c in _tar_samples(beam) if c not in rows
+                   for data in _bytes_under(wds))
+    assert verify_output(FileSystemsStore(source)).ok
