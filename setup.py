@@ -39,14 +39,20 @@ setup(
         "jinja2>=3.1",
         "scikit-image>=0.22",
         "tqdm>=4.60",
+        # Ed25519 seals of the audit log and HKDF for keys derived from the pseudonym key
+        # (privacy/audit_seal.py, privacy/pseudonyms.py); Beam depends on it too.
+        "cryptography>=39",
     ],
     extras_require={
         # The report's browser test drives Debian's Chromium through Playwright's
         # protocol client; no browser is downloaded (.ci/run installs Chromium). duckdb,
         # datasets and webdataset are readers the shard and export formats are tested
         # against.
+        # tests/test_runners.py starts a dask.distributed scheduler and workers to show
+        # why Beam's DaskRunner cannot carry egoveil's graph (the floor is Beam 2.77's own
+        # for its dask extra).
         "test": ["pytest>=8", "ruff>=0.6", "playwright>=1.45", "duckdb>=1.1", "datasets>=3.0",
-                 "webdataset>=1.0"],
+                 "webdataset>=1.0", "dask[distributed]>=2024.4.2"],
         # `egoveil export --to hf`: the features, card metadata and Parquet layout that
         # `datasets.load_dataset` reads.
         "hf": ["datasets>=3.0"],

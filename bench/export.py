@@ -55,7 +55,7 @@ open_source(sys.argv[1])  # the verification alone, timed apart (export repeats 
 verify_s = time.perf_counter() - started
 started = time.perf_counter()
 summary = export(sys.argv[1], ExportRequest(to=sys.argv[3], dest=sys.argv[2],
-                 target_shard_mb={target}, engine=sys.argv[4]))
+                 target_shard_mb={target}, engine=sys.argv[4], key_file=sys.argv[5]))
 print(json.dumps({{"seconds": time.perf_counter() - started, "verify_s": verify_s,
                   "rows": summary.rows, "bytes": summary.bytes, "files": summary.files,
                   "peak_rss_mb": {hwm}}}))
@@ -114,9 +114,8 @@ def child_rss(code: str, *args: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def make_source(folder: str, rows: int) -> str:
+def make_source(folder: str, rows: int, key_file: str) -> str:
     from pipeline.synthetic_output import SyntheticSpec, publish_synthetic
-    from privacy.pseudonyms import PseudonymKey
     from schemas.latents import LatentLayout
 
     layout = LatentLayout(embedding_dim=1024, dtype="float16", token_grid=(4, 8, 8),
@@ -124,7 +123,7 @@ def make_source(folder: str, rows: int) -> str:
     spec = SyntheticSpec(rows=rows, wearers=max(4, rows // 10), layout=layout,
                          clip_frames=8, clip_size=256, distinct_clips=16,
                          target_shard_mb=TARGET_MB)
-    return publish_synthetic(folder, PseudonymKey(b"bench-export-key" * 2), spec)
+    return publish_synthetic(folder, key_file, spec)
 
 
 def source_bytes(folder: str) -> int:
@@ -143,10 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     export_code = _EXPORT_CHILD.format(target=TARGET_MB, hwm=_HWM)
     copy_code = _COPY_CHILD.format(target=TARGET_MB, hwm=_HWM)
     results: dict = {"sizes": {}, "load_average_at_start": os.getloadavg()[0]}
+    from privacy.pseudonyms import PseudonymKey
+
+    key_file = os.path.join(work, "pseudonym.key")
+    PseudonymKey.create_file(key_file)
     try:
         for label, rows in (("1x", args.rows), (f"{args.scale}x", args.rows * args.scale)):
             started = time.perf_counter()
-            source = make_source(os.path.join(work, f"source-{label}"), rows)
+            source = make_source(os.path.join(work, f"source-{label}"), rows, key_file)
             made = time.perf_counter() - started
             size = {"rows": rows, "source_bytes": source_bytes(source),
                     "make_source_s": round(made, 1), "export": [], "copy": []}
@@ -154,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             for repeat in range(args.repeats):
                 dest = os.path.join(work, f"wds-{label}-{repeat}")
                 size["export"].append(child_rss(export_code, source, dest, "webdataset",
-                                                "local"))
+                                                "local", key_file))
                 copy_dest = os.path.join(work, f"copy-{label}-{repeat}")
                 size["copy"].append(child_rss(copy_code, source, copy_dest))
                 if repeat:
@@ -164,9 +167,10 @@ def main(argv: list[str] | None = None) -> int:
             size["read"] = {str(w): [child_rss(_READ_CHILD, read_from, str(w))
                                      for _ in range(args.repeats)] for w in (1, 2)}
             beam_dest = os.path.join(work, f"beam-{label}")
-            size["beam_export"] = child_rss(export_code, source, beam_dest, "webdataset", "beam")
+            size["beam_export"] = child_rss(export_code, source, beam_dest, "webdataset", "beam",
+                                            key_file)
             size["hf_export"] = child_rss(export_code, source, os.path.join(work, f"hf-{label}"),
-                                          "hf", "local")
+                                          "hf", "local", key_file)
             same = all(open(os.path.join(read_from, n), "rb").read()
                        == open(os.path.join(beam_dest, n), "rb").read()
                        for n in sorted(os.listdir(read_from)) if n.endswith(".tar"))

@@ -1,21 +1,24 @@
 """Shard write and read throughput per core, against pyarrow writing and reading the raw bytes.
 
-For each candidate layout of the latent columns, writes the same latent payload
-(one shard's worth, 256 MB by default) as Parquet and reads it back into one
-(rows, ...) numpy array (the chosen layout twice: through pyarrow's writer and
-through egoveil's, ``transforms.stores.latent_parquet``, which writes the same file), on one core (pyarrow's CPU and I/O pools set to one
+Shards are written by pyarrow's Parquet writer and read by its reader; this measures
+what that costs against moving the same bytes raw. For each candidate layout of the
+latent columns, writes the same latent payload (one shard's worth, 256 MB by default)
+as Parquet with ``pq.write_table`` and reads it back (``pq.read_table``, memory-mapped)
+into one (rows, ...) numpy array, on one core (pyarrow's CPU and I/O pools set to one
 thread, ``use_threads=False``), timed in CPU seconds of the process. The baseline is
 pyarrow writing the same bytes to a file as one buffer (``pa.OSFile.write``) and
 reading them back into one buffer (``read_buffer``).
 Runs are interleaved (raw, layout, raw, layout, ...) and the ratio is taken per
 repetition, so a noisy neighbour slows both sides of a ratio alike; medians are
-reported. Reads come from the page cache, as the writes just put them there.
+reported. All writes of a layout run before its reads; reads come from the page
+cache, as the writes just put them there.
 
 Then the shipped path end to end: a whole shard (the small columns too) written by
 ``transforms.stores.shards.shard_writer`` from an Arrow table, ``write_shard`` from
 ``LatentRow`` objects (building the columns included), and the reader
-``pipeline.export.latent_dataset.LatentShards`` (row group by row group, decoded to arrays), with
-the sha256 the manifest needs timed on its own.
+``pipeline.export.latent_dataset.LatentShards`` (row group by row group, decoded to
+arrays), with the sha256 the manifest needs timed on its own; and the shipped reader
+over several row-group sizes.
 
 Usage:
     python bench/shards.py [--mb 256] [--repeat 5] [--workload pooled|tokens|both]
@@ -43,18 +46,21 @@ import pyarrow.parquet as pq
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from pipeline.export.latent_dataset import LatentShards, RowGroup  # noqa: E402
+from pipeline.export.latent_dataset import LatentShards  # noqa: E402
 from schemas.elements import LatentRow  # noqa: E402
 from schemas.latents import (  # noqa: E402
-    LATENT_ALIGN,
     ROW_GROUP_BYTES,
     LatentLayout,
     decode_latents,
     latent_schema,
     row_group_rows,
 )
-from transforms.stores.latent_parquet import LatentParquetWriter, read_latent_chunk  # noqa: E402
-from transforms.stores.shards import file_sha256, rows_to_table, shard_writer, write_shard  # noqa: E402
+from transforms.stores.shards import (  # noqa: E402
+    file_sha256,
+    rows_to_table,
+    shard_writer,
+    write_shard,
+)
 
 # What a row holds: V-JEPA 2 ViT-L's pooled embedding (1024), and with it its 8x16x16
 # token grid pooled to 8x8x8 (512 tokens of 1024), both float16.
@@ -117,17 +123,11 @@ def _decode(kind: str, column: pa.ChunkedArray, width: int) -> list[np.ndarray]:
     return out
 
 
-LAYOUTS = {  # name: (kind, compression, writer and reader)
-    # As shards are written and read: egoveil's writer with 64-byte aligned one-page
-    # chunks, read by read_latent_chunk.
-    "fixed_size_binary, egoveil writer aligned, direct read": (
-        "fixed_size_binary", "none", "egoveil-aligned"),
-    # egoveil's writer making pyarrow's bytes, read by pyarrow.
-    "fixed_size_binary, egoveil writer": ("fixed_size_binary", "none", "egoveil"),
-    "fixed_size_binary": ("fixed_size_binary", "none", "pyarrow"),
-    "fixed_size_binary+zstd": ("fixed_size_binary", "zstd", "pyarrow"),
-    "binary": ("binary", "none", "pyarrow"),
-    "fixed_size_list<float16>": ("fixed_size_list<float16>", "none", "pyarrow"),
+LAYOUTS = {  # name: (kind, compression); all without dictionary or statistics
+    "fixed_size_binary": ("fixed_size_binary", "none"),  # the shipped layout
+    "fixed_size_binary+zstd": ("fixed_size_binary", "zstd"),
+    "binary": ("binary", "none"),
+    "fixed_size_list<float16>": ("fixed_size_list<float16>", "none"),
 }
 
 
@@ -150,7 +150,7 @@ def compare_layouts(tmp: str, payload: np.ndarray, rows: int, width: int, repeat
 
 
 def _one_layout(name, buf, payload, rows, width, repeat, pq_path, raw_write, raw_read) -> dict:
-    kind, compression, writer = LAYOUTS[name]
+    kind, compression = LAYOUTS[name]
     column = _column(kind, buf, rows, width)
     table = pa.Table.from_arrays([column], schema=pa.schema([pa.field("x", column.type, False)]))
     nbytes = buf.size
@@ -158,30 +158,21 @@ def _one_layout(name, buf, payload, rows, width, repeat, pq_path, raw_write, raw
     options = {"compression": compression, "use_dictionary": False, "write_statistics": False}
 
     def write():
-        if writer.startswith("egoveil"):
-            align = LATENT_ALIGN if writer == "egoveil-aligned" else None
-            with LatentParquetWriter(pq_path, table.schema, ["x"], align=align,
-                                     **options) as w:
-                w.write_table(table, row_group_rows(width))
-        else:
-            pq.write_table(table, pq_path, row_group_size=row_group_rows(width), **options)
+        pq.write_table(table, pq_path, row_group_size=row_group_rows(width), **options)
 
     def read():
         out.pop("arr", None)
         before = pa.total_allocated_bytes()
-        if writer == "egoveil-aligned":
-            meta = pq.ParquetFile(pq_path).metadata
-            with open(pq_path, "rb", buffering=0) as raw:
-                out["arr"] = [np.frombuffer(read_latent_chunk(raw, meta, g, 0), np.float16)
-                              .reshape(-1, width // 2) for g in range(meta.num_row_groups)]
-        else:
-            got = pq.read_table(pq_path, use_threads=False, memory_map=True, pre_buffer=False)
-            out["arr"] = _decode(kind, got.column("x"), width)
+        got = pq.read_table(pq_path, use_threads=False, memory_map=True, pre_buffer=False)
+        out["arr"] = _decode(kind, got.column("x"), width)
         out["allocated"] = pa.total_allocated_bytes() - before
 
     w, r = [], []
+    # Writes, then reads: a read right after a write finds the allocator in the state the
+    # write left it (256 MB freed), which swung the raw read between 1.3 and 11 GB/s.
     for _ in range(repeat):
         w.append((_timed(raw_write), _timed(write)))
+    for _ in range(repeat):
         r.append((_timed(raw_read), _timed(read)))
     expected = payload.view(np.uint16).reshape(rows, -1)
     assert np.array_equal(np.concatenate(out.pop("arr")).view(np.uint16), expected), name
@@ -225,6 +216,36 @@ def _rows(layout: LatentLayout, n: int, payload: np.ndarray) -> list[LatentRow]:
             for i in range(n)]
 
 
+SHARD = "latents/part-00000.parquet"
+
+
+def _publish(run: str, rows: int) -> None:
+    """Make ``run`` a published run of its one shard, as ``LatentShards`` reads runs."""
+    shard = os.path.join(run, SHARD)
+    manifest = {"files": [{"path": SHARD, "kind": "latents", "rows": rows,
+                           "sha256": file_sha256(shard), "bytes": os.path.getsize(shard)}]}
+    with open(os.path.join(run, "manifest.json"), "w") as handle:
+        json.dump(manifest, handle)
+    open(os.path.join(run, "_SUCCESS"), "w").close()
+
+
+def _latent_columns(layout: LatentLayout) -> list[str]:
+    return ["embedding", "tokens"] if layout.token_grid else ["embedding"]
+
+
+def _check_read(run: str, layout: LatentLayout, items: list[LatentRow],
+                payload: np.ndarray) -> None:
+    """The shipped reader gives back the payload, row for row (outside the timing)."""
+    shards = LatentShards(run)
+    got = [shards.read_arrays(g, ["clip_id", *_latent_columns(layout)])
+           for g in shards.row_groups()]
+    order = [int(c, 16) for part in got for c in part["clip_id"]]
+    flat = payload.view(np.uint16).reshape(len(items), -1)[order]
+    parts = [np.concatenate([part[c].reshape(len(part["clip_id"]), -1)
+                             for c in _latent_columns(layout)], axis=1) for part in got]
+    assert np.array_equal(np.concatenate(parts).view(np.uint16), flat), "read back differs"
+
+
 def shipped_path(tmp: str, layout: LatentLayout, payload: np.ndarray, rows: int,
                  repeat: int) -> dict:
     """write_shard from LatentRows and LatentShards reading into arrays, against raw."""
@@ -233,7 +254,7 @@ def shipped_path(tmp: str, layout: LatentLayout, payload: np.ndarray, rows: int,
     schema = latent_schema(layout, {"encoder_id": "random:vjepa2-vitl"})
     run = os.path.join(tmp, "run")
     os.makedirs(os.path.join(run, "latents"), exist_ok=True)
-    shard = os.path.join(run, "latents", "part-00000.parquet")
+    shard = os.path.join(run, SHARD)
     raw_path = os.path.join(tmp, "raw.bin")
     buf = pa.py_buffer(payload)
 
@@ -257,24 +278,21 @@ def shipped_path(tmp: str, layout: LatentLayout, payload: np.ndarray, rows: int,
     from_table = file_sha256(shard)
     write()
     assert file_sha256(shard) == from_table, "write_shard and shard_writer wrote different files"
-    sha = file_sha256(shard)
-    manifest = {"files": [{"path": "latents/part-00000.parquet", "kind": "latents",
-                           "rows": rows, "sha256": sha, "bytes": os.path.getsize(shard)}]}
-    with open(os.path.join(run, "manifest.json"), "w") as handle:
-        json.dump(manifest, handle)
-    open(os.path.join(run, "_SUCCESS"), "w").close()
-    columns = ["embedding", "tokens"] if layout.token_grid else ["embedding"]
+    _publish(run, rows)
+    columns = _latent_columns(layout)
 
     def read():
         shards = LatentShards(run)
-        groups = pq.ParquetFile(shard).metadata.num_row_groups
-        for g in range(groups):
-            shards.read_arrays(RowGroup(0, g, 0), columns)
+        for group in shards.row_groups():
+            shards.read_arrays(group, columns)
+
+    _check_read(run, layout, items, payload)
 
     w, r, h, t = [], [], [], []
-    for _ in range(repeat):
+    for _ in range(repeat):  # writes, then reads, as in _one_layout
         t.append((_timed(raw_write), _timed(write_table)))
         w.append((_timed(raw_write), _timed(write)))
+    for _ in range(repeat):
         r.append((_timed(raw_read), _timed(read)))
         h.append(_timed(lambda: hashlib.sha256(buf).digest()))
     out = _summary(nbytes, w, r, os.path.getsize(shard))
@@ -289,63 +307,34 @@ def shipped_path(tmp: str, layout: LatentLayout, payload: np.ndarray, rows: int,
 
 def row_group_sweep(tmp: str, layout: LatentLayout, payload: np.ndarray, rows: int,
                     repeat: int, sizes_mb: list[int]) -> dict:
-    """Read ratio of the shipped reader for several row-group sizes."""
+    """Read ratio of the shipped reader (``LatentShards.read_arrays``) for several
+    row-group sizes."""
     items = _rows(layout, rows, payload)
     schema = latent_schema(layout)
-    path = os.path.join(tmp, "sweep.parquet")
+    run = os.path.join(tmp, "sweep")
+    os.makedirs(os.path.join(run, "latents"), exist_ok=True)
     raw_path = os.path.join(tmp, "raw.bin")
     with pa.OSFile(raw_path, "wb") as handle:
         handle.write(pa.py_buffer(payload))
 
     raw_read = _raw_reader(raw_path, payload.nbytes)
-
-    columns = ["embedding"] + (["tokens"] if layout.token_grid else [])
-    indices = [schema.get_field_index(c) for c in columns]
+    columns = _latent_columns(layout)
     out = {}
     for mb in sizes_mb:
-        write_shard(items, schema, path, layout, row_group_bytes=mb << 20)
-        meta = pq.ParquetFile(path).metadata
-        groups = meta.num_row_groups
+        write_shard(items, schema, os.path.join(run, SHARD), layout, row_group_bytes=mb << 20)
+        _publish(run, rows)
 
-        def read(meta=meta, groups=groups):
-            with open(path, "rb", buffering=0) as raw:
-                for g in range(groups):
-                    for i in indices:
-                        assert read_latent_chunk(raw, meta, g, i) is not None
+        def read():
+            shards = LatentShards(run)
+            for group in shards.row_groups():
+                shards.read_arrays(group, columns)
 
         pairs = [(_timed(raw_read), _timed(read)) for _ in range(repeat)]
         ours = statistics.median(t for _, t in pairs)
-        out[f"{mb}MB"] = {"row_groups": groups,
+        out[f"{mb}MB"] = {"row_groups": len(LatentShards(run).row_groups()),
                           "read_gbps": round(payload.nbytes / ours / 1e9, 3),
                           "read_ratio": round(statistics.median(r / o for r, o in pairs), 3),
                           "read_vs_best_raw": round(min(r for r, _ in pairs) / ours, 3)}
-    return out
-
-
-def alignment(tmp: str, nbytes: int, repeat: int, offsets=(0, 25, 64)) -> dict:
-    """Reading the same bytes at file offsets 0, 25 (where a page header leaves pyarrow's
-    values) and 64, with ``os.preadv`` into Arrow buffers, 32 MB at a time, against raw."""
-    path = os.path.join(tmp, "offsets.bin")
-    with open(path, "wb") as handle:
-        handle.write(os.urandom(nbytes + 4096))
-    raw_read = _raw_reader(path, nbytes + 4096)
-    step = 32 << 20
-
-    def at(offset):
-        def read():
-            with open(path, "rb", buffering=0) as handle:
-                for start in range(0, nbytes, step):
-                    size = min(step, nbytes - start)
-                    os.preadv(handle.fileno(), [memoryview(pa.allocate_buffer(size))],
-                              offset + start)
-        return read
-
-    out = {}
-    for offset in offsets:
-        pairs = [(_timed(raw_read), _timed(at(offset))) for _ in range(repeat)]
-        out[f"offset_{offset}"] = {
-            "read_gbps": round(nbytes / statistics.median(t for _, t in pairs) / 1e9, 3),
-            "read_ratio": round(statistics.median(r / o for r, o in pairs), 3)}
     return out
 
 
@@ -381,9 +370,6 @@ def main() -> None:
                                                          args.repeat, [8, 32, 128])}
         report["workloads"][name] = result
         print(json.dumps({name: result}, indent=1), flush=True)
-    with tempfile.TemporaryDirectory(prefix="egoveil-bench-") as tmp:
-        report["alignment"] = alignment(tmp, args.mb << 20, args.repeat)
-    print(json.dumps({"alignment": report["alignment"]}), flush=True)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as handle:
         json.dump(report, handle, indent=2)
@@ -417,11 +403,6 @@ def markdown_tables(report: dict) -> str:
                   f"({shipped['table_write_vs_best_raw']:.2f} of the best raw). "
                   f"sha256 of the shard: {shipped['sha256_gbps']:.2f} GB/s. "
                   f"Row-group sizes (shipped reader): {sweep}.", ""]
-    if "alignment" in report:
-        lines += ["Reading the same bytes at file offsets 0 / 25 / 64 (`os.preadv` into Arrow "
-                  "buffers): " + " / ".join(
-                      f"{v['read_gbps']:.2f} GB/s ({v['read_ratio']:.2f} of raw)"
-                      for v in report["alignment"].values()) + ".", ""]
     return "\n".join(lines)
 
 

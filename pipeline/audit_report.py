@@ -201,6 +201,8 @@ def render_text(report: AuditReport) -> str:
         f"video anonymized: {o.anonymized_minutes:.2f} min, "
         f"{int(o.total('faces_detected'))} face detections redacted"
         + (f" ({o.faces_per_minute:.1f} per minute)" if o.faces_per_minute is not None else ""),
+        "detections by class: " + (", ".join(f"{k} {n}" for k, n in o.by_class(
+            "detected_by_class").items()) or "none"),
         "dead letters: " + (", ".join(f"{k} {n}" for k, n in sorted(o.deadletters.items()))
                             or "none"),
         "verification: segments " + (", ".join(f"{k} {n}" for k, n in sorted(

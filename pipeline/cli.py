@@ -76,6 +76,10 @@ def _print_summary(summary) -> None:
     if summary.segments_cached:
         log.info("%d segments reused from an earlier run of the same configuration "
                  "(OUTPUT/.cache)", summary.segments_cached)
+    if summary.segments_cache_rejected:
+        log.warning("%d cached segments were changed after they were written (their MAC does "
+                    "not hold) and were done again; see segment_cache_rejected in the audit "
+                    "log", summary.segments_cache_rejected)
     log.info("%d latent rows in %d shards, %d clips; manifest.json and _SUCCESS written",
              t.get("latent_rows", 0), t.get("shards", 0), t.get("clips", 0))
     for line in closing_note(summary):
@@ -85,8 +89,10 @@ def _print_summary(summary) -> None:
         log.info("data contract passed: %d expectations on %d tables (audit/validation.html)",
                  summary.contract["expectations"], summary.contract["batches"])
     if summary.audit_head:
-        log.info("audit log head %s: keep it outside the folder; `egoveil audit verify DIR "
-                 "--expect-head HEAD` detects a rewritten log", summary.audit_head)
+        log.info("audit log head %s, sealed with audit key %s: keep the head outside the "
+                 "folder; `egoveil audit verify DIR --key-file KEY.pub --expect-head HEAD` "
+                 "detects seals made by anyone else and a rewritten log", summary.audit_head,
+                 summary.audit_key)
 
 
 def _cmd_run(argv: list[str]) -> int:
@@ -111,20 +117,11 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_redact(args) -> int:
-    from pipeline.errors import UserError
+    from pipeline.anonymization_options import anonymization_config
     from pipeline.redact import redact_file
-    from privacy.config import AnonymizationConfig
-    from privacy.redaction import RedactionConfig
-    from privacy.verification import VerificationConfig
 
-    try:
-        config = AnonymizationConfig(detector=args.detector, redaction=RedactionConfig(
-            mode=args.redaction, mask_scale=args.mask_scale),
-            temporal_window=args.temporal_window,
-            verification=VerificationConfig(verifier=args.verifier))
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    stats = redact_file(args.input, args.output, config)
+    stats = redact_file(args.input, args.output, anonymization_config(args),
+                        stereo=args.stereo)
     log = logging.getLogger("egoveil")
     log.info("%d frames, %d face detections redacted, %.1f s (%.1f frames/s)", stats.frames,
              stats.faces_detected, stats.wall_s, stats.frames_per_second)
@@ -136,18 +133,41 @@ def _cmd_redact(args) -> int:
     return 0
 
 
+def _write_public_key(path: str, key) -> str:
+    """Write the audit key's public half beside the key file (never overwrites)."""
+    public = key.seal_signer().public
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(public.to_pem())
+    return public.fingerprint
+
+
 def _cmd_keygen(args) -> int:
     from pipeline.errors import UserError
-    from privacy.pseudonyms import PseudonymKey
+    from privacy.pseudonyms import PseudonymKey, PseudonymKeyError
 
+    log = logging.getLogger("egoveil")
+    public_file = args.file + ".pub"
     try:
-        key = PseudonymKey.create_file(args.file)
+        if args.public:
+            from transforms.stores.keys import load_key
+
+            key = load_key(args.file)
+        else:
+            key = PseudonymKey.create_file(args.file)
+            log.info("new pseudonym key written (key id %s); keep it outside the data and "
+                     "never commit it", key.key_id)
+        fingerprint = _write_public_key(public_file, key)
+    except PseudonymKeyError as exc:
+        raise UserError(str(exc)) from None
     except FileExistsError:
-        raise UserError("the key file exists already; egoveil never overwrites a key") from None
+        raise UserError("the key file or its .pub exists already; egoveil never overwrites "
+                        "a key") from None
     except OSError as exc:
         raise UserError(f"cannot write the key file ({exc.strerror})") from None
-    logging.getLogger("egoveil").info("new pseudonym key written (key id %s); keep it outside "
-                                      "the data and never commit it", key.key_id)
+    log.info("public audit key written beside it (FILE.pub, audit key %s): give it to "
+             "auditors, who check seals with `egoveil audit verify DIR --key-file FILE.pub`",
+             fingerprint)
     return 0
 
 
@@ -210,6 +230,9 @@ def export_parser() -> argparse.ArgumentParser:
                         help="Hub task category for the card (repeatable; default "
                              "feature-extraction)")
     parser.add_argument("--name", default=None, help="the dataset's name on its card")
+    parser.add_argument("--key-file", default=None,
+                        help="the key DIR was written with, which signs the export's entry in "
+                             "DIR's audit log (default: $EGOVEIL_PSEUDONYM_KEY)")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="local (in this process), beam (a Beam job, one worker per source "
                              "shard) or auto: beam above --beam-above-gb of source files")
@@ -243,7 +266,7 @@ def _cmd_export(argv: list[str]) -> int:
             raise UserError("--sync takes the source and the export: `egoveil export DIR "
                             "--sync DEST` (an export names its source by content hash and log "
                             "head, never by path)")
-        summary = sync(args.dir, args.sync)
+        summary = sync(args.dir, args.sync, args.key_file)
         if summary.in_sync_already:
             log.info("export %s is in sync with DIR already: no erasure since it was written "
                      "or last synced", summary.export_id)
@@ -266,7 +289,7 @@ def _cmd_export(argv: list[str]) -> int:
             license=args.license,
             task_categories=tuple(args.task_category or ("feature-extraction",)),
             name=args.name, engine=args.engine, beam_above_gb=args.beam_above_gb,
-            workers=args.workers)
+            workers=args.workers, key_file=args.key_file)
     except ExportPolicyError as exc:
         raise UserError(str(exc)) from None
     summary = export(args.dir, request, beam_argv)
@@ -302,7 +325,8 @@ def _cmd_validate(args) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from privacy.detectors import DEFAULT_DETECTOR
+    from pipeline.anonymization_options import add_anonymization_args
+    from pipeline.redact import STEREO_CHOICES
 
     parser = argparse.ArgumentParser(
         prog="egoveil", description="Privacy-preserving egocentric video to world-model latents.")
@@ -316,12 +340,10 @@ def _parser() -> argparse.ArgumentParser:
     red = sub.add_parser("redact", help="anonymize one video or image")
     red.add_argument("input")
     red.add_argument("output", help="output file; its extension picks the format")
-    red.add_argument("--detector", default=DEFAULT_DETECTOR)
-    red.add_argument("--redaction", default="solid", choices=("solid", "pixelate", "blur"))
-    red.add_argument("--mask-scale", type=float, default=1.4)
-    red.add_argument("--temporal-window", type=int, default=2)
-    red.add_argument("--verifier", default="hog",
-                     help="independent detector that checks the output ('none' to skip)")
+    add_anonymization_args(red)
+    red.add_argument("--stereo", default="none", choices=STEREO_CHOICES,
+                     help="a stereo video packed side by side (sbs) or top-bottom (tb): each "
+                          "eye is anonymized and searched against the other")
     demo = sub.add_parser("demo", help="make sample recordings and run the pipeline offline")
     demo.add_argument("dir")
     demo.add_argument("--encoder", default=None,
@@ -339,8 +361,11 @@ def _parser() -> argparse.ArgumentParser:
     era.add_argument("--key-file", default=None,
                      help="the key the output was written with (default: "
                           "$EGOVEIL_PSEUDONYM_KEY)")
-    key = sub.add_parser("keygen", help="write a new random pseudonym key file")
+    key = sub.add_parser("keygen", help="write a new random pseudonym key file, and its "
+                                        "public audit key as FILE.pub")
     key.add_argument("file")
+    key.add_argument("--public", action="store_true",
+                     help="only write FILE.pub, the public audit key of the existing key FILE")
     enc = sub.add_parser("make-encoder", help="save a randomly initialised encoder (for tests)")
     enc.add_argument("dir")
     enc.add_argument("--preset", default="vjepa2-tiny",

@@ -8,8 +8,9 @@ An erasure reaches every derived artifact of a published output (PRIVACY.md 12):
    them back (``egoveil run`` refuses recordings that match, before decoding);
 3. the dead letters of the erased recordings are dropped;
 4. an ``erasure`` event (counts and an erasure id, no pseudonyms) is chained onto
-   the audit log, the new file list is sealed into it, and ``manifest.json`` is
-   swapped for one that lists the new files and names the log's new head;
+   the audit log, the new file list is sealed into it (signed with the audit key
+   derived from the pseudonym key), and ``manifest.json`` is swapped for one that
+   lists the new files and names the log's new head;
 5. only then are the old shards, the erased rows' clips and any shard or clip
    file the manifest does not list deleted.
 
@@ -45,6 +46,7 @@ from pipeline.output_files import (
     write_atomically,
     write_new,
 )
+from privacy import identifiers
 from privacy.audit_log import file_entry
 from privacy.erasure import (
     ErasureError,
@@ -55,18 +57,12 @@ from privacy.erasure import (
 )
 from privacy.pseudonyms import PseudonymKey, PseudonymKeyError
 from privacy.tombstones import TOMBSTONE_PATH, TombstoneError, is_pseudonym
+from schemas.audit import EVENTS_FILE, MANIFEST, RECORD_FILE, SUCCESS
 from schemas.records import AuditEvent
-from transforms.admit import content_sha256
 from transforms.discover import normalize_uri
-from transforms.media.video import MediaError
-from transforms.publish import (
-    EVENTS_FILE,
-    MANIFEST,
-    RECORD_FILE,
-    SHARD_NAME,
-    SUCCESS,
-    unlisted_outputs,
-)
+from transforms.media.inputs import MediaError, content_sha256
+from transforms.publish import SHARD_NAME, unlisted_outputs
+from transforms.stores.keys import load_key
 from transforms.stores.segment_cache import CACHE_DIR
 from transforms.stores.shards import shard_writer
 from transforms.stores.tombstones import read_tombstones, tombstone_uri
@@ -102,7 +98,7 @@ class ErasureSummary:
 
 def _load_key(key_file: str | None, output: str) -> PseudonymKey:
     try:
-        key = PseudonymKey.load(key_file)
+        key = load_key(key_file)
     except PseudonymKeyError as exc:
         raise UserError(str(exc)) from None
     try:
@@ -110,7 +106,7 @@ def _load_key(key_file: str | None, output: str) -> PseudonymKey:
     except (OSError, ValueError):
         raise UserError("DIR has no readable audit/record.json, so the key it was written "
                         "with is unknown; nothing was erased") from None
-    if record.get("key_id") != key.key_id:
+    if not key.names(record.get("key_id")):
         raise UserError(f"the key given (key id {key.key_id}) is not the key DIR was written "
                         f"with (key id {record.get('key_id')}); erasing with it would match "
                         "nothing. Pass that key with --key-file")
@@ -138,18 +134,18 @@ def _exists(uri: str) -> bool:
 
 
 def _request(key: PseudonymKey, wearers: list[str], recordings: list[str]) -> ErasureRequest:
-    wearer_ids = {key.pseudonym("wearer", w) for w in wearers}
+    wearer_ids = {identifiers.wearer_id(key, w) for w in wearers}
     recording_ids, input_ids = set(), set()
     for number, value in enumerate(recordings, start=1):
         uri = normalize_uri(value)
         if _exists(uri):
             try:
-                sha, _ = content_sha256(uri, _NO_SIZE_CAP)
+                sha, _, _ = content_sha256(uri, _NO_SIZE_CAP)
             except MediaError as exc:
                 raise UserError(f"--recording #{number} cannot be read ({exc.detail})") \
                     from None
-            recording_ids.add(key.pseudonym("recording", sha))
-            input_ids.add(key.pseudonym("input", uri))
+            recording_ids.add(identifiers.recording_id(key, sha))
+            input_ids.add(identifiers.input_id(key, uri))
         elif is_pseudonym(value):
             recording_ids.add(value)
         else:
@@ -306,11 +302,12 @@ def erase(output_dir: str, wearers: list[str], recordings: list[str],
     manifest = _manifest(output)
     check_log(output)
     key = _load_key(key_file, output)
+    check_log(output, key.seal_signer())
     request = _request(key, wearers, recordings)
     with OutputLock(output):
         try:
             tombstones = read_tombstones(output)
-            tombstones.check_key(key.key_id)
+            tombstones.check_key(key.key_id, key.legacy_key_id)
         except TombstoneError as exc:
             raise UserError(str(exc)) from None
         check_no_run_in_progress(output)
@@ -320,9 +317,10 @@ def erase(output_dir: str, wearers: list[str], recordings: list[str],
         unlisted = unlisted_outputs(output, {f["path"] for f in plan.files}
                              | {f["path"] for f in manifest["files"]})
         summary.unlisted_files_deleted = len(unlisted)
-        new_tombstones = tombstones.adding(key.key_id, tombstones_for(
-            request, summary.recordings_found, summary.erasure_id,
-            datetime.now(timezone.utc).isoformat(timespec="seconds")))
+        new_tombstones = tombstones.adding(
+            key.key_id, tombstones_for(request, summary.recordings_found, summary.erasure_id,
+                                       datetime.now(timezone.utc).isoformat(timespec="seconds")),
+            legacy_key_id=key.legacy_key_id)
         summary.tombstones_added = len(new_tombstones) - len(tombstones)
 
         # New files first; the old ones stay listed and readable until the manifest swap.
@@ -341,7 +339,8 @@ def erase(output_dir: str, wearers: list[str], recordings: list[str],
                                       if f["kind"] == "deadletter"))
         append_and_reseal(output, dict(manifest, files=files, totals=totals), op="erase",
                           op_id=summary.erasure_id,
-                          events=[AuditEvent(kind="erasure", counts=summary.counts())])
+                          events=[AuditEvent(kind="erasure", counts=summary.counts())],
+                          signer=key.seal_signer())
 
         # Only now, with the manifest no longer naming them, the old files go; and the
         # finished-segment cache, which may hold the erased rows (a rerun rebuilds it).

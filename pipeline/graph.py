@@ -11,22 +11,20 @@ from privacy.gates import DEFAULT_MAX_FAILURE_RATE
 from privacy.metadata_policy import LocationPolicy
 from privacy.tombstones import Tombstones
 from schemas.latents import LatentLayout
+from schemas.stages import PublishInputs
 from transforms.admit import AdmitRecordingFn, AdmitRecordings
 from transforms.anonymize import AnonymizeSegmentFn, AnonymizeSegments, ClipPlan
 from transforms.discover import DiscoverRecordings, InputPattern
 from transforms.embed import EmbedClips
-from transforms.media.video import DecodeCaps
+from transforms.media.inputs import DecodeCaps
 from transforms.models.encoders import EncoderSpec
 from transforms.models.runtime import RuntimeConfig
 from transforms.publish import Publish
-from transforms.resume import RememberRowFn, ResumeSegmentFn
+from transforms.resume import RememberRowFn, ResumeSegmentFn, ResumeSegments
 from transforms.segments import PlanSegments
 from transforms.stores.progress import ProgressReporter
-from transforms.stores.segment_cache import CACHED, FILES, SegmentCache
+from transforms.stores.segment_cache import SegmentCache
 from transforms.write_shards import WriteLatentShards
-
-DEADLETTER = "deadletter"
-AUDIT = "audit"
 
 
 @dataclass(slots=True)
@@ -65,28 +63,26 @@ def build_graph(p: beam.Pipeline, cfg: GraphConfig) -> None:
     plan = ClipPlan(frames_per_clip=cfg.encoder.frames_per_clip, frame_stride=cfg.frame_stride,
                     geometry=cfg.encoder.geometry, write_clips=cfg.write_clips,
                     joint_pairs=cfg.joint_pairs)
+    layout = cfg.layout or LatentLayout(embedding_dim=cfg.encoder.embedding_dim)
+    cache = SegmentCache(cfg.output if cfg.use_cache else None, cfg.config_fingerprint, layout,
+                         cfg.key_file)
+    runtime = cfg.runtime or RuntimeConfig(batch_size=cfg.batch_size)
 
     found = p | "Discover" >> DiscoverRecordings(cfg.patterns, cfg.manifest, cfg.key_file)
-    admitted = found["requests"] | "Admit" >> AdmitRecordings(AdmitRecordingFn(
+    admitted = found.requests | "Admit" >> AdmitRecordings(AdmitRecordingFn(
         cfg.key_file, cfg.consent_file, cfg.purpose, cfg.caps, progress,
         tombstones=cfg.tombstones, location=cfg.location))
-    segments = admitted["recordings"] | "Segment" >> PlanSegments(
+    segments = admitted.recordings | "Segment" >> PlanSegments(
         plan.span, cfg.segment_seconds, progress)
-    layout = cfg.layout or LatentLayout(embedding_dim=cfg.encoder.embedding_dim)
-    cache = SegmentCache(cfg.output if cfg.use_cache else None, cfg.config_fingerprint, layout)
-    resumed = segments | "Resume" >> beam.ParDo(
-        ResumeSegmentFn(cache, cfg.write_clips, progress)).with_outputs(
-            CACHED, AUDIT, FILES, main="todo")
+    resumed = segments | "Resume" >> ResumeSegments(
+        ResumeSegmentFn(cache, cfg.write_clips, progress))
     anonymized = resumed.todo | "Anonymize" >> AnonymizeSegments(AnonymizeSegmentFn(
         cfg.anonymization, plan, cfg.key_file, f"{cfg.output}/clips",
         cfg.config_fingerprint, progress, cache=cache))
-    runtime = cfg.runtime or RuntimeConfig(batch_size=cfg.batch_size)
-    embedded = (anonymized.clips
-                | "Embed" >> EmbedClips(cfg.encoder, cfg.batch_size, layout=layout,
-                                        runtime=runtime)
-                | "Remember" >> beam.ParDo(RememberRowFn(cache)))
-    rows = (embedded, resumed[CACHED]) | "AllRows" >> beam.Flatten()
-    files = (anonymized.files, resumed[FILES]) | "AllClipFiles" >> beam.Flatten()
+    embedded = anonymized.clips | "Embed" >> EmbedClips(
+        cfg.encoder, cfg.batch_size, layout=layout, runtime=runtime)
+    remembered = embedded.rows | "Remember" >> beam.ParDo(RememberRowFn(cache))
+    rows = (remembered, resumed.rows) | "AllRows" >> beam.Flatten()
     enc = cfg.encoder
     file_metadata = {"encoder": enc.describe(), "encoder_id": enc.encoder_id,
                      "encoder_revision": enc.revision, "encoder_pretrained": enc.pretrained,
@@ -95,12 +91,15 @@ def build_graph(p: beam.Pipeline, cfg: GraphConfig) -> None:
     shards = rows | "WriteShards" >> WriteLatentShards(
         cfg.staging, layout, file_metadata, cfg.target_shard_bytes)
 
-    deadletters = ((found[DEADLETTER], admitted[DEADLETTER], anonymized[DEADLETTER])
-                   | "DeadLetters" >> beam.Flatten())
-    events = ((admitted[AUDIT], anonymized[AUDIT], resumed[AUDIT])
-              | "AuditEvents" >> beam.Flatten())
-    inputs = ((found["requests"] | "CountRequests" >> beam.combiners.Count.Globally(),
-               found[DEADLETTER] | "CountBadLines" >> beam.combiners.Count.Globally())
+    inputs = ((found.requests | "CountRequests" >> beam.combiners.Count.Globally(),
+               found.deadletters | "CountBadLines" >> beam.combiners.Count.Globally())
               | "Inputs" >> beam.Flatten() | "SumInputs" >> beam.CombineGlobally(sum))
-    _ = ((shards, files, deadletters, events, inputs)
-         | "Publish" >> Publish(cfg.output, cfg.staging, cfg.record, cfg.max_failure_rate))
+    _ = PublishInputs(
+        shards=shards,
+        clip_files=(anonymized.files, resumed.files) | "AllClipFiles" >> beam.Flatten(),
+        deadletters=(found.deadletters, admitted.deadletters, anonymized.deadletters,
+                     embedded.deadletters) | "DeadLetters" >> beam.Flatten(),
+        events=(admitted.audit, anonymized.audit, resumed.audit) | "AuditEvents" >> beam.Flatten(),
+        inputs=inputs,
+    ) | "Publish" >> Publish(cfg.output, cfg.staging, cfg.record, cfg.max_failure_rate,
+                             cfg.key_file)

@@ -9,11 +9,19 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
+from pipeline.anonymization_options import add_anonymization_args
 from privacy.consent import DEFAULT_PURPOSE
-from privacy.detectors import DEFAULT_DETECTOR
 from privacy.gates import DEFAULT_MAX_FAILURE_RATE
+from schemas.latents import EMBEDDING_DTYPE, LATENT_DTYPES
+from transforms.media.inputs import DecodeCaps
 from transforms.models.encoders import DEFAULT_ENCODER
+from transforms.models.runtime import DEVICES, PRECISIONS, RuntimeConfig
 from transforms.segments import DEFAULT_SEGMENT_SECONDS
+from transforms.stores.shards import DEFAULT_TARGET_SHARD_BYTES
+
+# Defaults come from the configuration dataclasses, never from literals here.
+_CAPS = DecodeCaps()
+_RUNTIME = RuntimeConfig()
 
 
 class EgoveilOptions(PipelineOptions):
@@ -43,20 +51,7 @@ class EgoveilOptions(PipelineOptions):
         priv.add_argument("--location-geohash", dest="location_geohash", type=int, default=None,
                           help="keep a manifest location as its geohash cell of this precision "
                                "(1-5; 5 is about 5 km); without it, locations are dropped")
-        priv.add_argument("--detector", dest="detector", default=DEFAULT_DETECTOR,
-                          help="face detector spec, e.g. 'centerface', "
-                               "'centerface:threshold=0.15;scales=1,2', "
-                               "'centerface+yunet:path=yunet.onnx'")
-        priv.add_argument("--verifier", dest="verifier", default="hog",
-                          help="independent detector that checks redacted frames "
-                               "('hog', 'yunet:path=FILE', or 'none' to skip verification)")
-        priv.add_argument("--redaction", dest="redaction", default="solid",
-                          choices=("solid", "pixelate", "blur"),
-                          help="solid (default) and pixelate are irreversible; blur is not")
-        priv.add_argument("--mask-scale", dest="mask_scale", type=float, default=1.4,
-                          help="redaction box scale relative to the detected face (>= 1.3)")
-        priv.add_argument("--temporal-window", dest="temporal_window", type=int, default=2,
-                          help="frames on each side whose detections also cover a frame")
+        add_anonymization_args(priv)
 
         enc = parser.add_argument_group("encoder and clips")
         enc.add_argument("--encoder", dest="encoder", default=DEFAULT_ENCODER,
@@ -67,7 +62,8 @@ class EgoveilOptions(PipelineOptions):
                          help="frames per clip (default: 16 for video encoders, 1 for image)")
         enc.add_argument("--frame-stride", dest="frame_stride", type=int, default=2,
                          help="take every n-th decoded frame into a clip")
-        enc.add_argument("--batch-size", dest="batch_size", type=int, default=8,
+        enc.add_argument("--batch-size", dest="batch_size", type=int,
+                         default=_RUNTIME.batch_size,
                          help="clips per encoder forward pass")
         enc.add_argument("--resolution", dest="resolution", type=int, default=None,
                          help="encoder input side in pixels (default: the model processor's)")
@@ -77,13 +73,12 @@ class EgoveilOptions(PipelineOptions):
         enc.add_argument("--token-grid", dest="token_grid", default=None, metavar="TxHxW",
                          help="average-pool the stored token grid to this size, e.g. 4x8x8 "
                               "(implies --tokens)")
-        enc.add_argument("--latent-dtype", dest="latent_dtype", default="float16",
-                         choices=("float16", "bfloat16"), help="storage dtype of latents")
-        enc.add_argument("--device", dest="device", default="auto",
-                         choices=("auto", "cuda", "cpu"),
+        enc.add_argument("--latent-dtype", dest="latent_dtype", default=EMBEDDING_DTYPE,
+                         choices=LATENT_DTYPES, help="storage dtype of latents")
+        enc.add_argument("--device", dest="device", default=_RUNTIME.device, choices=DEVICES,
                          help="where the encoder runs (auto: the GPU when there is one)")
-        enc.add_argument("--precision", dest="precision", default="auto",
-                         choices=("auto", "bf16", "fp32"),
+        enc.add_argument("--precision", dest="precision", default=_RUNTIME.precision,
+                         choices=PRECISIONS,
                          help="encoder arithmetic (auto: bf16 on GPUs, fp32 on CPUs)")
         enc.add_argument("--compile", dest="compile", action="store_true", default=False,
                          help="torch.compile the encoder (batches padded to --batch-size)")
@@ -94,13 +89,16 @@ class EgoveilOptions(PipelineOptions):
         enc.add_argument("--segment-seconds", dest="segment_seconds", type=float,
                          default=DEFAULT_SEGMENT_SECONDS,
                          help="length of a segment, the unit of parallel work")
-        enc.add_argument("--target-shard-mb", dest="target_shard_mb", type=float, default=256.0,
+        enc.add_argument("--target-shard-mb", dest="target_shard_mb", type=float,
+                         default=DEFAULT_TARGET_SHARD_BYTES / 1024**2,
                          help="approximate size of one latent shard")
 
         lim = parser.add_argument_group("limits")
-        lim.add_argument("--max-pixels", dest="max_pixels", type=int, default=7680 * 4320)
-        lim.add_argument("--max-duration-s", dest="max_duration_s", type=float, default=4 * 3600.0)
-        lim.add_argument("--max-input-gb", dest="max_input_gb", type=float, default=64.0)
+        lim.add_argument("--max-pixels", dest="max_pixels", type=int, default=_CAPS.max_pixels)
+        lim.add_argument("--max-duration-s", dest="max_duration_s", type=float,
+                         default=_CAPS.max_duration_s)
+        lim.add_argument("--max-input-gb", dest="max_input_gb", type=float,
+                         default=_CAPS.max_bytes / 1024**3)
         lim.add_argument("--max-failure-rate", dest="max_failure_rate", type=float,
                          default=DEFAULT_MAX_FAILURE_RATE,
                          help="the largest fraction of inputs that may fail (dead letters) "

@@ -1,11 +1,13 @@
 """``egoveil redact INPUT OUTPUT``: one video or image through the run's anonymizer.
 
-The same detection, temporal propagation, redaction and verification as ``run``:
-if verification fails, the file is redacted again with the stronger
-configuration, and if that fails too nothing is written. The output goes to a
-temporary file beside the destination and is renamed into place only at the end,
-so a failure leaves no partial output. Videos keep their frame count and
-timestamps; nothing but the video stream is written (no audio, no metadata).
+The same frame sources, detectors, temporal propagation, redaction, cross-view
+search (for a stereo video packed side by side or top-bottom) and
+verify-and-retry policy as ``run`` (``privacy.anonymization``): if verification
+fails, the file is redacted again with the stronger configuration, and if that
+fails too nothing is written. The output goes to a temporary file beside the
+destination and is renamed into place only at the end, so a failure leaves no
+partial output. Videos keep their frame count and timestamps; nothing but the
+video stream is written (no audio, no metadata).
 """
 
 from __future__ import annotations
@@ -13,24 +15,28 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
+
 from pipeline.errors import UserError
-from privacy.anonymizer import FrameIn, SegmentAnonymizer
+from privacy.anonymization import VerificationFailed, VerifiedAnonymization
+from privacy.anonymizer import SegmentAnonymizer, ViewFrames
 from privacy.config import AnonymizationConfig
-from privacy.detectors import DetectorError, build_detector
-from privacy.verification import RedactionVerifier, VerificationSummary
-from transforms.media.video import (
-    IMAGE_EXTENSIONS,
-    OUTPUT_FORMATS,
-    DecodeCaps,
-    MediaError,
-    VideoWriter,
-    iter_window,
-    probe,
-    read_image,
-    write_image,
-)
+from privacy.detectors import DetectorError
+from privacy.verification import VerificationSummary
+from schemas.detections import FACE
+from schemas.elements import Recording
+from schemas.sidecar import RecordingRequest
+from transforms.media.images import IMAGE_EXTENSIONS, write_image
+from transforms.media.inputs import DecodeCaps, DecodeStats, MediaError, open_binary
+from transforms.media.sources import FrameSource, source_for
+from transforms.media.video import OUTPUT_FORMATS, VideoWriter
+
+# How a redacted stereo frame is packed back: the views side by side or stacked.
+_PACKING = {"sbs": 1, "tb": 0}
+STEREO_CHOICES = ("none", *_PACKING)
 
 
 @dataclass(slots=True)
@@ -46,86 +52,121 @@ class RedactStats:
         return self.frames / self.wall_s if self.wall_s > 0 else 0.0
 
 
-def _anonymizer(config: AnonymizationConfig,
-                verifier: RedactionVerifier | None) -> SegmentAnonymizer:
-    try:
-        return SegmentAnonymizer(build_detector(config.detector_spec), config.redaction,
-                                 config.temporal_window, config.detect_timeout_s,
-                                 verifier=verifier, batch_size=config.detect_batch_size)
-    except (DetectorError, ValueError) as exc:
-        raise UserError(f"detector cannot be loaded: {exc}") from None
+@dataclass(slots=True)
+class _Written:
+    """One attempt's output in the temporary file."""
+
+    path: str
+    frames: int
+    faces: int
+
+    def discard(self) -> None:
+        if os.path.exists(self.path):
+            os.truncate(self.path, 0)
 
 
-def _write(source: str, temp: str, dst_ext: str, is_image: bool, anonymizer: SegmentAnonymizer,
-           caps: DecodeCaps | None) -> tuple[int, int]:
-    if is_image:
-        image = read_image(source)
-        (out,) = list(anonymizer.process([FrameIn(0.0, image)]))
-        write_image(out.image, temp)
-        return 1, out.detected
-    info = probe(source, caps)
-    writer = VideoWriter(temp, dst_ext, info.width, info.height, info.fps or 30.0)
-    frames = faces = 0
+def _packed(outs: dict, views: tuple[str, ...], axis: int | None) -> np.ndarray:
+    if axis is None:
+        return outs[views[0]].image
+    return np.concatenate([outs[view].image for view in views], axis=axis)
+
+
+def _write(source: FrameSource, rec: Recording, temp: str, dst_ext: str,
+           anonymizer: SegmentAnonymizer) -> _Written:
+    axis = _PACKING.get(rec.layout)
+    instants = ((instant, inside) for instant, inside
+                in source.instants(rec, 0.0, None, 0, DecodeStats()))
+    frames: Iterator[ViewFrames] = (ViewFrames(i.time_s, i.views()) for i, _ in instants)
+    outputs = anonymizer.process_views(frames, pairs=rec.stereo_pairs)
+    count = faces = 0
+    if rec.layout == "image":
+        for outs in outputs:
+            write_image(_packed(outs, rec.views, None), temp)
+            count, faces = 1, outs[rec.view].detected.get(FACE, 0)
+        return _Written(temp, count, faces)
+    info = rec.video
+    width = info.width * (2 if axis == 1 else 1)
+    height = info.height * (2 if axis == 0 else 1)
+    writer = VideoWriter(temp, dst_ext, width, height, info.fps or 30.0)
     try:
-        stream = (FrameIn(f.time_s, f.to_rgb()) for f, _ in iter_window(source))
-        for out in anonymizer.process(stream):
-            writer.write(out.image, out.time_s)
-            frames += 1
-            faces += out.detected
+        for outs in outputs:
+            writer.write(_packed(outs, rec.views, axis), next(iter(outs.values())).time_s)
+            count += 1
+            faces += sum(out.detected.get(FACE, 0) for out in outs.values())
     finally:
         writer.close()
-    return frames, faces
+    return _Written(temp, count, faces)
+
+
+def _recording(source_path: str, stereo: str, caps: DecodeCaps) -> tuple[FrameSource, Recording]:
+    request = RecordingRequest(uri=source_path, stereo=stereo)
+    with open_binary(source_path) as handle:
+        head = handle.read(64)
+    source = source_for(request, head)
+    if source.layouts[0] not in ("none", "image", *_PACKING):
+        raise UserError(f"`egoveil redact` writes one video or image; a {source.name} input "
+                        "goes through `egoveil run`")
+    base = Recording(uri=source_path, content_sha256="", recording_id="", wearer_id=None,
+                     device_id=None, video=None)
+    return source, source.probe(request, base, caps).recordings[0]
 
 
 def redact_file(source: str, dest: str, config: AnonymizationConfig | None = None,
-                caps: DecodeCaps | None = None) -> RedactStats:
+                caps: DecodeCaps | None = None, stereo: str = "none") -> RedactStats:
     """Anonymize one video or image file.
+
+    Args:
+        stereo: ``sbs`` or ``tb`` for a stereo video packed in one frame: each eye is
+            anonymized as a view of its own, searched against the other, and packed back.
 
     Raises:
         UserError: unreadable input, unsupported output extension, detection failed or
             verification failed twice (nothing is written then).
     """
     config = config or AnonymizationConfig()
-    src_ext = os.path.splitext(source)[1].lower()
+    caps = caps or DecodeCaps()
     dst_ext = os.path.splitext(dest)[1].lower()
     if os.path.abspath(source) == os.path.abspath(dest):
         raise UserError("OUTPUT must differ from INPUT")
     if not os.path.isfile(source):
         raise UserError("INPUT does not exist or is not a file")
-    is_image = src_ext in IMAGE_EXTENSIONS
-    if is_image and dst_ext not in IMAGE_EXTENSIONS:
-        raise UserError(f"an image must be written as one of {', '.join(IMAGE_EXTENSIONS)}")
-    if not is_image and dst_ext not in OUTPUT_FORMATS:
-        raise UserError(f"a video must be written as one of {', '.join(OUTPUT_FORMATS)}")
-    verifier = RedactionVerifier(config.verification) if config.verification.enabled else None
+    if stereo not in STEREO_CHOICES:
+        raise UserError(f"--stereo must be one of {', '.join(STEREO_CHOICES)}")
     out_dir = os.path.dirname(os.path.abspath(dest))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=out_dir, prefix=".egoveil-", suffix=dst_ext)
-    os.close(fd)
     started = time.perf_counter()
-    reredacted = False
     try:
-        for attempt, cfg in enumerate((config, config.strong())):
-            anonymizer = _anonymizer(cfg, verifier)
-            try:
-                frames, faces = _write(source, temp, dst_ext, is_image, anonymizer, caps)
-            finally:
-                anonymizer.close()
-            if anonymizer.verification.passed:
-                break
-            reredacted = True
-            if attempt == 1:
-                raise UserError("redaction could not be verified even after the stronger pass "
-                                f"({anonymizer.verification.output_faces} faces found, "
-                                f"{anonymizer.verification.linkable_faces} linkable); nothing "
-                                "was written")
-        os.replace(temp, dest)
+        frame_source, rec = _recording(source, stereo, caps)
+        is_image = rec.layout == "image"
+        if is_image and dst_ext not in IMAGE_EXTENSIONS:
+            raise UserError(f"an image must be written as one of {', '.join(IMAGE_EXTENSIONS)}")
+        if not is_image and dst_ext not in OUTPUT_FORMATS:
+            raise UserError(f"a video must be written as one of {', '.join(OUTPUT_FORMATS)}")
+        policy = VerifiedAnonymization(config)
+        try:
+            policy.load()
+        except (DetectorError, ValueError) as exc:
+            raise UserError(f"detector cannot be loaded: {exc}") from None
+        os.makedirs(out_dir, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=out_dir, prefix=".egoveil-", suffix=dst_ext)
+        os.close(fd)
+        try:
+            verified = policy.run(lambda anonymizer: _write(frame_source, rec, temp, dst_ext,
+                                                            anonymizer))
+            os.replace(temp, dest)
+        finally:
+            policy.close()
+            if os.path.exists(temp):
+                os.unlink(temp)
     except MediaError as exc:
         raise UserError(f"INPUT cannot be used: {exc.reason}: {exc.detail}") from None
     except DetectorError as exc:
         raise UserError(f"detection failed, nothing was written: {exc}") from None
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
-    return RedactStats(frames=frames, faces_detected=faces, wall_s=time.perf_counter() - started,
-                       verification=anonymizer.verification, reredacted=reredacted)
+    except VerificationFailed as exc:
+        raise UserError("redaction could not be verified even after the stronger pass "
+                        f"({exc.second.output_faces} faces found, {exc.second.linkable_faces} "
+                        "linkable); nothing was written") from None
+    written = verified.attempt
+    return RedactStats(frames=written.frames, faces_detected=written.faces,
+                       wall_s=time.perf_counter() - started,
+                       verification=verified.verification,
+                       reredacted=verified.failed_first is not None)

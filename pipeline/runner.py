@@ -7,6 +7,7 @@ the path or the key, so console logs hold no input paths.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -22,35 +23,43 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from pipeline.anonymization_options import anonymization_config
 from pipeline.errors import RunFailed, UserError
 from pipeline.graph import GraphConfig, build_graph
 from pipeline.latent_options import latent_settings
 from pipeline.options import EgoveilOptions, unknown_arguments
 from pipeline.progress import ProgressMonitor
 from pipeline.worker_deps import stage_for_workers
-from privacy.audit_log import AuditLog, AuditLogBroken
+from privacy.audit_log import AuditLog, AuditLogBroken, AuditLogForeign
 from privacy.audit_record import describe_verification, scrub_paths
 from privacy.config import AnonymizationConfig
 from privacy.consent import ConsentFileError, ConsentRegistry
 from privacy.gates import FAILURE_RATE_JSON, failure_rate_message
 from privacy.metadata_policy import OUTPUT_STREAMS, LocationPolicy
 from privacy.pseudonyms import PseudonymKey, PseudonymKeyError
-from privacy.redaction import RedactionConfig
-from privacy.tombstones import TombstoneError
-from privacy.verification import VerificationConfig
-from schemas.audit import VALIDATION_JSON
+from privacy.tombstones import TombstoneError, Tombstones
+from schemas.audit import DEADLETTER_FILE, EVENTS_FILE, MANIFEST, VALIDATION_JSON
+from schemas.detections import FACE
 from transforms.discover import InputPattern, normalize_uri
-from transforms.media.video import DecodeCaps
+from transforms.media.inputs import DecodeCaps
 from transforms.models.encoders import EncoderUnavailable, resolve_encoder
-from transforms.publish import DEADLETTER_FILE, EVENTS_FILE, MANIFEST
 from transforms.stores.audit_files import CONTRACT_FAILED_JSON
-from transforms.stores.filesystems import FileSystemsStore
+from transforms.stores.filesystems import FileSystemsStore, read_file
+from transforms.stores.keys import load_key
 from transforms.stores.tombstones import read_tombstones
 
 log = logging.getLogger("egoveil")
 
 LOCAL_RUNNERS = (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "PrismRunner",
                  "prism")
+# Runners that cannot carry this graph, as checked with Beam 2.77 (tests/test_runners.py
+# shows each defect on a real cluster): refused before anything runs, never half-run.
+UNSUPPORTED_RUNNERS = {
+    "DaskRunner": "Beam's DaskRunner hands every tagged output of a multi-output step to each "
+                  "of its consumers (Admit's audit events reach Segment, dead letters would "
+                  "reach the stages) and drops what a DoFn emits in finish_bundle (RunInference's "
+                  "last batch, file-writing sinks)",
+}
 
 
 @dataclass(slots=True)
@@ -67,7 +76,9 @@ class RunSummary:
     faces_detected: int = 0
     segments: int = 0
     segments_cached: int = 0
+    segments_cache_rejected: int = 0
     audit_head: str = ""
+    audit_key: str = ""
     contract: dict = field(default_factory=dict)
     rows_by_view: dict = field(default_factory=dict)
     cross_view_recovered: int = 0
@@ -122,17 +133,6 @@ def _prepare_output(output: str) -> str:
     return out
 
 
-def _anonymization(opts: EgoveilOptions) -> AnonymizationConfig:
-    try:
-        return AnonymizationConfig(
-            detector=opts.detector,
-            redaction=RedactionConfig(mode=opts.redaction, mask_scale=opts.mask_scale),
-            temporal_window=opts.temporal_window,
-            verification=VerificationConfig(verifier=opts.verifier))
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-
-
 def _library_versions() -> dict:
     import av
     import cv2
@@ -145,17 +145,7 @@ def _library_versions() -> dict:
             "transformers": transformers.__version__, "python": platform.python_version()}
 
 
-def prepare(argv: list[str], allow_missing_key: bool = False):
-    """Parse and validate ``egoveil run`` arguments; returns (options, GraphConfig).
-
-    Raises:
-        UserError: any problem the user can fix, as one line.
-    """
-    unknown = unknown_arguments(argv)
-    if unknown:
-        raise UserError(f"unknown option {unknown[0]}; see `egoveil run --help`")
-    options = PipelineOptions(argv)
-    opts = options.view_as(EgoveilOptions)
+def _check_numbers(opts: EgoveilOptions) -> None:
     if not opts.output:
         raise UserError("--output is required")
     if not opts.input and not opts.manifest:
@@ -172,65 +162,126 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
     if opts.segment_seconds <= 0 or opts.target_shard_mb <= 0:
         raise UserError("--segment-seconds and --target-shard-mb must be positive")
 
+
+def _load_key(opts: EgoveilOptions) -> PseudonymKey:
     try:
-        key = PseudonymKey.load(opts.key_file)
+        return load_key(opts.key_file)
     except PseudonymKeyError as exc:
         raise UserError(str(exc)) from None
 
+
+def _check_consent(opts: EgoveilOptions) -> bool:
+    """Whether consent is checked; a registry that cannot be used is a user error."""
+    if not opts.consent:
+        return False
+    try:
+        ConsentRegistry.from_bytes(read_file(opts.consent))
+    except OSError as exc:
+        raise UserError("--consent: cannot read the consent file "
+                        f"({type(exc).__name__})") from None
+    except ConsentFileError as exc:
+        raise UserError(f"--consent: {exc}") from None
+    return True
+
+
+def _describe_models(anonymization: AnonymizationConfig) -> tuple[dict, dict]:
+    """The record's description of every class's detector (loading each once, so that a
+    detector that cannot be loaded fails here) and of the verification models."""
+    from privacy.detectors import build_detector
+
+    classes = {}
+    for policy in anonymization.policies:
+        flag = "--detector" if policy.detection_class == FACE else "--redact"
+        try:
+            detector = build_detector(policy.detector).describe()
+        except Exception as exc:  # noqa: BLE001 - a detector that does not load is a user problem
+            raise UserError(f"{flag} cannot be loaded: {str(exc).splitlines()[0]}") from None
+        classes[policy.detection_class] = scrub_paths({
+            "detector": detector, "redaction": dataclasses.asdict(policy.redaction),
+            "temporal_window": policy.temporal_window, "cross_view": policy.cross_view})
+    try:
+        verification = describe_verification(anonymization.verification)
+    except Exception as exc:  # noqa: BLE001 - a verifier that does not load is a user problem
+        raise UserError(f"--verifier cannot be loaded: {str(exc).splitlines()[0]}") from None
+    return classes, verification
+
+
+def _open_output(opts: EgoveilOptions, key: PseudonymKey) -> tuple[str, Tombstones]:
+    """The output folder, checked: writable, its log intact, its tombstones of this key."""
+    output = _prepare_output(opts.output)
+    try:
+        audit_log = AuditLog.load(FileSystemsStore(output))
+    except AuditLogBroken as exc:
+        raise UserError(f"--output holds an audit log that does not verify ({exc}); a run never "
+                        "appends to a broken log: restore it or use a new --output") from None
+    try:
+        tombstones = read_tombstones(output)
+        tombstones.check_key(key.key_id, key.legacy_key_id)
+    except TombstoneError as exc:
+        raise UserError(f"--output: {exc}") from None
+    try:
+        audit_log.check_sealed_by(key.seal_signer().public)
+    except AuditLogForeign as exc:
+        raise UserError(f"--output holds an audit log that this key did not seal ({exc}); "
+                        "give the key the output was written with, or use a new --output") \
+            from None
+    return output, tombstones
+
+
+def _check_runner(argv: list[str]) -> None:
+    runner_name = str(PipelineOptions(argv).view_as(StandardOptions).runner or "")
+    why = UNSUPPORTED_RUNNERS.get(runner_name.rsplit(".", 1)[-1])
+    if why:
+        raise UserError(f"--runner {runner_name.rsplit('.', 1)[-1]} cannot run egoveil: {why}; "
+                        "use the DirectRunner, Dataflow, or Flink or Spark through the "
+                        "PortableRunner")
+
+
+def prepare(argv: list[str]) -> tuple[PipelineOptions, GraphConfig, EgoveilOptions]:
+    """Parse and validate ``egoveil run`` arguments.
+
+    Returns:
+        The Beam pipeline options, the graph's configuration, and egoveil's own options.
+
+    Raises:
+        UserError: any problem the user can fix, as one line.
+    """
+    _check_runner(argv)
+    unknown = unknown_arguments(argv)
+    if unknown:
+        raise UserError(f"unknown option {unknown[0]}; see `egoveil run --help`")
+    options = PipelineOptions(argv)
+    opts = options.view_as(EgoveilOptions)
+    _check_numbers(opts)
+    key = _load_key(opts)
     try:
         location = LocationPolicy(opts.location_geohash)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-
-    consent_checked = bool(opts.consent)
-    if opts.consent:
-        try:
-            ConsentRegistry.load(opts.consent)
-        except ConsentFileError as exc:
-            raise UserError(f"--consent: {exc}") from None
+    consent_checked = _check_consent(opts)
     if opts.manifest:
         _check_readable(opts.manifest, "--manifest")
-
     patterns = _resolve_patterns(opts.input)
-    anonymization = _anonymization(opts)
-    try:
-        from privacy.detectors import build_detector
-
-        detector_info = build_detector(anonymization.detector_spec).describe()
-    except Exception as exc:  # noqa: BLE001 - a detector that does not load is a user problem
-        raise UserError(f"--detector cannot be loaded: {str(exc).splitlines()[0]}") from None
-    try:
-        verification_info = describe_verification(anonymization.verification)
-    except Exception as exc:  # noqa: BLE001 - a verifier that does not load is a user problem
-        raise UserError(f"--verifier cannot be loaded: {str(exc).splitlines()[0]}") from None
+    anonymization = anonymization_config(opts)
+    classes, verification_info = _describe_models(anonymization)
     try:
         encoder = resolve_encoder(opts.encoder, opts.encoder_revision, opts.frames_per_clip,
                                   opts.resolution)
     except EncoderUnavailable as exc:
         raise UserError(str(exc)) from None
     layout, runtime = latent_settings(opts, encoder)
+    output, tombstones = _open_output(opts, key)
 
-    output = _prepare_output(opts.output)
-    try:
-        AuditLog.load(FileSystemsStore(output))
-    except AuditLogBroken as exc:
-        raise UserError(f"--output holds an audit log that does not verify ({exc}); a run never "
-                        "appends to a broken log: restore it or use a new --output") from None
-    try:
-        tombstones = read_tombstones(output)
-        tombstones.check_key(key.key_id)
-    except TombstoneError as exc:
-        raise UserError(f"--output: {exc}") from None
     run_id = uuid.uuid4().hex[:16]
     caps = DecodeCaps(max_pixels=opts.max_pixels, max_duration_s=opts.max_duration_s,
                       max_bytes=int(opts.max_input_gb * 1024**3))
     runner = options.view_as(StandardOptions).runner
     local = runner in LOCAL_RUNNERS and "://" not in output
     progress_dir = tempfile.mkdtemp(prefix="egoveil-progress-") if local else None
-
     stage_for_workers(options, runner in LOCAL_RUNNERS,
                       os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+    # What decides a run's outputs: the cache and clip ids are keyed by its hash.
     config_blob = json.dumps({"anonymization": anonymization.describe(),
                               "encoder": encoder.describe(),
                               "latents": layout.describe(),
@@ -254,7 +305,8 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
         "config_sha256": config_sha,
         "inputs": {"patterns": len(patterns), "manifest": bool(opts.manifest)},
         "anonymization": scrub_paths(anonymization.describe()),
-        "detector": scrub_paths(detector_info),
+        "detector": classes[FACE]["detector"],
+        "classes": classes,
         "verification": verification_info,
         "encoder": encoder.describe(),
         "latents": layout.describe(),
@@ -280,6 +332,12 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
         tombstones=tombstones, location=location, layout=layout, runtime=runtime,
         joint_pairs=opts.stereo_embed == "joint", max_failure_rate=opts.max_failure_rate,
         use_cache=opts.cache)
+    _warn(consent_checked, location, tombstones, encoder)
+    return options, graph, opts
+
+
+def _warn(consent_checked: bool, location: LocationPolicy, tombstones: Tombstones,
+          encoder) -> None:
     if not consent_checked:
         log.warning("consent is not being checked: no --consent registry was given")
     if location.geohash_precision is not None:
@@ -291,7 +349,6 @@ def prepare(argv: list[str], allow_missing_key: bool = False):
     if not encoder.pretrained:
         log.warning("encoder %s has random weights (not pretrained); every shard row records "
                     "encoder_pretrained=false", encoder.encoder_id)
-    return options, graph, opts
 
 
 def summarize(output: str, wall_s: float) -> RunSummary:
@@ -301,6 +358,7 @@ def summarize(output: str, wall_s: float) -> RunSummary:
         manifest = json.load(handle)
     summary.totals = manifest["totals"]
     summary.audit_head = manifest.get("audit", {}).get("head", "")
+    summary.audit_key = manifest.get("audit", {}).get("audit_key", "")
     if FileSystems.exists(FileSystems.join(output, VALIDATION_JSON)):
         with FileSystems.open(FileSystems.join(output, VALIDATION_JSON)) as handle:
             summary.contract = {k: v for k, v in json.load(handle).items()
@@ -325,6 +383,8 @@ def summarize(output: str, wall_s: float) -> RunSummary:
                 summary.cross_view_recovered += event["counts"].get("cross_view_recovered", 0)
             elif event["kind"] == "segment_cached":
                 summary.segments_cached += 1
+            elif event["kind"] == "segment_cache_rejected":
+                summary.segments_cache_rejected += 1
             elif event["kind"] == "vrs_streams":
                 summary.vrs_files.append(event["counts"])
     summary.rows_by_view = _rows_by_view(output, manifest)
@@ -379,23 +439,28 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     return summarize(graph.output, time.perf_counter() - started)
 
 
-def failure_rate_failure(staging: str) -> str | None:
-    """One line saying why a run failed the failure-rate gate, or None when it did not."""
-    path = FileSystems.join(staging, FAILURE_RATE_JSON)
+def _staged_json(staging: str, name: str) -> dict | None:
+    """A verdict a run left in its staging folder, or None when there is none."""
+    path = FileSystems.join(staging, name)
     if not FileSystems.exists(path):
         return None
     with FileSystems.open(path) as handle:
-        verdict = json.load(handle)
+        return json.load(handle)
+
+
+def failure_rate_failure(staging: str) -> str | None:
+    """One line saying why a run failed the failure-rate gate, or None when it did not."""
+    verdict = _staged_json(staging, FAILURE_RATE_JSON)
+    if verdict is None:
+        return None
     return failure_rate_message(verdict, staging.rstrip("/").rsplit("/", 1)[-1])
 
 
 def contract_failure(staging: str) -> str | None:
     """One line saying why a run's data contract failed, or None when it did not fail."""
-    results = FileSystems.join(staging, CONTRACT_FAILED_JSON)
-    if not FileSystems.exists(results):
+    doc = _staged_json(staging, CONTRACT_FAILED_JSON)
+    if doc is None:
         return None
-    with FileSystems.open(results) as handle:
-        doc = json.load(handle)
     from privacy.data_contract import describe_expectation
 
     first = next((f"{r['name']} ({r['suite']}): {describe_expectation(e)}"

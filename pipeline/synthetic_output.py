@@ -137,12 +137,23 @@ def synthetic_rows(spec: SyntheticSpec, key: PseudonymKey) -> list[LatentRow]:
     return [_with_latents(spec, i, _row_fields(spec, key, i)) for i in range(spec.rows)]
 
 
-def publish_synthetic(out: str, key: PseudonymKey, spec: SyntheticSpec = SyntheticSpec()) -> str:
-    """Publish ``spec``'s rows (and clips) into the new folder ``out``; returns ``out``."""
+def publish_synthetic(out: str, key_file: str, spec: SyntheticSpec = SyntheticSpec()) -> str:
+    """Publish ``spec``'s rows (and clips) into the new folder ``out``; returns ``out``.
+
+    Args:
+        out: a new folder.
+        key_file: the pseudonym key (as ``egoveil keygen`` writes it): it makes the
+            pseudonyms and signs the folder's audit seals.
+        spec: what to publish.
+    """
     from apache_beam.testing.test_pipeline import TestPipeline
 
+    from schemas.stages import PublishedFile, PublishInputs
     from transforms.publish import Publish
+    from transforms.stores.keys import load_key
     from transforms.write_shards import WriteLatentShards
+
+    key = load_key(key_file)
 
     fields = [_row_fields(spec, key, i) for i in range(spec.rows)]
     staging = os.path.join(out, ".staging", "0123456789abcdef")
@@ -158,8 +169,9 @@ def publish_synthetic(out: str, key: PseudonymKey, spec: SyntheticSpec = Synthet
             data, frames = videos[number % len(videos)]
             with open(os.path.join(out, "clips", f"{row['clip_id']}.mp4"), "wb") as handle:
                 handle.write(data)
-            clips.append({"path": f"clips/{row['clip_id']}.mp4", "frames": frames,
-                          "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)})
+            clips.append(PublishedFile(path=f"clips/{row['clip_id']}.mp4", kind="clip",
+                                       sha256=hashlib.sha256(data).hexdigest(),
+                                       bytes=len(data), rows=frames))
     record = synthetic_record(key.key_id, spec.layout)
     with TestPipeline() as p:
         # Latents are made inside the pipeline: Create pickles (and bz2-compresses) what
@@ -168,6 +180,9 @@ def publish_synthetic(out: str, key: PseudonymKey, spec: SyntheticSpec = Synthet
                   | "Latents" >> beam.MapTuple(lambda i, f: _with_latents(spec, i, f))
                   | WriteLatentShards(staging, spec.layout, {"encoder": record["encoder"]},
                                       target_shard_bytes=int(spec.target_shard_mb * 1024**2)))
-        (shards, p | "Clips" >> beam.Create(clips), p | "Deadletters" >> beam.Create([]),
-         p | "Events" >> beam.Create([])) | Publish(out, staging, record)
+        PublishInputs(shards=shards, clip_files=p | "Clips" >> beam.Create(clips),
+                      deadletters=p | "Deadletters" >> beam.Create([]),
+                      events=p | "Events" >> beam.Create([]),
+                      inputs=p | "Inputs" >> beam.Create([spec.rows])) | Publish(
+                          out, staging, record, key_file=key_file)
     return out

@@ -54,9 +54,10 @@ def describe_verification(config: VerificationConfig) -> dict:
     """
     if not config.enabled:
         return {"enabled": False}
-    import face_recognition_models as models
-
+    from privacy.detectors.base import import_face_recognition_models
     from privacy.verification import RedactionVerifier
+
+    models = import_face_recognition_models()
 
     described = {"enabled": True, **RedactionVerifier(config).describe()}
     described["face_encoder"] = {

@@ -21,6 +21,8 @@ class RecordingFigures:
     frames_decoded: int = 0
     faces_detected: int = 0
     boxes_redacted: int = 0
+    detected_by_class: Counter = field(default_factory=Counter)
+    redacted_by_class: Counter = field(default_factory=Counter)
 
     @property
     def anonymized_s(self) -> float | None:
@@ -80,6 +82,13 @@ class Outcomes:
     def total(self, name: str) -> float:
         return sum(getattr(r, name) or 0 for r in self.recordings.values())
 
+    def by_class(self, name: str) -> dict[str, int]:
+        """``detected_by_class`` or ``redacted_by_class`` summed over recordings."""
+        total: Counter = Counter()
+        for rec in self.recordings.values():
+            total.update(getattr(rec, name))
+        return dict(sorted(total.items()))
+
     @property
     def anonymized_minutes(self) -> float:
         return self.total("anonymized_s") / 60
@@ -110,6 +119,8 @@ class Outcomes:
             "frames_decoded": int(self.total("frames_decoded")),
             "faces_detected": int(self.total("faces_detected")),
             "boxes_redacted": int(self.total("boxes_redacted")),
+            "detections_by_class": self.by_class("detected_by_class"),
+            "boxes_redacted_by_class": self.by_class("redacted_by_class"),
             "video_seconds_admitted": round(self.total("duration_s"), 3),
             "video_seconds_anonymized": round(self.total("anonymized_s"), 3),
             "deadletters_by_reason": dict(sorted(self.deadletters.items())),
@@ -138,6 +149,13 @@ def count_outcomes(events: Iterable[dict], deadletters: Iterable[dict] = ()) -> 
             fig.frames_decoded += counts.get("frames_decoded", 0)
             fig.faces_detected += counts.get("faces_detected", 0)
             fig.boxes_redacted += counts.get("boxes_redacted", 0)
+            # Logs written before detections had classes hold faces only.
+            classes = counts.get("classes") or {"face": {
+                "detected": counts.get("faces_detected", 0),
+                "redacted": counts.get("boxes_redacted", 0)}}
+            for name, figures in classes.items():
+                fig.detected_by_class[name] += figures.get("detected", 0)
+                fig.redacted_by_class[name] += figures.get("redacted", 0)
             if counts.get("qa_status"):
                 out.verification[counts["qa_status"]] += 1
             for key, value in counts.items():

@@ -1,4 +1,18 @@
-"""The anonymization settings of a run, validated once and fingerprinted for the record."""
+"""The anonymization settings of a run, validated once and fingerprinted for the record.
+
+This module is the one source of defaults: the command line (``pipeline.options``,
+``egoveil redact``) takes its defaults from these dataclasses, never from literals
+of its own.
+
+Detections come in classes (``schemas.detections``); each class has a
+``ClassPolicy``: its detector (with its threshold), its redaction (mode, mask
+scale), its temporal window, the detector of the stronger second pass, and
+whether the other eye of a stereo pair is searched for it. Faces are the first
+class and their policy is spelt by ``AnonymizationConfig``'s own fields, which is
+how the configuration was written before classes existed: a faces-only
+configuration describes itself, and fingerprints, exactly as it did then, so its
+clip ids are unchanged.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +25,48 @@ from privacy.detectors.factory import DEFAULT_DETECTOR, DetectorSpec
 from privacy.redaction import RedactionConfig
 from privacy.stereo import CrossViewConfig
 from privacy.verification import VerificationConfig
+from schemas.detections import DETECTION_CLASSES, FACE
 
 # A segment that fails verification is redacted again with this detector, the
 # verifier's own detector added, and this mask scale; if it fails again it is
 # quarantined.
 STRONG_DETECTOR = "centerface:threshold=0.1;scales=1,2"
 STRONG_MASK_SCALE = 1.6
+DEFAULT_TEMPORAL_WINDOW = 2
+MAX_TEMPORAL_WINDOW = 30
+
+
+@dataclass(slots=True, frozen=True)
+class ClassPolicy:
+    """How one class of detections is found and redacted.
+
+    Args:
+        detection_class: one of ``schemas.detections.DETECTION_CLASSES``.
+        detector: detector spec (``privacy.detectors.factory``); thresholds live in it.
+        redaction: mode and mask scale.
+        temporal_window: frames on each side whose detections of this class also
+            cover a frame.
+        strong_detector: detector spec of the second pass after a failed verification.
+        cross_view: search the other eye of a stereo pair for what one eye found.
+    """
+
+    detection_class: str
+    detector: str
+    redaction: RedactionConfig = field(default_factory=RedactionConfig)
+    temporal_window: int = DEFAULT_TEMPORAL_WINDOW
+    strong_detector: str | None = None
+    cross_view: bool = False
+
+    def __post_init__(self) -> None:
+        if self.detection_class not in DETECTION_CLASSES:
+            raise ValueError(f"unknown detection class {self.detection_class!r}; choose from "
+                             f"{', '.join(DETECTION_CLASSES)}")
+        DetectorSpec.parse(self.detector)  # raises ValueError naming the problem
+        if self.strong_detector is not None:
+            DetectorSpec.parse(self.strong_detector)
+        if not 0 <= self.temporal_window <= MAX_TEMPORAL_WINDOW:
+            raise ValueError(f"temporal_window must be in [0, {MAX_TEMPORAL_WINDOW}], got "
+                             f"{self.temporal_window}")
 
 
 @dataclass(slots=True, frozen=True)
@@ -24,37 +74,39 @@ class AnonymizationConfig:
     """How frames are anonymized.
 
     Args:
-        detector: detector spec (see ``privacy.detectors.factory``).
+        detector: face detector spec (see ``privacy.detectors.factory``).
         redaction: how detected faces are redacted.
-        temporal_window: frames on each side whose detections also cover a frame.
+        temporal_window: frames on each side whose face detections also cover a frame.
         detect_timeout_s: a single detection slower than this fails the segment.
         max_corrupt_fraction: corrupt frames above this share dead-letter a segment.
         verification: the independent checks on redacted frames.
-        strong_detector: detector spec of the second, stronger pass after a failed
+        strong_detector: face detector spec of the second, stronger pass after a failed
             verification (the verifier's detector is added to it).
         detect_batch_size: frames per detector call (raise it on a GPU backend).
         cross_view: how a face found in one eye of a stereo pair is searched for in the other.
+        other_classes: the policies of the classes redacted besides faces (plates, text).
     """
 
     detector: str = DEFAULT_DETECTOR
     redaction: RedactionConfig = field(default_factory=RedactionConfig)
-    temporal_window: int = 2
+    temporal_window: int = DEFAULT_TEMPORAL_WINDOW
     detect_timeout_s: float = 60.0
     max_corrupt_fraction: float = 0.05
     verification: VerificationConfig = field(default_factory=VerificationConfig)
     strong_detector: str = STRONG_DETECTOR
     detect_batch_size: int = 1
     cross_view: CrossViewConfig = field(default_factory=CrossViewConfig)
+    other_classes: tuple[ClassPolicy, ...] = ()
 
     def __post_init__(self) -> None:
-        DetectorSpec.parse(self.detector)  # raises ValueError naming the problem
-        DetectorSpec.parse(self.strong_detector)
+        self.face_policy()  # validates the face detector specs and window
         if self.cross_view.detector != "none":
             DetectorSpec.parse(self.cross_view.detector)
         if self.verification.enabled:
             DetectorSpec.parse(self.verification.verifier)
-        if not 0 <= self.temporal_window <= 30:
-            raise ValueError(f"temporal_window must be in [0, 30], got {self.temporal_window}")
+        classes = [p.detection_class for p in self.other_classes]
+        if FACE in classes or len(set(classes)) != len(classes):
+            raise ValueError("each class other than faces may have one policy")
         if self.detect_timeout_s <= 0:
             raise ValueError(f"detect_timeout_s must be positive, got {self.detect_timeout_s}")
         if not 1 <= self.detect_batch_size <= 256:
@@ -66,19 +118,42 @@ class AnonymizationConfig:
     def detector_spec(self) -> DetectorSpec:
         return DetectorSpec.parse(self.detector)
 
+    def face_policy(self) -> ClassPolicy:
+        """Faces' policy, spelt by this configuration's own fields."""
+        return ClassPolicy(FACE, self.detector, self.redaction, self.temporal_window,
+                           self.strong_detector, cross_view=self.cross_view.enabled)
+
+    @property
+    def policies(self) -> tuple[ClassPolicy, ...]:
+        """Every class redacted, faces first."""
+        return (self.face_policy(), *self.other_classes)
+
     def strong(self) -> AnonymizationConfig:
-        """The configuration of the second pass after a failed verification."""
+        """The configuration of the second pass after a failed verification.
+
+        Faces get the stronger detector with the verifier's own detector added, and a
+        solid mask of at least ``STRONG_MASK_SCALE``; other classes their own stronger
+        detector where their policy names one.
+        """
         spec = self.strong_detector
         if self.verification.enabled:
             spec = f"{spec}+{self.verification.verifier}"
+        others = tuple(dataclasses.replace(p, detector=p.strong_detector or p.detector)
+                       for p in self.other_classes)
         return dataclasses.replace(
             self, detector=spec,
             redaction=RedactionConfig(mode="solid",
                                       mask_scale=max(STRONG_MASK_SCALE,
-                                                     self.redaction.mask_scale)))
+                                                     self.redaction.mask_scale)),
+            other_classes=others)
 
     def describe(self) -> dict:
-        return asdict(self)
+        """Every setting; classes that are off are left out, so a faces-only configuration
+        describes itself as it did before other classes existed."""
+        described = asdict(self)
+        if not self.other_classes:
+            del described["other_classes"]
+        return described
 
     def fingerprint(self) -> str:
         blob = json.dumps(self.describe(), sort_keys=True).encode()

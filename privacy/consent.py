@@ -75,16 +75,16 @@ class ConsentRegistry:
         return ConsentRegistry(grants)
 
     @staticmethod
-    def load(path: str) -> ConsentRegistry:
-        from apache_beam.io.filesystem import CompressionTypes
-        from apache_beam.io.filesystems import FileSystems
+    def from_bytes(data: bytes) -> ConsentRegistry:
+        """Parse the file's bytes (UTF-8, with or without a byte-order mark).
 
+        Raises:
+            ConsentFileError: not UTF-8, or not a valid registry.
+        """
         try:
-            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-                text = fh.read().decode("utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConsentFileError(f"cannot read the consent file ({type(exc).__name__})") \
-                from None
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise ConsentFileError("the consent file is not UTF-8 text") from None
         return ConsentRegistry.parse(text)
 
     def decide(self, wearer_id: str | None, purpose: str, captured_at: datetime | None = None,

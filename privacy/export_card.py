@@ -64,7 +64,15 @@ def redaction_classes(record: dict) -> list[dict]:
         for name in sorted(classes):
             section = classes[name] if isinstance(classes[name], dict) else {}
             detector = section.get("detector", section)
-            settings = {k: v for k, v in section.items() if k != "detector" and _scalar(v)}
+            settings = {}
+            for key, value in sorted(section.items()):
+                if key == "detector":
+                    continue
+                if _scalar(value):
+                    settings[key] = value
+                elif isinstance(value, dict):  # e.g. redaction: mode, mask_scale
+                    settings.update({f"{key}.{k}": v for k, v in sorted(value.items())
+                                     if _scalar(v)})
             out.append({"class": name, "detector": describe_detector(detector),
                         "settings": settings})
         return out

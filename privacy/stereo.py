@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from privacy.detectors.base import Detections, FaceDetector
+from privacy.detectors.base import Detections, Detector
 
 # The band detector's default: CenterFace below the run's 0.1, on a small crop where
 # a low threshold costs few false boxes (see bench/stereo.py).
@@ -110,7 +110,7 @@ class CrossViewSearch:
             None for template matching only.
     """
 
-    def __init__(self, config: CrossViewConfig, detector: FaceDetector | None) -> None:
+    def __init__(self, config: CrossViewConfig, detector: Detector | None) -> None:
         self.config = config
         self.detector = detector
 

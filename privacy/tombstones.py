@@ -81,9 +81,14 @@ class Tombstones:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def check_key(self, key_id: str) -> None:
-        """Raises ``TombstoneError`` when the tombstones were made with another key."""
-        if self.entries and key_id != self.key_id:
+    def check_key(self, key_id: str, legacy_key_id: str | None = None) -> None:
+        """Raises ``TombstoneError`` when the tombstones were made with another key.
+
+        Args:
+            legacy_key_id: the same key's id as outputs written before key ids were
+                derived name it (``PseudonymKey.legacy_key_id``).
+        """
+        if self.entries and self.key_id not in (key_id, legacy_key_id):
             raise TombstoneError(
                 f"this output has erasure tombstones made with key id {self.key_id}, but the "
                 f"key given has id {key_id}; use the key the output was written with, or "
@@ -97,9 +102,11 @@ class Tombstones:
             return "recording"
         return None
 
-    def adding(self, key_id: str, new: list[Tombstone]) -> Tombstones:
-        """These tombstones plus ``new`` (an entry already present is kept as it was)."""
-        self.check_key(key_id)
+    def adding(self, key_id: str, new: list[Tombstone],
+               legacy_key_id: str | None = None) -> Tombstones:
+        """These tombstones plus ``new`` (an entry already present is kept as it was), under
+        ``key_id`` (tombstones of the same key's legacy id take the current one)."""
+        self.check_key(key_id, legacy_key_id)
         seen = {(t.kind, t.pseudonym) for t in self.entries}
         merged = list(self.entries)
         for entry in new:

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from privacy.coverage import face_size
-from privacy.detectors import DetectorError, FaceDetector, build_detector
+from privacy.detectors import Detector, DetectorError, build_detector
 from privacy.detectors.base import DLIB_LOCK, import_face_recognition
 from privacy.redaction import scale_boxes
 
@@ -102,7 +102,7 @@ class RedactionVerifier:
     """
 
     def __init__(self, config: VerificationConfig,
-                 detector: FaceDetector | None = None) -> None:
+                 detector: Detector | None = None) -> None:
         self.config = config
         self._detector = detector if detector is not None else (
             build_detector(config.verifier) if config.enabled else None)

@@ -68,6 +68,9 @@ EVENT_KINDS = {
                           "verify_output_faces, verify_linkable_faces)",
     "segment_cached": "a segment finished by an earlier run of the same configuration into "
                       "this folder was reused from OUTPUT/.cache (its events are repeated)",
+    "segment_cache_rejected": "a finished segment in OUTPUT/.cache was changed after it was "
+                              "written (its MAC does not hold) and was done again (counts: "
+                              "reason)",
     "segment_failed": "a segment produced nothing (counts: reason; verification_failed means "
                       "quarantined)",
     "verification_failed": "a segment's first redaction failed verification and was redacted "
@@ -82,7 +85,8 @@ EVENT_KINDS = {
               "files, splits, rows_sha256, lineage_sha256, content_sha256 of what was read)",
     "export_synced": "an export was brought in line with this folder's erasures (counts: "
                      "export_id, rows_removed, files_rewritten, erasures_applied)",
-    "files_sealed": "the published file list at this point (counts: files, files_sha256); "
+    "files_sealed": "the published file list at this point, signed with the folder owner's "
+                    "audit key (counts: files, files_sha256, seal_key, signature); "
                     "manifest.json must match the last one",
 }
 

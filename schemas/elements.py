@@ -10,9 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# How a recording's views are packed. ``pair`` (two files, the manifest's ``pair_uri``)
-# and ``vrs`` (Project Aria camera streams) are set at admission, never by the manifest.
-LAYOUTS = ("none", "sbs", "tb", "streams", "pair", "vrs")
+# How a recording's views are packed: the frame source that reads it back
+# (``transforms.media.sources``). ``pair`` (two files, the manifest's ``pair_uri``),
+# ``vrs`` (Project Aria camera streams) and ``image`` (a still image, for ``egoveil
+# redact``) are set at admission, never by the manifest.
+LAYOUTS = ("none", "sbs", "tb", "streams", "pair", "vrs", "image")
+SINGLE_VIEW_LAYOUTS = ("none", "image")
 STEREO_VIEWS = ("left", "right")
 
 
@@ -49,6 +52,7 @@ class Recording:
         pair_sha256: hash of that file's bytes (part of the deduplication key).
         streams: for ``vrs``, the allow-listed stream ids read, in the order of ``views``.
         stream_views: for ``vrs``, the view name of each stream in ``streams``.
+        input_id: keyed pseudonym of the input's location (dead letters name it).
     """
 
     uri: str
@@ -65,11 +69,12 @@ class Recording:
     pair_sha256: str | None = None
     streams: tuple[str, ...] = ()
     stream_views: tuple[str, ...] = ()
+    input_id: str | None = None
 
     @property
     def views(self) -> tuple[str, ...]:
         """The views every time step of this recording has, in a fixed order."""
-        if self.layout == "none":
+        if self.layout in SINGLE_VIEW_LAYOUTS:
             return (self.view,)
         if self.layout == "vrs":
             return self.stream_views
@@ -103,6 +108,7 @@ class Clip:
         faces_redacted: face boxes redacted over the clip's frames.
         pair_id: shared by the two views of a stereo pair over the same frames (None for
             a view without a partner); a ``stereo`` clip holds both views side by side.
+        input_id: keyed pseudonym of the input's location (for dead letters).
     """
 
     clip_id: str
@@ -121,6 +127,7 @@ class Clip:
     device_id: str | None = None
     location_cell: str | None = None
     pair_id: str | None = None
+    input_id: str | None = None
 
 
 @dataclass(slots=True)

@@ -2,17 +2,16 @@
 
 A shard row holds a clip's pooled embedding and, on request, its token grid. Both
 are stored as ``fixed_size_binary`` of little-endian float16 or bfloat16 values,
-uncompressed, without dictionary or statistics. Measured in ``bench/shards.py``
-(results in ``bench/results/shards.md``), that layout reads at the speed of pyarrow
-reading the raw bytes, twice as fast as ``binary`` for 2 KB rows, where
-``fixed_size_list<float16>`` is 10-20 times slower both ways and zstd saves 8% of
-the bytes for a seventh of the read speed. The dtype and shape are in the file metadata (and
-in each column's field metadata), and ``decode_latents`` turns a column into a
-(rows, *shape) array with no per-row copy. The writer settings live here, beside
-the schema, so that every program that rewrites shards (erasure, exports) keeps
-the measured layout; ``transforms.stores.latent_parquet`` writes files of this layout with
-the latent bytes handed to the file as they are (the same file as pyarrow's writer,
-at the speed of a raw write).
+uncompressed, without dictionary or statistics, and written and read by pyarrow.
+Measured in ``bench/shards.py`` (results in ``bench/results/shards.md``), that is
+the best layout tried: ``binary`` writes up to a fifth faster but reads 2 KB rows at
+about half the speed, ``fixed_size_list<float16>`` is 10-20 times slower both ways,
+and zstd saves 8% of the bytes for a quarter of the write and a seventh of the read
+speed. The dtype and shape are in the file metadata (and in each column's field
+metadata), and ``decode_latents`` turns a column into a (rows, *shape) array with no
+per-row copy. The writer settings live here, beside the schema, so that every
+program that writes or rewrites shards (a run, erasure, exports) keeps the measured
+layout.
 """
 
 from __future__ import annotations
@@ -27,7 +26,12 @@ SCHEMA_VERSION = "1.2"  # 1.1: token grids; 1.2: pair_id (stereo pairs)
 EMBEDDING_DTYPE = "float16"
 LATENT_DTYPES = ("float16", "bfloat16")
 
-QA_STATUSES = ("verified", "reredacted_verified", "redacted_unverified")
+# A row's qa_status: verified on the first pass, verified after the stronger second pass,
+# or redacted with verification turned off.
+QA_VERIFIED = "verified"
+QA_REREDACTED_VERIFIED = "reredacted_verified"
+QA_UNVERIFIED = "redacted_unverified"
+QA_STATUSES = (QA_VERIFIED, QA_REREDACTED_VERIFIED, QA_UNVERIFIED)
 
 METADATA_KEY = b"egoveil"
 
@@ -39,9 +43,6 @@ DICTIONARY_COLUMNS = ("recording_id", "wearer_id", "view", "encoder_id", "qa_sta
 # streaming step) takes at a time: 8, 32 and 128 MB groups read equally fast
 # (bench/shards.py), and 32 MB spreads a 256 MB shard over 8 workers.
 ROW_GROUP_BYTES = 32 * 1024**2
-# Latent values start on 64-byte offsets of the file, one page per column chunk: the
-# kernel copies aligned bytes about a third faster, reading and writing (bench/shards.py).
-LATENT_ALIGN = 64
 
 
 @dataclass(slots=True, frozen=True)

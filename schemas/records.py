@@ -19,6 +19,7 @@ REASONS = (
     "corrupt_frames",    # too many corrupt frames in a segment
     "detector_failed",   # detection raised, timed out or returned garbage: fail closed
     "verification_failed",
+    "embed_failed",      # the encoder raised on the clip's batch
     "no_consent",
     "bad_manifest",
     "duplicate",

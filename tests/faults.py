@@ -1,6 +1,6 @@
 """Faulty detectors for fail-closed tests: a real detector with faults injected at chosen frames.
 
-These are backends behind the ``FaceDetector`` interface, the way a broken model,
+These are backends behind the ``Detector`` interface, the way a broken model,
 a hung accelerator or a corrupted weight file would present itself.
 """
 
@@ -10,10 +10,10 @@ import time
 
 import numpy as np
 
-from privacy.detectors import Detections, FaceDetector, build_detector
+from privacy.detectors import Detections, Detector, build_detector
 
 
-class FaultyDetector(FaceDetector):
+class FaultyDetector(Detector):
     """Wraps the default detector; on call number ``at`` (0-based) it misbehaves.
 
     Args:
@@ -59,7 +59,7 @@ class FaultyFactory:
         return FaultyDetector(self.fault, self.at, **self.kwargs)
 
 
-class BlindDetector(FaceDetector):
+class BlindDetector(Detector):
     """Succeeds on every frame and never finds a face: a silently broken model."""
 
     name = "blind"
@@ -73,7 +73,7 @@ class BlindFactory:
         return BlindDetector()
 
 
-class HallucinatingDetector(FaceDetector):
+class HallucinatingDetector(Detector):
     """Always sees a 60 px face in the top-left corner, whatever the frame holds."""
 
     name = "hallucinating"

@@ -167,7 +167,7 @@ def test_embed_clips_stores_token_grids_through_run_inference(dinov2_dir):
                   qa_status="redacted_unverified") for i in range(5)]
     with TestPipeline() as p:
         rows = (p | beam.Create(clips)
-                | EmbedClips(spec, 2, layout=layout, runtime=RuntimeConfig(device="cpu")))
+                | EmbedClips(spec, 2, layout=layout, runtime=RuntimeConfig(device="cpu"))).rows
         assert_that(rows | beam.Map(lambda r: (r.clip_index, len(r.embedding), len(r.tokens))),
                     equal_to([(i, 48 * 2, 2 * 2 * 48 * 2) for i in range(5)]))
 

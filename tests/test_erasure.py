@@ -30,6 +30,7 @@ from privacy.tombstones import Tombstone, TombstoneError, Tombstones
 from schemas.elements import LatentRow
 from schemas.latents import latent_schema, shard_metadata
 from schemas.records import DeadLetter
+from schemas.stages import PublishedFile, PublishInputs
 from tests.records import run_record
 from transforms.publish import Publish
 from transforms.stores.filesystems import FileSystemsStore
@@ -47,6 +48,20 @@ def test_geohash_cells_and_the_coarsening_policy():
     for bad in (0, 6, 12):
         with pytest.raises(ValueError, match="between 1 and 5"):
             LocationPolicy(bad)
+
+
+def test_tombstones_of_the_keys_old_id_are_the_same_keys():
+    """Tombstone files written before key ids were derived name the key by its old plain-hash
+    id: the same key still matches them, and adding to them writes its current id."""
+    key, other = PseudonymKey(b"k" * 32), PseudonymKey(b"x" * 32)
+    wearer = key.pseudonym("wearer", "alice")
+    old = Tombstones(key_id=key.legacy_key_id, entries=(Tombstone("wearer", wearer, "e", "t"),))
+    old.check_key(key.key_id, key.legacy_key_id)
+    with pytest.raises(TombstoneError, match="key id"):
+        old.check_key(other.key_id, other.legacy_key_id)
+    assert old.adding(key.key_id, [], legacy_key_id=key.legacy_key_id).key_id == key.key_id
+    assert key.names(key.legacy_key_id) and key.names(key.key_id)
+    assert not key.names(other.key_id) and not key.names(None)
 
 
 def test_tombstones_hold_pseudonyms_only_and_name_their_key():
@@ -114,9 +129,9 @@ def published(tmp_path, key_file, key):
         path = out / "clips" / f"{row.clip_id}.mp4"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"clip of " + row.clip_id.encode())
-        clips.append({"path": f"clips/{row.clip_id}.mp4", "frames": 8,
-                      "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                      "bytes": path.stat().st_size})
+        clips.append(PublishedFile(path=f"clips/{row.clip_id}.mp4", kind="clip", rows=8,
+                                   sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+                                   bytes=path.stat().st_size))
     alice_rec = key.pseudonym("recording", "content-alice")
     deadletters = [DeadLetter(input_id="a" * 32, stage="anonymize", reason="detector_failed",
                               recording_id=alice_rec, segment_index=9),
@@ -124,9 +139,11 @@ def published(tmp_path, key_file, key):
     with TestPipeline() as p:
         shards = (p | "Rows" >> beam.Create(rows)
                   | WriteLatentShards(staging, 4, {"run": "test"}, target_shard_bytes=1500))
-        (shards, p | "Clips" >> beam.Create(clips), p | "DL" >> beam.Create(deadletters),
-         p | "Events" >> beam.Create([])) | Publish(str(out), staging,
-                                                    run_record(key.key_id))
+        PublishInputs(shards=shards, clip_files=p | "Clips" >> beam.Create(clips),
+                      deadletters=p | "DL" >> beam.Create(deadletters),
+                      events=p | "Events" >> beam.Create([]),
+                      inputs=p | "Inputs" >> beam.Create([0])) | Publish(
+                          str(out), staging, run_record(key.key_id), key_file=key_file)
     os.makedirs(out / ".staging", exist_ok=True)
     return out
 
@@ -246,6 +263,8 @@ def test_an_interrupted_erasure_is_finished_by_running_it_again(published, key_f
 
 @pytest.mark.parametrize("mistake, message", [
     ("wrong_key", "is not the key DIR was written with"),
+    ("weak_key", "patterned, not random"),
+    ("key_open_to_others", "chmod 600"),
     ("tampered_shard", "does not match manifest.json"),
     ("run_in_progress", "a run into DIR is in progress"),
     ("escaping_manifest", "leaves the output folder"),
@@ -259,6 +278,15 @@ def test_erase_refuses_and_changes_nothing(published, key_file, tmp_path, mistak
         other = tmp_path / "other.key"
         PseudonymKey.create_file(str(other))
         key_arg = str(other)
+    elif mistake == "weak_key":
+        weak = tmp_path / "weak.key"
+        weak.write_bytes(b"0123456789abcdef" * 4 + b"\n")
+        weak.chmod(0o600)
+        key_arg = str(weak)
+    elif mistake == "key_open_to_others":
+        (tmp_path / "open.key").write_bytes(open(key_file, "rb").read())
+        (tmp_path / "open.key").chmod(0o644)
+        key_arg = str(tmp_path / "open.key")
     elif mistake == "tampered_shard":
         shard = next((out / "latents").glob("*.parquet"))
         shard.write_bytes(shard.read_bytes() + b"x")
@@ -287,7 +315,7 @@ def test_admission_honours_tombstones_before_decoding(tmp_path, key_file, key):
     from pipeline.samples import make_recording
     from schemas.sidecar import RecordingRequest
     from transforms.admit import AdmitRecordingFn, AdmitRecordings
-    from transforms.media.video import DecodeCaps
+    from transforms.media.inputs import DecodeCaps
 
     video = tmp_path / "kept.mp4"
     make_recording(str(video), seconds=0.5, fps=10)
@@ -304,10 +332,10 @@ def test_admission_honours_tombstones_before_decoding(tmp_path, key_file, key):
                           tombstones=stones)
     with TestPipeline() as p:
         out = p | beam.Create(requests) | AdmitRecordings(fn)
-        assert_that(out["recordings"] | beam.Map(lambda r: os.path.basename(r.uri)),
+        assert_that(out.recordings | beam.Map(lambda r: os.path.basename(r.uri)),
                     equal_to(["kept.mp4"]))
-        assert_that(out["deadletter"], equal_to([]), label="no dead letters")
-        assert_that(out["audit"] | beam.Map(lambda e: (e.kind, e.counts.get("match"))),
+        assert_that(out.deadletters, equal_to([]), label="no dead letters")
+        assert_that(out.audit | beam.Map(lambda e: (e.kind, e.counts.get("match"))),
                     equal_to([("erasure_excluded", "wearer"), ("erasure_excluded", "recording"),
                               ("recording_admitted", None)]),
                     label="audit")
@@ -316,7 +344,7 @@ def test_admission_honours_tombstones_before_decoding(tmp_path, key_file, key):
             PseudonymKey(b"z" * 32).key_id, [Tombstone("wearer", "0" * 32, "e", "t")])).setup()
 
 
-def test_publish_refuses_when_tombstones_changed_during_the_run(tmp_path, key):
+def test_publish_refuses_when_tombstones_changed_during_the_run(tmp_path, key, key_file):
     """An erasure made while a run was going must not be undone by that run's publish."""
     out = tmp_path / "out"
     staging = str(out / ".staging" / "run")
@@ -329,7 +357,9 @@ def test_publish_refuses_when_tombstones_changed_during_the_run(tmp_path, key):
             shards = (p | "Rows" >> beam.Create([_row(key, 0, "alice")])
                       | WriteLatentShards(staging, 4, {}))
             empty = [p | f"Empty{i}" >> beam.Create([]) for i in range(3)]
-            (shards, *empty) | Publish(str(out), staging, run_record(
-                key.key_id, erasure={"tombstones_sha256": started_with}))
+            PublishInputs(shards, *empty, p | "Inputs" >> beam.Create([0])) | Publish(
+                str(out), staging, run_record(key.key_id,
+                                              erasure={"tombstones_sha256": started_with}),
+                key_file=key_file)
     assert not (out / "manifest.json").exists() and not (out / "_SUCCESS").exists()
     assert not list((out / "latents").glob("*")) if (out / "latents").exists() else True

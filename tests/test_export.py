@@ -34,7 +34,6 @@ from privacy.pseudonyms import PseudonymKey
 from schemas.latents import LatentLayout, numpy_dtype
 from transforms.stores.filesystems import FileSystemsStore
 
-KEY = PseudonymKey(b"k" * 32)
 LAYOUT = LatentLayout(embedding_dim=16, dtype="float16", token_grid=(2, 2, 2), token_dim=8)
 SPEC = SyntheticSpec(rows=40, wearers=8, no_wearer_every=7, layout=LAYOUT,
                      views=("rgb", "left"), unverified_every=6, distinct_clips=40,
@@ -42,9 +41,16 @@ SPEC = SyntheticSpec(rows=40, wearers=8, no_wearer_every=7, layout=LAYOUT,
 PASSED = ("verified", "reredacted_verified")
 
 
+@pytest.fixture(autouse=True)
+def _owner_key(monkeypatch, key_file):
+    """Exports and syncs sign DIR's log with its owner's key; here from the environment."""
+    with open(key_file) as handle:
+        monkeypatch.setenv("EGOVEIL_PSEUDONYM_KEY", handle.read().strip())
+
+
 @pytest.fixture(scope="module")
-def published(tmp_path_factory) -> str:
-    return publish_synthetic(str(tmp_path_factory.mktemp("source") / "out"), KEY, SPEC)
+def published(tmp_path_factory, key_file) -> str:
+    return publish_synthetic(str(tmp_path_factory.mktemp("source") / "out"), key_file, SPEC)
 
 
 @pytest.fixture()
@@ -53,12 +59,6 @@ def source(published, tmp_path) -> str:
     out = tmp_path / "out"
     shutil.copytree(published, out)
     return str(out)
-
-
-def _key_file(tmp_path) -> str:
-    path = tmp_path / "key"
-    path.write_bytes(b"k" * 32)
-    return str(path)
 
 
 def _source_rows(out: str) -> dict[str, dict]:
@@ -85,7 +85,8 @@ def _wearer_of(rows: dict, clip_id: str) -> str:
     return row["wearer_id"] or "recording:" + row["recording_id"]
 
 
-def test_webdataset_export_reads_back_with_tarfile_webdataset_and_a_dataloader(source, tmp_path):
+def test_webdataset_export_reads_back_with_tarfile_webdataset_and_a_dataloader(source, tmp_path,
+                                                                               key):
     import torch
     import webdataset as wds
 
@@ -138,7 +139,7 @@ def test_webdataset_export_reads_back_with_tarfile_webdataset_and_a_dataloader(s
 
     card = (dest / "README.md").read_text()
     assert card.startswith("---\nlicense: unknown\n") and "path: val-*.tar" in card
-    for fact in ("centerface", "d" * 64, KEY.key_id, lineage.source["content_sha256"],
+    for fact in ("centerface", "d" * 64, key.key_id, lineage.source["content_sha256"],
                  lineage.source["audit_head"], lineage.source["audit_entry"], "audio",
                  "Purpose `world-model-training`"):
         assert fact in card, fact
@@ -196,12 +197,12 @@ def test_hf_export_loads_with_its_splits_and_declared_features(source, tmp_path)
     assert "license: cc-by-4.0" in card and "- robotics" in card and "array4_d" in card
 
 
-def test_bfloat16_latents_keep_their_values(tmp_path):
+def test_bfloat16_latents_keep_their_values(tmp_path, key_file):
     import datasets
     import ml_dtypes
 
     layout = LatentLayout(embedding_dim=8, dtype="bfloat16", token_grid=(1, 2, 2), token_dim=4)
-    out = publish_synthetic(str(tmp_path / "out"), KEY, SyntheticSpec(
+    out = publish_synthetic(str(tmp_path / "out"), key_file, SyntheticSpec(
         rows=6, wearers=2, layout=layout, clips=False))
     rows = _source_rows(out)
     export(out, ExportRequest(to="webdataset", dest=str(tmp_path / "wds")))
@@ -290,7 +291,8 @@ def test_policy_values_are_checked():
 
 def test_splits_follow_the_shares_and_keep_each_identity_where_it_was():
     spec = SplitSpec.parse("train=0.8,val=0.1,test=0.1")
-    ids = [KEY.pseudonym("wearer", f"w{i}") for i in range(20000)]
+    key = PseudonymKey.generate()
+    ids = [key.pseudonym("wearer", f"w{i}") for i in range(20000)]
     first = {i: spec.split_of(i) for i in ids}
     shares = {name: sum(s == name for s in first.values()) / len(ids) for name in spec.names}
     assert abs(shares["train"] - 0.8) < 0.01 and abs(shares["val"] - 0.1) < 0.01
@@ -323,7 +325,8 @@ def _bytes_under(folder) -> list[bytes]:
     return [p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()]
 
 
-def test_sync_removes_an_erased_wearers_rows_from_both_formats(source, tmp_path):
+def test_sync_removes_an_erased_wearers_rows_from_both_formats(source, tmp_path, key,
+                                                               key_file):
     from pipeline.audit_report import build_report, render_text
     from pipeline.erase import erase
 
@@ -333,7 +336,7 @@ def test_sync_removes_an_erased_wearers_rows_from_both_formats(source, tmp_path)
                                  target_shard_mb=0.01))
     export(source, ExportRequest(to="hf", dest=str(hf), split=split))
     rows = _source_rows(source)
-    wearer = KEY.pseudonym("wearer", "wearer-1")
+    wearer = key.pseudonym("wearer", "wearer-1")
     erased = [r for r in rows.values() if r["wearer_id"] == wearer and r["qa_status"] in PASSED]
     marks = [r["clip_id"].encode() for r in erased] + [r["embedding"] for r in erased] \
         + [r["tokens"] for r in erased] + [r["recording_id"].encode() for r in erased] \
@@ -343,7 +346,7 @@ def test_sync_removes_an_erased_wearers_rows_from_both_formats(source, tmp_path)
     assert all(any(m in data for data in _bytes_under(hf)) for m in marks)
     before = {p.name: p.read_bytes() for p in wds.glob("*.tar")}
 
-    erase(source, ["wearer-1"], [], _key_file(tmp_path))
+    erase(source, ["wearer-1"], [], key_file)
     report = render_text(build_report(FileSystemsStore(source), thumbnails=0))
     assert report.count("OUT OF SYNC, 1 erasure(s) since") == 2
 
@@ -370,13 +373,13 @@ def test_sync_removes_an_erased_wearers_rows_from_both_formats(source, tmp_path)
     assert kinds.count("export") == 2 and kinds.count("export_synced") == 2
 
 
-def test_a_sync_cut_short_is_finished_by_the_next(source, tmp_path):
+def test_a_sync_cut_short_is_finished_by_the_next(source, tmp_path, key_file):
     from pipeline.erase import erase
 
     dest = tmp_path / "wds"
     export(source, ExportRequest(to="webdataset", dest=str(dest), target_shard_mb=0.01))
     old = Lineage.parse((dest / EXPORT_FILE).read_bytes())
-    erase(source, ["wearer-2"], [], _key_file(tmp_path))
+    erase(source, ["wearer-2"], [], key_file)
     first = sync(source, str(dest))
     done = Lineage.parse((dest / EXPORT_FILE).read_bytes())
     # As if killed after rewriting the files, before the lineage was written.
@@ -391,7 +394,7 @@ def test_a_sync_cut_short_is_finished_by_the_next(source, tmp_path):
     with pytest.raises(UserError, match="does not match egoveil-export.json"):
         sync(source, str(dest))
     with pytest.raises(UserError, match="is not the output DEST was exported from"):
-        other = publish_synthetic(str(tmp_path / "other"), KEY, SyntheticSpec(rows=2,
+        other = publish_synthetic(str(tmp_path / "other"), key_file, SyntheticSpec(rows=2,
                                                                               clips=False))
         sync(other, str(dest))
 
@@ -401,10 +404,11 @@ def egoveil(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
-def test_the_command_exports_and_says_what_it_did(source, tmp_path):
+def test_the_command_exports_and_says_what_it_did(source, tmp_path, key_file, monkeypatch):
+    monkeypatch.delenv("EGOVEIL_PSEUDONYM_KEY")
     dest = tmp_path / "cli"
     result = egoveil("export", source, "--to", "webdataset", str(dest), "--split",
-                     "train=0.7,val=0.3", "--direct_num_workers", "1")
+                     "train=0.7,val=0.3", "--direct_num_workers", "1", "--key-file", key_file)
     assert result.returncode == 0, result.stderr
     assert "rows in" in result.stderr and "recorded in DIR's audit log" in result.stderr
     assert source not in result.stderr and str(dest) not in result.stderr
@@ -415,7 +419,9 @@ def test_the_command_exports_and_says_what_it_did(source, tmp_path):
              "unknown option --frobnicate"),
             (["export", source, "--to", "hf", str(tmp_path / "x"), "--split", "a=2"],
              "--split: the share of a must be in"),
-            (["export", source, "--to", "webdataset", str(dest)], "DEST is not empty")):
+            (["export", source, "--to", "webdataset", str(dest)], "DEST is not empty"),
+            (["export", source, "--to", "webdataset", str(tmp_path / "y")],
+             "no pseudonym key: pass --key-file")):
         failed = egoveil(*args)
         lines = [line for line in failed.stderr.splitlines()
                  if line.startswith("egoveil: error:")]
@@ -423,7 +429,8 @@ def test_the_command_exports_and_says_what_it_did(source, tmp_path):
         assert "Traceback" not in failed.stderr and str(tmp_path) not in lines[0]
 
 
-def test_a_remote_source_and_destination_go_through_beam_filesystems(source, tmp_path):
+def test_a_remote_source_and_destination_go_through_beam_filesystems(source, tmp_path, key,
+                                                                     key_file):
     """DIR and DEST as URIs of a filesystem with a scheme: export both ways, erase, sync."""
     from pipeline.erase import erase
     from tests.object_store import uri
@@ -437,10 +444,10 @@ def test_a_remote_source_and_destination_go_through_beam_filesystems(source, tmp
     assert first.rows == len(_tar_samples(wds)) > 0
     assert {p.name: p.read_bytes() for p in wds.glob("*.tar")} == \
         {p.name: p.read_bytes() for p in beam.glob("*.tar")}
-    erase(uri(source), ["wearer-3"], [], _key_file(tmp_path))
+    erase(uri(source), ["wearer-3"], [], key_file)
     summary = sync(uri(source), uri(wds))
     assert summary.rows_removed > 0
-    wearer = KEY.pseudonym("wearer", "wearer-3")
+    wearer = key.pseudonym("wearer", "wearer-3")
     rows = _source_rows(source)
     assert all(r["wearer_id"] != wearer for c, r in rows.items())
     assert not any(c.encode() in data for c in _tar_samples(beam) if c not in rows

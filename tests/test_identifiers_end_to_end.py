@@ -208,8 +208,8 @@ def test_recordings_without_consent_are_counted_and_never_opened(first_run):
 def test_another_key_gives_unlinkable_pseudonyms(first_run, inputs, tmp_path):
     """Key from the environment, no consent registry, locations coarsened: nothing links."""
     out, _ = first_run
-    secret = "e" * 24 + "0123456789abcdef"
-    other = PseudonymKey(secret.encode())
+    secret = os.urandom(32).hex()  # the format `egoveil keygen` writes
+    other = PseudonymKey.parse(secret.encode())
     second = tmp_path / "second"
     result = _run(inputs, second, "--location-geohash", "4", key_file=False,
                   env={"EGOVEIL_PSEUDONYM_KEY": secret})
@@ -368,7 +368,8 @@ def test_exports_carry_no_identifier_and_follow_an_erasure(first_run, inputs, tm
     exports = {"webdataset": tmp_path / "export-wds", "hf": tmp_path / "export-hf"}
     console = ""
     for fmt, dest in exports.items():
-        result = egoveil("export", str(out), "--to", fmt, str(dest), "--keep-pseudonyms")
+        result = egoveil("export", str(out), "--to", fmt, str(dest), "--keep-pseudonyms",
+                         "--key-file", inputs["key_file"])
         assert result.returncode == 0, result.stderr
         console += result.stderr + result.stdout
     secrets = [inputs["secret"], inputs["key_file"].encode(), str(tmp_path).encode(),
@@ -395,7 +396,8 @@ def test_exports_carry_no_identifier_and_follow_an_erasure(first_run, inputs, tm
     report = egoveil("audit", "report", str(out))
     assert report.stdout.count("OUT OF SYNC") == 2, report.stdout
     for dest in exports.values():
-        synced = egoveil("export", str(out), "--sync", str(dest))
+        synced = egoveil("export", str(out), "--sync", str(dest), "--key-file",
+                         inputs["key_file"])
         assert synced.returncode == 0, synced.stderr
         assert "1 rows removed" in synced.stderr and "1 erasures applied" in synced.stderr
         assert found(dest) == [], dest.name

@@ -7,6 +7,7 @@ Hugging Face ``datasets`` and the package's ``LatentShardDataset``.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -22,17 +23,21 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from pipeline.export.latent_dataset import LatentShardDataset, LatentShards, ShardsUnavailable
 from schemas.elements import LatentRow
 from schemas.latents import (
+    DICTIONARY_COLUMNS,
+    LATENT_COLUMNS,
     SCHEMA_VERSION,
     LatentLayout,
     decode_latents,
     latent_schema,
     numpy_dtype,
+    row_group_rows,
     shard_metadata,
     writer_options,
 )
+from schemas.stages import PublishInputs
 from tests.records import run_record
 from transforms.publish import Publish
-from transforms.stores.shards import file_sha256, write_shard
+from transforms.stores.shards import file_sha256, rows_to_table, write_shard
 from transforms.write_shards import WriteLatentShards
 
 ROWS = 60
@@ -55,7 +60,7 @@ def _row(i: int, layout: LatentLayout = LAYOUT) -> LatentRow:
                      qa_status="redacted_unverified", tokens=tokens.tobytes())
 
 
-def _publish(out: str, layout: LatentLayout, rows: int = ROWS) -> str:
+def _publish(out: str, layout: LatentLayout, key_file: str, rows: int = ROWS) -> str:
     staging = os.path.join(out, ".staging", "run")
     meta = {"encoder_id": "random:test", "encoder_revision": None, "encoder_pretrained": False}
     with TestPipeline() as p:
@@ -64,13 +69,19 @@ def _publish(out: str, layout: LatentLayout, rows: int = ROWS) -> str:
                                       row_group_bytes=700))
         nothing = [p | f"No{name}" >> beam.Create([]) for name in ("Files", "DL", "Events")]
         record = run_record(embedding_dim=layout.embedding_dim, latents=layout.describe())
-        _ = (shards, *nothing) | Publish(out, staging, record)
+        _ = PublishInputs(shards, *nothing, p | "Inputs" >> beam.Create([0])) | Publish(
+            out, staging, record, key_file=key_file)
     return out
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> str:
-    return _publish(str(tmp_path_factory.mktemp("published")), LAYOUT)
+def run_dir(tmp_path_factory, key_file) -> str:
+    return _publish(str(tmp_path_factory.mktemp("published")), LAYOUT, key_file)
+
+
+def _listed(run_dir: str) -> list[str]:
+    """The shards manifest.json lists: what every reader should open (README)."""
+    return [f.path for f in LatentShards(run_dir).files]
 
 
 def _index(clip_ids) -> list[int]:
@@ -122,6 +133,61 @@ def test_shard_files_are_deterministic_and_grouped(tmp_path):
     assert column.compression == "UNCOMPRESSED" and column.statistics is None
 
 
+def _assert_measured_layout(meta: pq.FileMetaData, schema: pa.Schema) -> None:
+    """Every row group in the layout of ``schemas.latents.writer_options``: latent chunks
+    PLAIN, uncompressed, without dictionary or statistics; the small columns zstd, with
+    statistics, and dictionaries where the settings ask for them."""
+    assert meta.num_row_groups > 0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for i, name in enumerate(schema.names):
+            column = group.column(i)
+            if name in LATENT_COLUMNS:
+                assert column.physical_type == "FIXED_LEN_BYTE_ARRAY", name
+                assert column.compression == "UNCOMPRESSED", name
+                assert not column.has_dictionary_page and "PLAIN" in column.encodings, name
+                assert not any("DICTIONARY" in e for e in column.encodings), name
+                assert not column.is_stats_set and column.statistics is None, name
+            else:
+                assert column.compression == "ZSTD" and column.is_stats_set, name
+                assert column.has_dictionary_page == (name in DICTIONARY_COLUMNS), name
+
+
+def test_shards_are_pyarrows_files_in_the_measured_layout(tmp_path):
+    """``write_shard`` streams row groups through pyarrow's writer: the file is the one
+    ``pq.write_table`` writes from the same table with the same settings, and reads back
+    the same values, schema and metadata."""
+    rows = [_row(i) for i in range(30)]
+    schema = latent_schema(LAYOUT, {"encoder_id": "random:test", "encoder_pretrained": False})
+    path, reference = str(tmp_path / "shard.parquet"), str(tmp_path / "reference.parquet")
+    assert write_shard(list(reversed(rows)), schema, path, LAYOUT, row_group_bytes=1000) == 30
+    table = rows_to_table(rows, schema)
+    per_group = row_group_rows(LAYOUT.row_bytes + 160, 1000)
+    pq.write_table(table, reference, row_group_size=per_group, **writer_options(schema))
+
+    written, expected = pq.read_table(path), pq.read_table(reference)
+    assert written.equals(table) and written.equals(expected)
+    assert written.schema.equals(schema, check_metadata=True)
+    assert pq.read_schema(path).equals(pq.read_schema(reference), check_metadata=True)
+    assert file_sha256(path) == file_sha256(reference)
+    meta = pq.ParquetFile(path).metadata
+    assert meta.num_row_groups == -(-30 // per_group)
+    assert [meta.row_group(g).num_rows for g in range(meta.num_row_groups)] == \
+        [min(per_group, 30 - s) for s in range(0, 30, per_group)]
+    _assert_measured_layout(meta, schema)
+
+
+def test_a_shard_that_fails_to_write_leaves_no_file(tmp_path):
+    """A bad latent value in a later row group stops the write with no file left behind,
+    rather than a valid shard that lacks rows."""
+    rows = [_row(i) for i in range(30)]
+    rows[-1] = dataclasses.replace(rows[-1], tokens=rows[-1].tokens[:-2])
+    path = tmp_path / "shard.parquet"
+    with pytest.raises(ValueError, match="tokens values are not 64 bytes each"):
+        write_shard(rows, latent_schema(LAYOUT), str(path), LAYOUT, row_group_bytes=1000)
+    assert not path.exists()
+
+
 def test_manifest_lists_every_shard_with_rows_and_hash(run_dir):
     manifest = json.load(open(os.path.join(run_dir, "manifest.json")))
     shards = [f for f in manifest["files"] if f["kind"] == "latents"]
@@ -134,7 +200,7 @@ def test_manifest_lists_every_shard_with_rows_and_hash(run_dir):
 
 
 def test_pyarrow_and_pandas_read_the_shards(run_dir):
-    table = pq.read_table(os.path.join(run_dir, "latents"))
+    table = pq.read_table(_listed(run_dir))
     assert table.num_rows == ROWS
     emb = decode_latents(table.column("embedding"), (8,))
     order = _index(table.column("clip_id").to_pylist())
@@ -148,11 +214,11 @@ def test_pyarrow_and_pandas_read_the_shards(run_dir):
 
 def test_duckdb_reads_the_shards(run_dir):
     duckdb = pytest.importorskip("duckdb")
-    pattern = os.path.join(run_dir, "latents", "*.parquet")
+    files = _listed(run_dir)
     [(count, segments)] = duckdb.sql(
-        f"SELECT count(*), count(DISTINCT segment_index) FROM read_parquet('{pattern}')").fetchall()
+        f"SELECT count(*), count(DISTINCT segment_index) FROM read_parquet({files})").fetchall()
     assert (count, segments) == (ROWS, ROWS // 10)
-    [(clip, blob)] = duckdb.sql(f"SELECT clip_id, embedding FROM read_parquet('{pattern}') "
+    [(clip, blob)] = duckdb.sql(f"SELECT clip_id, embedding FROM read_parquet({files}) "
                                 "WHERE clip_index = 3 AND segment_index = 2").fetchall()
     assert np.array_equal(np.frombuffer(blob, "<f2"), _values(int(clip, 16), LAYOUT)[0])
 
@@ -161,8 +227,8 @@ def test_hugging_face_datasets_loads_the_shards(run_dir, tmp_path, monkeypatch):
     datasets = pytest.importorskip("datasets")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    ds = datasets.load_dataset("parquet", data_files=os.path.join(run_dir, "latents", "*.parquet"),
-                               split="train", cache_dir=str(tmp_path / "hf"))
+    ds = datasets.load_dataset("parquet", data_files=_listed(run_dir), split="train",
+                               cache_dir=str(tmp_path / "hf"))
     assert ds.num_rows == ROWS
     row = ds[5]
     assert np.array_equal(np.frombuffer(row["embedding"], "<f2"),
@@ -196,17 +262,17 @@ def test_dataset_batches_view_arrow_buffers(run_dir):
     assert batch["segment_index"].dtype == np.int32
 
 
-def test_direct_latent_reads_match_pyarrows(run_dir):
-    """``read_arrays`` reads latent columns straight from the files; the values are
-    pyarrow's, and so are the other columns."""
+def test_read_arrays_match_decoded_row_groups(run_dir):
+    """``read_arrays`` (what the dataset reads) gives every column as ``decode`` gives
+    the row group pyarrow reads."""
     shards = LatentShards(run_dir)
     for group in shards.row_groups():
-        direct = shards.read_arrays(group)
+        arrays = shards.read_arrays(group)
         decoded = shards.decode(shards.read_row_group(group))
-        assert list(direct) == list(decoded)
+        assert list(arrays) == list(decoded)
         for name, value in decoded.items():
-            assert np.array_equal(direct[name], value) if isinstance(value, np.ndarray) \
-                else direct[name] == value
+            assert np.array_equal(arrays[name], value) if isinstance(value, np.ndarray) \
+                else arrays[name] == value
 
 
 def test_dataset_splits_ranks_and_workers_disjointly(run_dir):
@@ -268,3 +334,5 @@ def test_an_erasure_rewrite_keeps_the_latent_layout(tmp_path):
         column = group.column(schema.get_field_index(name))
         assert column.compression == "UNCOMPRESSED" and column.statistics is None
     assert group.column(schema.get_field_index("segment_index")).statistics is not None
+    _assert_measured_layout(out.metadata, schema)
+    assert out.read().equals(table.slice(0, 7))

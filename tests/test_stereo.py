@@ -18,8 +18,8 @@ from schemas.elements import Recording
 from schemas.sidecar import RecordingRequest
 from transforms.admit import AdmitRecordingFn
 from transforms.anonymize import AnonymizeSegmentFn, ClipPlan
-from transforms.media.frame_sources import split_packed
-from transforms.media.video import DecodeCaps
+from transforms.media.inputs import DecodeCaps
+from transforms.media.sources.stereo import split_packed
 from transforms.models.encoders import resolve_encoder
 from transforms.segments import plan_segments
 
@@ -181,8 +181,8 @@ def test_joint_embedding_puts_both_eyes_in_one_stereo_clip(stereo_inputs, key_fi
 def test_two_sources_pair_by_timestamp_and_count_frames_without_a_partner():
     from types import SimpleNamespace
 
-    from transforms.media.frame_sources import _zip_views
-    from transforms.media.video import DecodeStats, MediaError
+    from transforms.media.inputs import DecodeStats, MediaError
+    from transforms.media.sources.stereo import zip_views
 
     def frames(times):
         return iter([(SimpleNamespace(time_s=t, to_rgb=lambda t=t: np.full((2, 2, 3), int(t * 10),
@@ -191,8 +191,8 @@ def test_two_sources_pair_by_timestamp_and_count_frames_without_a_partner():
 
     stats = DecodeStats()
     # The right eye lost its second frame: the rest still pair with their own instants.
-    out = list(_zip_views(frames([0.0, 0.1, 0.2, 0.3]), frames([0.0, 0.2, 0.3]), 10.0, stats))
+    out = list(zip_views(frames([0.0, 0.1, 0.2, 0.3]), frames([0.0, 0.2, 0.3]), 10.0, stats))
     assert [round(i.time_s, 1) for i, _ in out] == [0.0, 0.2, 0.3] and stats.corrupt == 1
     assert out[1][0].views()["right"][0, 0, 0] == 2
     with pytest.raises(MediaError, match="not synchronised"):
-        list(_zip_views(frames([0.0, 0.1]), frames([5.0, 5.1]), 10.0, DecodeStats()))
+        list(zip_views(frames([0.0, 0.1]), frames([5.0, 5.1]), 10.0, DecodeStats()))

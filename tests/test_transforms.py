@@ -20,6 +20,7 @@ from privacy.consent import ConsentRegistry
 from schemas.elements import Clip, LatentRow, Recording
 from schemas.latents import embedding_array
 from schemas.sidecar import RecordingRequest
+from schemas.stages import PublishInputs
 from tests.faults import BlindFactory, FaultyFactory, HallucinatingFactory
 from tests.records import run_record
 from transforms.admit import AdmitRecordingFn, AdmitRecordings
@@ -67,10 +68,10 @@ def test_discover_folders_globs_and_manifest(folder, key_file):
     with TestPipeline() as p:
         found = p | DiscoverRecordings([InputPattern(str(folder / "**"), media_only=True)],
                                        str(manifest), key_file)
-        uris = found["requests"] | beam.Map(lambda r: (os.path.basename(r.uri), r.wearer_id))
+        uris = found.requests | beam.Map(lambda r: (os.path.basename(r.uri), r.wearer_id))
         assert_that(uris, equal_to([("a.mp4", "w1"), ("b c é.mov", None), ("copy.mp4", None),
                                     ("broken.mp4", None)]))
-        reasons = found["deadletter"] | beam.Map(lambda d: (d.reason, d.detail))
+        reasons = found.deadletters | beam.Map(lambda d: (d.reason, d.detail))
         assert_that(reasons, equal_to([
             ("bad_manifest", "not valid JSON (column 2)"),
             ("bad_manifest", "field 'uri' is required"),
@@ -91,12 +92,12 @@ def test_admit_dedups_rejects_and_checks_consent(folder, key_file, tmp_path):
     fn = AdmitRecordingFn(key_file, str(consent), "world-model-training", DecodeCaps())
     with TestPipeline() as p:
         out = p | beam.Create(requests) | AdmitRecordings(fn)
-        assert_that(out["recordings"] | beam.Map(lambda r: (r.video.width, r.view)),
+        assert_that(out.recordings | beam.Map(lambda r: (r.video.width, r.view)),
                     equal_to([(640, "rgb")]))
-        assert_that(out["deadletter"] | beam.Map(lambda d: (d.stage, d.reason)),
+        assert_that(out.deadletters | beam.Map(lambda d: (d.stage, d.reason)),
                     equal_to([("admit", "unreadable"), ("admit", "unreadable")]),
                     label="deadletters")
-        assert_that(out["audit"] | beam.Map(lambda e: (e.kind, sorted(e.counts))),
+        assert_that(out.audit | beam.Map(lambda e: (e.kind, sorted(e.counts))),
                     equal_to([("consent_excluded", ["reason"]), ("duplicate_input", []),
                               ("recording_admitted", ["duration_s", "fps"])]), label="audit")
 
@@ -125,8 +126,8 @@ def test_anonymize_emits_encoder_sized_clips(folder, key, key_file, tmp_path):
         out = p | beam.Create(segments) | AnonymizeSegments(fn)
         shapes = out.clips | beam.Map(lambda c: (c.frames.shape, c.frame_count, c.faces_redacted > 0))
         assert_that(shapes, equal_to([((8, 64, 64, 3), 5, True)]))
-        assert_that(out.files | beam.Map(lambda f: f["frames"]), equal_to([10]), label="files")
-        assert_that(out.deadletter, equal_to([]), label="no deadletters")
+        assert_that(out.files | beam.Map(lambda f: f.rows), equal_to([10]), label="files")
+        assert_that(out.deadletters, equal_to([]), label="no deadletters")
     assert len(list((tmp_path / "clips").glob("*.mp4"))) == 1
 
 
@@ -136,12 +137,13 @@ def test_anonymize_fails_closed_when_detection_fails(folder, key, key_file, tmp_
     plan = _plan(write_clips=True)
     config = AnonymizationConfig(detect_timeout_s=1.0)
     fn = AnonymizeSegmentFn(config, plan, key_file, str(tmp_path / "clips"),
-                            "cfg", detector_factory=FaultyFactory(fault, at=6, hang_s=3.0))
+                            "cfg", detector_factories={
+                                "face": FaultyFactory(fault, at=6, hang_s=3.0)})
     with TestPipeline() as p:
         out = p | beam.Create(plan_segments(rec, plan.span, 1.0)) | AnonymizeSegments(fn)
         assert_that(out.clips, equal_to([]))
         assert_that(out.files, equal_to([]), label="no files")
-        assert_that(out.deadletter | beam.Map(lambda d: (d.stage, d.reason, d.segment_index)),
+        assert_that(out.deadletters | beam.Map(lambda d: (d.stage, d.reason, d.segment_index)),
                     equal_to([("anonymize", "detector_failed", 0)]), label="deadletter")
     assert not list((tmp_path / "clips").glob("*")) if (tmp_path / "clips").exists() else True
 
@@ -151,7 +153,7 @@ def test_a_silently_blind_detector_is_caught_and_the_segment_redacted_again(
     rec = _recording(str(folder / "a.mp4"), key)
     plan = _plan(write_clips=True)
     fn = AnonymizeSegmentFn(AnonymizationConfig(), plan, key_file, str(tmp_path / "clips"),
-                            "cfg", detector_factory=BlindFactory())
+                            "cfg", detector_factories={"face": BlindFactory()})
     with TestPipeline() as p:
         out = p | beam.Create(plan_segments(rec, plan.span, 1.0)) | AnonymizeSegments(fn)
         assert_that(out.clips | beam.Map(lambda c: c.qa_status),
@@ -170,7 +172,7 @@ def test_unverifiable_segments_are_quarantined(folder, key, key_file, tmp_path):
         out = p | beam.Create(plan_segments(rec, plan.span, 1.0)) | AnonymizeSegments(fn)
         assert_that(out.clips, equal_to([]))
         assert_that(out.files, equal_to([]), label="no files")
-        assert_that(out.deadletter | beam.Map(lambda d: d.reason),
+        assert_that(out.deadletters | beam.Map(lambda d: d.reason),
                     equal_to(["verification_failed"]), label="deadletter")
     assert not list((tmp_path / "clips").glob("*")) if (tmp_path / "clips").exists() else True
 
@@ -189,10 +191,28 @@ def test_embed_clips_with_a_saved_encoder(tiny_encoder):
     clips = [_clip(i, rng.integers(0, 255, (spec.frames_per_clip, h, w, 3), dtype=np.uint8))
              for i in range(3)]
     with TestPipeline() as p:
-        rows = p | beam.Create(clips) | EmbedClips(spec, max_batch_size=2)
+        rows = (p | beam.Create(clips) | EmbedClips(spec, max_batch_size=2)).rows
         assert_that(rows | beam.Map(lambda r: (r.clip_index, len(r.embedding),
                                                r.encoder_pretrained)),
                     equal_to([(i, spec.embedding_dim * 2, True) for i in range(3)]))
+
+
+def test_a_batch_the_encoder_raises_on_becomes_dead_letters_and_the_rest_goes_on(tiny_encoder):
+    """A clip the encoder cannot take (four colour channels: normalisation raises) fails its
+    batch; that batch's clips become ``embed_failed`` dead letters, the others are embedded."""
+    spec = resolve_encoder(tiny_encoder)
+    rng = np.random.default_rng(1)
+    h, w = spec.geometry.output_hw
+    clips = [_clip(i, rng.integers(0, 255, (spec.frames_per_clip, h, w, 3), dtype=np.uint8))
+             for i in range(3)]
+    clips[1] = _clip(1, rng.integers(0, 255, (spec.frames_per_clip, h, w, 4), dtype=np.uint8))
+    clips[1].segment_index = 7
+    with TestPipeline() as p:
+        out = p | beam.Create(clips) | EmbedClips(spec, max_batch_size=1)
+        assert_that(out.rows | beam.Map(lambda r: r.clip_index), equal_to([0, 2]))
+        assert_that(out.deadletters | beam.Map(
+            lambda d: (d.stage, d.reason, d.recording_id, d.segment_index, d.input_id)),
+            equal_to([("embed", "embed_failed", "r" * 32, 7, "r" * 32)]), label="deadletters")
 
 
 def _row(i: int, dim: int = 4) -> LatentRow:
@@ -204,20 +224,23 @@ def _row(i: int, dim: int = 4) -> LatentRow:
                      qa_status="redacted_unverified")
 
 
-def _publish(rows: list[LatentRow], out: str, staging: str) -> None:
+def _publish(rows: list[LatentRow], out: str, staging: str, key_file: str) -> None:
     with TestPipeline() as p:
         shards = (p | beam.Create(rows)
                   | WriteLatentShards(staging, 4, {"run": "test"}, target_shard_bytes=2000))
         empty = p | "NoFiles" >> beam.Create([])
         empty_dl = p | "NoDL" >> beam.Create([])
         empty_ev = p | "NoEvents" >> beam.Create([])
-        totals = (shards, empty, empty_dl, empty_ev) | Publish(out, staging, run_record())
+        inputs = p | "Inputs" >> beam.Create([0])
+        totals = PublishInputs(shards=shards, clip_files=empty, deadletters=empty_dl,
+                               events=empty_ev, inputs=inputs) | Publish(
+                                   out, staging, run_record(), key_file=key_file)
         assert_that(totals, is_not_empty())
 
 
-def test_shards_are_sized_sorted_and_published(tmp_path):
+def test_shards_are_sized_sorted_and_published(tmp_path, key_file):
     out, staging = str(tmp_path / "out"), str(tmp_path / "out" / ".staging" / "run")
-    _publish([_row(i) for i in range(50)], out, staging)
+    _publish([_row(i) for i in range(50)], out, staging, key_file)
     manifest = json.loads(open(os.path.join(out, "manifest.json")).read())
     shard_files = [f for f in manifest["files"] if f["kind"] == "latents"]
     assert len(shard_files) >= 3
@@ -235,11 +258,11 @@ def test_shards_are_sized_sorted_and_published(tmp_path):
     assert sorted(seen) == list(range(50))
 
 
-def test_a_shard_that_breaks_the_contract_is_not_published(tmp_path):
+def test_a_shard_that_breaks_the_contract_is_not_published(tmp_path, key_file):
     out, staging = str(tmp_path / "out"), str(tmp_path / "out" / ".staging" / "run")
     rows = [_row(i) for i in range(12)]
     rows[5].embedding = np.array([0, np.nan, 1, 2], dtype="<f2").tobytes()
-    _publish(rows, out, staging)
+    _publish(rows, out, staging, key_file)
     for name in ("manifest.json", "_SUCCESS", "latents", "audit"):
         assert not os.path.exists(os.path.join(out, name)), name
     results = json.loads(open(os.path.join(staging, "validation.json")).read())

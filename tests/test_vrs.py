@@ -16,7 +16,7 @@ from privacy.aria_streams import select_streams
 from schemas.sidecar import RecordingRequest
 from tests.conftest import shared_media
 from transforms.admit import AdmitRecordingFn
-from transforms.media.video import DecodeCaps
+from transforms.media.inputs import DecodeCaps
 from transforms.media.vrs import INSTALL_HINT, aria_available, upright_turns
 
 # The streams of a Gen 2 recording, as projectaria-tools lists them.

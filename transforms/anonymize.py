@@ -13,7 +13,7 @@ emits ``Clip`` elements holding encoder-sized redacted frames, and (with
 held back until the whole segment succeeded; if detection fails on any frame,
 nothing of the segment is emitted and a dead letter says why (fail closed).
 
-Metrics (namespace ``egoveil``): ``segments_ok``, ``segments_failed``,
+Metrics (namespace ``egoveil``): ``segments_ok``, ``segments_failed``, ``segments_reredacted``,
 ``frames_decoded``, ``frames_redacted``, ``faces_detected``, ``clips``,
 ``faces_recovered_cross_view``.
 """
@@ -24,7 +24,8 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -34,25 +35,26 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from privacy import identifiers
+from privacy.anonymization import DetectorFactory, VerificationFailed, VerifiedAnonymization
 from privacy.anonymizer import FrameOut, SegmentAnonymizer, ViewFrames
 from privacy.config import AnonymizationConfig
-from privacy.detectors import DetectorError, FaceDetector, build_detector
-from privacy.pseudonyms import PseudonymKey
-from privacy.stereo import CrossViewCounts, CrossViewSearch, unrectified
-from privacy.verification import RedactionVerifier, VerificationSummary
+from privacy.detectors import DetectorError
+from privacy.gates import corrupt_share_exceeded
+from privacy.verification import VerificationSummary
+from schemas.detections import FACE
 from schemas.elements import Clip, Segment
 from schemas.records import AuditEvent, DeadLetter
-from transforms.media.frame_sources import iter_instants
-from transforms.media.video import DecodeStats, MediaError, VideoWriter
+from schemas.stages import AUDIT, DEADLETTER, FILES, Anonymized, PublishedFile
+from transforms.media.inputs import DecodeStats, MediaError
+from transforms.media.sources import iter_instants
+from transforms.media.video import VideoWriter
 from transforms.models.encoders import FrameGeometry
+from transforms.stores.keys import load_key
 from transforms.stores.progress import ProgressReporter
 from transforms.stores.segment_cache import SegmentCache
 
 STEREO_VIEW = "stereo"  # the view of a clip holding both eyes of a pair
-
-DEADLETTER = "deadletter"
-AUDIT = "audit"
-FILES = "files"
 NAMESPACE = "egoveil"
 
 
@@ -85,18 +87,6 @@ class ClipPlan:
         return self.frames_per_clip * self.frame_stride
 
 
-def clip_id_for(recording_id: str, view: str, segment_index: int, clip_index: int,
-                config_fingerprint: str) -> str:
-    blob = f"{recording_id}|{view}|{segment_index}|{clip_index}|{config_fingerprint}"
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
-
-
-def pair_id_for(recording_id: str, segment_index: int, clip_index: int,
-                config_fingerprint: str) -> str:
-    blob = f"{recording_id}|pair|{segment_index}|{clip_index}|{config_fingerprint}"
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
-
-
 def _sampled(window: Iterator, step: int) -> Iterator[ViewFrames]:
     """Every ``step``-th instant inside the window, with context instants at the same step."""
     before: list = []
@@ -118,35 +108,40 @@ def _sampled(window: Iterator, step: int) -> Iterator[ViewFrames]:
             after += 1
 
 
-class VerificationFailed(Exception):
-    """Redaction could not be verified even after the stronger pass: quarantine."""
-
-
 @dataclass(slots=True)
 class _Attempt:
+    """One anonymization of a segment, held back until it is verified."""
+
     builder: _ClipBuilder
     counts: dict
-    verification: VerificationSummary
+
+    def discard(self) -> None:
+        self.builder.discard()
 
 
 class AnonymizeSegmentFn(beam.DoFn):
     """Segment -> redacted ``Clip`` elements; dead letters, audit events and clip files tagged.
 
     A segment's clips and clip files are released only after the whole segment was
-    detected, redacted and verified. A failed verification redacts the segment again
-    with the stronger configuration (``AnonymizationConfig.strong``); a second
-    failure quarantines it (dead letter ``verification_failed``).
+    detected, redacted and verified, under the verify-and-retry policy of
+    ``privacy.anonymization`` (a segment that fails twice is quarantined as a
+    ``verification_failed`` dead letter).
+
+    Args:
+        detector_factories: detectors by class to use instead of the configured ones
+            (tests inject faulty detectors this way).
+        verifier_factory: the verifier's independent detector instead of the configured one.
     """
 
     def __init__(self, config: AnonymizationConfig, plan: ClipPlan, key_file: str | None,
                  clips_dir: str | None, config_fingerprint: str,
                  progress: ProgressReporter | None = None,
-                 detector_factory: Callable[[], FaceDetector] | None = None,
-                 verifier_factory: Callable[[], FaceDetector] | None = None,
+                 detector_factories: dict[str, DetectorFactory] | None = None,
+                 verifier_factory: DetectorFactory | None = None,
                  cache: SegmentCache | None = None) -> None:
         self._config = config
         self._cache = cache
-        self._detector_factory = detector_factory
+        self._factories = detector_factories
         self._verifier_factory = verifier_factory
         self._plan = plan
         self._key_file = key_file
@@ -163,74 +158,41 @@ class AnonymizeSegmentFn(beam.DoFn):
         self._recovered = Metrics.counter(NAMESPACE, "faces_recovered_cross_view")
 
     def setup(self) -> None:
-        self._key = PseudonymKey.load(self._key_file)
-        verification = self._config.verification
-        self._verifier = RedactionVerifier(
-            verification, self._verifier_factory() if self._verifier_factory else None) \
-            if verification.enabled else None
-        self._anonymizer = self._build(self._config, self._detector_factory)
-        self._strong: SegmentAnonymizer | None = None  # built on first need
-
-    def _build(self, config: AnonymizationConfig,
-               factory: Callable[[], FaceDetector] | None = None) -> SegmentAnonymizer:
-        detector = factory() if factory else build_detector(config.detector_spec)
-        search = config.cross_view
-        band = build_detector(search.detector) if search.detector != "none" else None
-        return SegmentAnonymizer(detector, config.redaction,
-                                 temporal_window=config.temporal_window,
-                                 detect_timeout_s=config.detect_timeout_s,
-                                 verifier=self._verifier,
-                                 batch_size=config.detect_batch_size,
-                                 cross_view=CrossViewSearch(search, band)
-                                 if search.enabled else None)
+        self._key = load_key(self._key_file)
+        self._policy = VerifiedAnonymization(self._config, self._factories,
+                                             self._verifier_factory)
+        self._policy.load()
 
     def teardown(self) -> None:
-        for anonymizer in (getattr(self, "_anonymizer", None), getattr(self, "_strong", None)):
-            if anonymizer is not None:
-                anonymizer.close()
+        policy = getattr(self, "_policy", None)
+        if policy is not None:
+            policy.close()
 
     def process(self, segment: Segment):
         rec = segment.recording
         started = time.perf_counter()
         events = []
         try:
-            attempt = self._attempt(segment, self._anonymizer)
-            status = "verified" if self._verifier else "redacted_unverified"
-            if not attempt.verification.passed:
-                events.append(AuditEvent(kind="verification_failed",
-                                         recording_id=rec.recording_id,
-                                         segment_index=segment.index,
-                                         counts={"pass": "first",
-                                                 **attempt.verification.to_dict()}))
-                attempt.builder.discard()
-                if self._strong is None:
-                    self._strong = self._build(self._config.strong())
-                attempt = self._attempt(segment, self._strong)
+            verified = self._policy.run(lambda anonymizer: self._attempt(segment, anonymizer))
+            if verified.failed_first is not None:
+                events.append(self._first_pass_failed(segment, verified.failed_first))
                 self._reredacted.inc()
-                if not attempt.verification.passed:
-                    attempt.builder.discard()
-                    raise VerificationFailed(
-                        f"{attempt.verification.output_faces} faces found and "
-                        f"{attempt.verification.linkable_faces} linkable after the stronger pass")
-                status = "reredacted_verified"
-            files = attempt.builder.publish_files()
+            files = verified.attempt.builder.publish_files()
         except (DetectorError, MediaError, VerificationFailed) as exc:
             if isinstance(exc, DetectorError):
                 reason = "detector_failed"
-                for anonymizer in (self._anonymizer, self._strong):
-                    if anonymizer is not None and anonymizer.broken:
-                        self.teardown()
-                        self.setup()
-                        break
+                self._policy.reset_if_broken()
             elif isinstance(exc, VerificationFailed):
                 reason = "verification_failed"
+                events.append(self._first_pass_failed(segment, exc.first))
             else:
                 reason = exc.reason
             self._failed.inc()
             self._progress.report(segments=1, segments_failed=1)
             yield beam.pvalue.TaggedOutput(DEADLETTER, DeadLetter(
-                input_id=self._key.pseudonym("input", rec.uri), stage="anonymize",
-                reason=reason, detail=str(exc).splitlines()[0][:200] if str(exc) else reason,
+                input_id=rec.input_id or identifiers.input_id(self._key, rec.uri),
+                stage="anonymize", reason=reason,
+                detail=str(exc).splitlines()[0][:200] if str(exc) else reason,
                 recording_id=rec.recording_id, segment_index=segment.index))
             for event in events:
                 yield beam.pvalue.TaggedOutput(AUDIT, event)
@@ -238,8 +200,9 @@ class AnonymizeSegmentFn(beam.DoFn):
                 kind="segment_failed", recording_id=rec.recording_id,
                 segment_index=segment.index, counts={"reason": reason}))
             return
+        attempt, status = verified.attempt, verified.qa_status
         counts = dict(attempt.counts, qa_status=status,
-                      **{f"verify_{k}": v for k, v in attempt.verification.to_dict().items()})
+                      **{f"verify_{k}": v for k, v in verified.verification.to_dict().items()})
         clips = attempt.builder.clips
         for clip in clips:
             clip.qa_status = status
@@ -261,38 +224,49 @@ class AnonymizeSegmentFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FILES, info)
         yield from clips
 
+    @staticmethod
+    def _first_pass_failed(segment: Segment, summary: VerificationSummary) -> AuditEvent:
+        return AuditEvent(kind="verification_failed",
+                          recording_id=segment.recording.recording_id,
+                          segment_index=segment.index,
+                          counts={"pass": "first", **summary.to_dict()})
+
     def _attempt(self, segment: Segment, anonymizer: SegmentAnonymizer) -> _Attempt:
         """Decode, detect, redact and verify one segment; clip files stay in temp files."""
         rec, plan = segment.recording, self._plan
         detect_step = 1 if plan.write_clips else plan.frame_stride
         stats = DecodeStats()
         window = iter_instants(rec, segment.start_s, None if segment.is_last else segment.end_s,
-                               context=self._config.temporal_window * detect_step, stats=stats)
+                               context=anonymizer.window * detect_step, stats=stats)
         rng = np.random.default_rng(self._key.seed(rec.recording_id, rec.view, segment.index))
         builder = _ClipBuilder(self, segment, rec.video.fps or 30.0)
-        search = anonymizer.cross_view
-        if search is not None and rec.layout == "vrs":
-            search = unrectified(search)  # Aria's front SLAM pair is not rectified
         try:
+            # Aria's front SLAM pair is not rectified: the other eye is searched wider.
             for out in anonymizer.process_views(_sampled(window, detect_step), rng,
-                                                pairs=rec.stereo_pairs, cross_view=search):
+                                                pairs=rec.stereo_pairs,
+                                                rectified=rec.layout != "vrs"):
                 builder.add(out)
             builder.finish()
-            total = stats.decoded + stats.corrupt
-            if total and stats.corrupt / total > self._config.max_corrupt_fraction:
-                raise MediaError("corrupt_frames", f"{stats.corrupt} of {total} frames corrupt")
+            if corrupt_share_exceeded(stats.decoded, stats.corrupt,
+                                      self._config.max_corrupt_fraction):
+                raise MediaError("corrupt_frames", f"{stats.corrupt} of "
+                                 f"{stats.decoded + stats.corrupt} frames corrupt")
         except BaseException:
             builder.discard()
             raise
         counts = {"frames_decoded": stats.decoded, "frames_corrupt": stats.corrupt,
                   "frames_emitted": builder.frames_emitted,
-                  "faces_detected": builder.faces_detected, "boxes_redacted": builder.boxes,
-                  "clips": len(builder.clips)}
+                  "faces_detected": builder.detected.get(FACE, 0),
+                  "boxes_redacted": sum(builder.redacted.values()),
+                  "clips": len(builder.clips),
+                  "classes": {name: {"detected": builder.detected.get(name, 0),
+                                     "redacted": builder.redacted.get(name, 0)}
+                              for name in builder.redacted}}
         if len(rec.views) > 1:
-            cross: CrossViewCounts = anonymizer.cross_view_counts
-            counts.update(views=len(rec.views), cross_view_searched=cross.searched,
+            counts.update(views=len(rec.views),
+                          cross_view_searched=anonymizer.cross_view_counts.searched,
                           cross_view_recovered=builder.recovered)
-        return _Attempt(builder, counts, anonymizer.verification)
+        return _Attempt(builder, counts)
 
 
 class _ViewTrack:
@@ -320,7 +294,9 @@ class _ClipBuilder:
         self.pairs = rec.stereo_pairs
         self.joint = self.plan.joint_pairs and bool(self.pairs)
         self.clips: list[Clip] = []
-        self.frames_emitted = self.faces_detected = self.boxes = self.recovered = 0
+        self.frames_emitted = self.recovered = 0
+        self.detected: Counter = Counter()  # by detection class
+        self.redacted: Counter = Counter()
         self._temp: list[tuple[str, str, int]] = []  # (temp path, clip id, frames)
         self._index = 0
         self._reset()
@@ -357,11 +333,11 @@ class _ClipBuilder:
                                             _ViewTrack())
             if take and view not in paired:
                 track.frames.append(plan.geometry.apply(out.image))
-            track.faces += out.detected
+            track.faces += out.detected.get(FACE, 0)
             self.frames_emitted += 1
-            self.faces_detected += out.detected
-            self.boxes += out.redacted
-            self.recovered += out.recovered
+            self.detected.update(out.detected)
+            self.redacted.update(out.redacted)
+            self.recovered += out.recovered.get(FACE, 0)
         if take:
             self._times.append(time_s)
         self._count += 1
@@ -384,15 +360,16 @@ class _ClipBuilder:
         seg, rec = self.segment, self.segment.recording
         index = self._index
         paired = {v for pair in self.pairs for v in pair} | {STEREO_VIEW}
-        pair_id = pair_id_for(rec.recording_id, seg.index, index, self.fn._fingerprint) \
+        pair_id = identifiers.pair_id(rec.recording_id, seg.index, index, self.fn._fingerprint) \
             if self.pairs else None
         groups: list[tuple[str, list[np.ndarray], int, str | None]] = []
         for view, track in self._tracks.items():
             if track.writer is not None:
                 track.writer.close()
                 self._temp.append((track.writer_path,
-                                   clip_id_for(rec.recording_id, view, seg.index, index,
-                                               self.fn._fingerprint), track.writer.frames))
+                                   identifiers.clip_id(rec.recording_id, view, seg.index,
+                                                       index, self.fn._fingerprint),
+                                   track.writer.frames))
                 track.writer = None
             if track.frames:
                 groups.append((view, track.frames, track.faces,
@@ -401,15 +378,16 @@ class _ClipBuilder:
             real = len(frames)
             frames = frames + [frames[-1]] * (self.plan.frames_per_clip - real)
             self.clips.append(Clip(
-                clip_id=clip_id_for(rec.recording_id, view, seg.index, index,
-                                    self.fn._fingerprint),
+                clip_id=identifiers.clip_id(rec.recording_id, view, seg.index, index,
+                                            self.fn._fingerprint),
                 recording_id=rec.recording_id, wearer_id=rec.wearer_id,
                 view=view, segment_index=seg.index, clip_index=index,
                 start_s=self._times[0],
                 end_s=self._times[-1] + self.plan.frame_stride / self.fps,
                 frame_count=real, fps=float(self.fps), frames=np.stack(frames),
                 faces_redacted=faces, qa_status="pending",
-                device_id=rec.device_id, location_cell=rec.location_cell, pair_id=group_pair))
+                device_id=rec.device_id, location_cell=rec.location_cell, pair_id=group_pair,
+                input_id=rec.input_id))
         self._index += 1
         self._reset()
 
@@ -421,7 +399,7 @@ class _ClipBuilder:
                 os.unlink(track.writer_path)
                 track.writer = None
 
-    def publish_files(self) -> list[dict]:
+    def publish_files(self) -> list[PublishedFile]:
         files = []
         for temp_path, clip_id, frame_count in self._temp:
             with open(temp_path, "rb") as handle:
@@ -430,8 +408,9 @@ class _ClipBuilder:
             dest = FileSystems.join(self.fn._clips_dir, f"{clip_id}.mp4")
             with FileSystems.create(dest, compression_type=CompressionTypes.UNCOMPRESSED) as out:
                 out.write(data)
-            files.append({"path": rel, "sha256": hashlib.sha256(data).hexdigest(),
-                          "bytes": len(data), "frames": frame_count})
+            files.append(PublishedFile(path=rel, kind="clip",
+                                       sha256=hashlib.sha256(data).hexdigest(),
+                                       bytes=len(data), rows=frame_count))
             os.unlink(temp_path)
         self._temp = []
         return files
@@ -453,12 +432,14 @@ class _ClipBuilder:
 
 
 class AnonymizeSegments(beam.PTransform):
-    """Segments -> clips, with ``deadletter``, ``audit`` and ``files`` side outputs."""
+    """Segments -> ``Anonymized(clips, files, deadletters, audit)``."""
 
     def __init__(self, fn: AnonymizeSegmentFn) -> None:
         super().__init__()
         self._fn = fn
 
-    def expand(self, segments):
-        return segments | "AnonymizeSegment" >> beam.ParDo(self._fn).with_outputs(
+    def expand(self, segments) -> Anonymized:
+        out = segments | "AnonymizeSegment" >> beam.ParDo(self._fn).with_outputs(
             DEADLETTER, AUDIT, FILES, main="clips")
+        return Anonymized(clips=out.clips, files=out[FILES], deadletters=out[DEADLETTER],
+                          audit=out[AUDIT])

@@ -2,7 +2,8 @@
 
 Patterns go through Beam's ``fileio.MatchAll``, so local paths, globs and object
 stores (gs://, s3:// where their extras are installed) work alike. A folder is
-searched recursively for video files; hidden files are skipped. A manifest line
+searched recursively for the files the input-format registry reads
+(``transforms.media.sources``); hidden files are skipped. A manifest line
 that cannot be parsed becomes a dead letter; the rest of the manifest goes on.
 """
 
@@ -18,13 +19,12 @@ from apache_beam.io import fileio
 from apache_beam.io.fileio import EmptyMatchTreatment
 from apache_beam.metrics import Metrics
 
-from privacy.pseudonyms import PseudonymKey
+from privacy import identifiers
 from schemas.records import DeadLetter
 from schemas.sidecar import RecordingRequest, SidecarError, parse_manifest_line
-from transforms.media.video import VIDEO_EXTENSIONS
-from transforms.media.vrs import VRS_EXTENSIONS
-
-DEADLETTER = "deadletter"
+from schemas.stages import DEADLETTER, Discovered
+from transforms.media.sources import discovery_extensions
+from transforms.stores.keys import load_key
 
 
 @dataclass(slots=True, frozen=True)
@@ -46,7 +46,7 @@ def _keep(path: str, media_only: bool) -> bool:
     if not media_only:
         return True
     name = posixpath.basename(path.replace("\\", "/"))
-    return not name.startswith(".") and name.lower().endswith(VIDEO_EXTENSIONS + VRS_EXTENSIONS)
+    return not name.startswith(".") and name.lower().endswith(discovery_extensions())
 
 
 class ParseManifestFn(beam.DoFn):
@@ -58,7 +58,7 @@ class ParseManifestFn(beam.DoFn):
         self._bad = Metrics.counter("egoveil", "manifest_lines_rejected")
 
     def setup(self) -> None:
-        self._key = PseudonymKey.load(self._key_file)
+        self._key = load_key(self._key_file)
 
     def process(self, line: str):
         if not line.strip():
@@ -68,7 +68,7 @@ class ParseManifestFn(beam.DoFn):
         except SidecarError as exc:
             self._bad.inc()
             yield beam.pvalue.TaggedOutput(DEADLETTER, DeadLetter(
-                input_id=self._key.pseudonym("manifest_line", line), stage="discover",
+                input_id=identifiers.manifest_line_id(self._key, line), stage="discover",
                 reason="bad_manifest", detail=str(exc)))
             return
         uri = request.uri
@@ -89,7 +89,7 @@ def _merge(keyed):
 
 
 class DiscoverRecordings(beam.PTransform):
-    """Patterns and an optional manifest -> ``RecordingRequest``s, plus ``deadletter``.
+    """Patterns and an optional manifest -> ``Discovered(requests, deadletters)``.
 
     Args:
         patterns: files, globs or folders.
@@ -104,7 +104,7 @@ class DiscoverRecordings(beam.PTransform):
         self._manifest = manifest
         self._key_file = key_file
 
-    def expand(self, pbegin):
+    def expand(self, pbegin) -> Discovered:
         matched = []
         if self._patterns:
             for i, pat in enumerate(self._patterns):
@@ -133,4 +133,4 @@ class DiscoverRecordings(beam.PTransform):
              "manifest": entries | "KeyEntries" >> beam.Map(lambda r: (r.uri, r))}
             | "JoinByUri" >> beam.CoGroupByKey()
             | "Merge" >> beam.FlatMap(_merge))
-        return {"requests": requests, DEADLETTER: deadletters}
+        return Discovered(requests=requests, deadletters=deadletters)

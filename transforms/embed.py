@@ -6,6 +6,12 @@ GPU worker, run one SDK process per GPU, e.g. Dataflow's
 ``--experiments=no_use_multiple_sdk_containers``), and keeps the inference
 metrics. The encoder only ever receives ``Clip`` elements, which the anonymize
 stage builds from redacted frames.
+
+A batch the encoder raises on becomes one ``embed_failed`` dead letter per clip
+(Beam's RunInference exception handling); the other batches go on, and the
+run's failure-rate gate counts the failed inputs.
+
+Metrics (namespace ``egoveil``): ``clips_embed_failed``.
 """
 
 from __future__ import annotations
@@ -13,10 +19,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from schemas.elements import Clip, LatentRow
 from schemas.latents import LatentLayout
+from schemas.records import DeadLetter
+from schemas.stages import Embedded
 from transforms.models.encoders import EncoderSpec
 from transforms.models.runtime import LoadedEncoder, RuntimeConfig
 
@@ -111,8 +120,26 @@ class ClipEncoderHandler(ModelHandler[Clip, LatentRow, LoadedEncoder]):
         return self._share
 
 
+def failed_batch_deadletters(failed) -> list[DeadLetter]:
+    """``embed_failed`` dead letters for a batch RunInference could not embed.
+
+    Args:
+        failed: ``(batch of Clip, (exception type, repr, traceback))`` as Beam's
+            exception handling emits it. Only the exception's type name is kept: its
+            message and traceback may quote paths.
+    """
+    batch, (exc_type, _, _) = failed
+    name = getattr(exc_type, "__name__", "error")
+    Metrics.counter("egoveil", "clips_embed_failed").inc(len(batch))
+    return [DeadLetter(input_id=clip.input_id or clip.recording_id, stage="embed",
+                       reason="embed_failed",
+                       detail=f"the encoder failed on a batch of {len(batch)} clips ({name})",
+                       recording_id=clip.recording_id, segment_index=clip.segment_index)
+            for clip in batch]
+
+
 class EmbedClips(beam.PTransform):
-    """Clips -> latent rows, batched through the encoder.
+    """Clips -> ``Embedded(rows, deadletters)``, batched through the encoder.
 
     Args:
         spec: the resolved encoder.
@@ -127,5 +154,9 @@ class EmbedClips(beam.PTransform):
         super().__init__()
         self._handler = ClipEncoderHandler(spec, max_batch_size, layout=layout, runtime=runtime)
 
-    def expand(self, clips):
-        return clips | "RunInference" >> RunInference(self._handler)
+    def expand(self, clips) -> Embedded:
+        rows, failed = clips | "RunInference" >> RunInference(
+            self._handler).with_exception_handling()
+        deadletters = failed.failed_inferences | "EmbedFailed" >> beam.FlatMap(
+            failed_batch_deadletters)
+        return Embedded(rows=rows, deadletters=deadletters)

@@ -5,7 +5,9 @@ audit events and clip files to their outputs; ``RememberRowFn`` stores each late
 row in the cache as it leaves the encoder. The cache itself is
 ``transforms.stores.segment_cache``.
 
-Metrics (namespace ``egoveil``): ``segments_cached``.
+Metrics (namespace ``egoveil``): ``segments_cached``; ``segments_cache_rejected``, cache
+entries whose MAC did not hold (changed in the output folder), whose segments are
+done again and recorded as ``segment_cache_rejected`` audit events.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from apache_beam.metrics import Metrics
 
 from schemas.elements import LatentRow, Segment
 from schemas.records import AuditEvent
+from schemas.stages import AUDIT, CACHED, FILES, Resumed
 from transforms.stores.progress import ProgressReporter
-from transforms.stores.segment_cache import AUDIT, CACHED, FILES, SegmentCache
+from transforms.stores.segment_cache import CacheEntryRejected, SegmentCache
 
 
 class ResumeSegmentFn(beam.DoFn):
@@ -28,9 +31,17 @@ class ResumeSegmentFn(beam.DoFn):
         self._with_files = with_files
         self._progress = progress or ProgressReporter(None)
         self._hits = Metrics.counter("egoveil", "segments_cached")
+        self._rejected = Metrics.counter("egoveil", "segments_cache_rejected")
 
     def process(self, segment: Segment):
-        found = self._cache.get(segment, self._with_files)
+        try:
+            found = self._cache.get(segment, self._with_files)
+        except CacheEntryRejected:
+            self._rejected.inc()
+            yield beam.pvalue.TaggedOutput(AUDIT, AuditEvent(
+                kind="segment_cache_rejected", recording_id=segment.recording.recording_id,
+                segment_index=segment.index, counts={"reason": "mac_mismatch"}))
+            found = None
         if found is None:
             yield segment
             return
@@ -58,3 +69,16 @@ class RememberRowFn(beam.DoFn):
     def process(self, row: LatentRow):
         self._cache.put_row(row)
         yield row
+
+
+class ResumeSegments(beam.PTransform):
+    """Segments -> ``Resumed(todo, rows, audit, files)``: finished ones come from the cache."""
+
+    def __init__(self, fn: ResumeSegmentFn) -> None:
+        super().__init__()
+        self._fn = fn
+
+    def expand(self, segments) -> Resumed:
+        out = segments | "ResumeSegment" >> beam.ParDo(self._fn).with_outputs(
+            CACHED, AUDIT, FILES, main="todo")
+        return Resumed(todo=out.todo, rows=out[CACHED], audit=out[AUDIT], files=out[FILES])

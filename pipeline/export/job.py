@@ -36,7 +36,7 @@ from pipeline.export.lineage import (
     record_in_source,
     write_card_and_lineage,
 )
-from pipeline.export.source import ExportSource, open_source
+from pipeline.export.source import ExportSource, open_source, owner_signer
 from pipeline.output_files import confined
 from privacy.export_policy import (
     DECISION_COLUMNS,
@@ -75,6 +75,7 @@ class ExportRequest:
     engine: str = "auto"
     beam_above_gb: float = DEFAULT_BEAM_ABOVE_GB
     workers: int = 1  # source shards exported at once in process (threads)
+    key_file: str | None = None  # DIR's key (else $EGOVEIL_PSEUDONYM_KEY): signs its log
 
 
 @dataclass(slots=True)
@@ -102,6 +103,7 @@ class ExportConfig:
     target_bytes: int
     clips: bool
     verified_head: str
+    key_file: str | None  # a path, never the key: the finishing step loads it itself
     request: dict
     splits: dict  # split -> {"rows": n, "identities": n}
 
@@ -365,12 +367,19 @@ def export_shard(cfg: ExportConfig, task: ShardTask, clip_sizes: dict | None = N
 # ------------------------------------------------------------------------------ finishing
 
 
-def finish(cfg: ExportConfig, files: list[dict]) -> Lineage:
-    """Record the export in the source's log, then write the card and the lineage."""
+def finish(cfg: ExportConfig, files: list[dict], signer=None) -> Lineage:
+    """Record the export in the source's log, then write the card and the lineage.
+
+    Args:
+        signer: DIR's audit key; loaded from ``cfg.key_file`` when not given (a Beam
+            worker reads the key itself, it never travels in the job).
+    """
     files = sorted(files, key=lambda f: f["path"])
     lineage = Lineage.new(cfg, files)
     source = open_source(cfg.source, verify=False, expect_head=cfg.verified_head)
-    lineage.source["audit_entry"] = record_in_source(source, lineage)
+    if signer is None:
+        signer = owner_signer(cfg.key_file, source)
+    lineage.source["audit_entry"] = record_in_source(source, lineage, signer)
     write_card_and_lineage(cfg.dest, source, lineage)
     return lineage
 
@@ -413,6 +422,7 @@ def configure(source: ExportSource, request: ExportRequest) -> tuple[ExportConfi
         source=source.uri, dest=normalize_uri(request.dest), columns=columns,
         layout=layout.describe(), target_bytes=int(request.target_shard_mb * 1024**2),
         clips=request.clips and bool(source.clips), verified_head=source.head,
+        key_file=request.key_file,
         request={"split": request.split.describe(), "filter": request.filter.describe(),
                  "clips": request.clips and bool(source.clips),
                  "target_shard_mb": request.target_shard_mb, "license": request.license,
@@ -445,6 +455,7 @@ def export(directory: str, request: ExportRequest, beam_argv: list[str] | None =
         raise UserError("DEST must be outside DIR: an export is not part of the output")
     _dest_is_free(dest)
     source = open_source(directory)
+    signer = owner_signer(request.key_file, source)
     with OutputLock(source.uri, "export"):
         check_no_run_in_progress(source.uri, "export")
         cfg, tasks = configure(source, request)
@@ -460,7 +471,7 @@ def export(directory: str, request: ExportRequest, beam_argv: list[str] | None =
                 workers = max(1, min(len(tasks), request.workers))
                 with ThreadPoolExecutor(workers, thread_name_prefix="egoveil-export") as pool:
                     done = list(pool.map(lambda task: export_shard(cfg, task, sizes), tasks))
-                lineage = finish(cfg, [f for written in done for f in written])
+                lineage = finish(cfg, [f for written in done for f in written], signer)
             else:
                 from pipeline.export.beam_job import run_beam_export
 

@@ -33,7 +33,6 @@ from schemas.latents import (
     decode_latents,
     shard_metadata,
 )
-from transforms.stores.latent_parquet import read_latent_chunk
 
 MANIFEST = "manifest.json"  # written by transforms.publish, after every shard
 SUCCESS = "_SUCCESS"
@@ -68,8 +67,8 @@ def _join(root: str, rel: str) -> str:
 
 def _open_input(path: str):
     if "://" not in path:
-        # Memory-mapped: uncompressed latent pages are decoded straight from the page
-        # cache, one copy in all (bench/shards.py).
+        # Memory-mapped: pyarrow decodes the uncompressed latent pages straight from the
+        # page cache, with no read into a buffer of its own first (bench/shards.py).
         return pa.memory_map(path)
     from pyarrow import fs
 
@@ -108,7 +107,6 @@ class LatentShards:
                                 sha256=f["sha256"], size_bytes=int(f["bytes"]))
                       for f in manifest["files"] if f.get("kind") == "latents"]
         self._parquet: dict[int, pq.ParquetFile] = {}
-        self._raw: dict[int, object] = {}
         self._meta: dict | None = None
 
     @property
@@ -149,40 +147,13 @@ class LatentShards:
                                                        use_threads=False)
 
     def read_arrays(self, group: RowGroup, columns: Sequence[str] | None = None) -> dict:
-        """One row group's columns decoded as ``decode`` gives them. Latent columns of
-        local shards are read by the kernel straight into their arrays
-        (``transforms.stores.latent_parquet.read_latent_chunk``: the speed of reading the raw
-        bytes); the rest, and shards elsewhere, through pyarrow."""
-        parquet = self.parquet(group.file)
-        names = list(columns) if columns is not None else parquet.schema_arrow.names
-        direct = {}
-        path = self.files[group.file].path
-        if "://" not in path:
-            layout = self.layout
-            for name in names:
-                if name not in LATENT_COLUMNS:
-                    continue
-                index = parquet.schema_arrow.get_field_index(name)
-                buf = read_latent_chunk(self._raw_file(group.file), parquet.metadata,
-                                        group.index, index)
-                if buf is not None:
-                    kind = parquet.schema_arrow.field(name).type
-                    column = pa.FixedSizeBinaryArray.from_buffers(
-                        kind, buf.size // kind.byte_width, [None, buf])
-                    direct[name] = decode_latents(column, self._shape(layout, name),
-                                                  layout.dtype)
-        rest = [n for n in names if n not in direct]
-        out = self.decode(self.read_row_group(group, rest)) if rest else {}
-        return {name: direct[name] if name in direct else out[name] for name in names}
+        """One row group's columns (all by default), read by pyarrow and decoded as
+        ``decode`` gives them: latent columns as arrays that view Arrow's buffers."""
+        return self.decode(self.read_row_group(group, columns))
 
     @staticmethod
     def _shape(layout: LatentLayout, name: str) -> tuple[int, ...]:
         return layout.tokens_shape if name == "tokens" else (layout.embedding_dim,)
-
-    def _raw_file(self, file: int):
-        if file not in self._raw:
-            self._raw[file] = open(self.files[file].path, "rb", buffering=0)
-        return self._raw[file]
 
     def read(self, columns: Sequence[str] | None = None) -> pa.Table:
         """Every row of the run as one table (for small runs and analysis)."""

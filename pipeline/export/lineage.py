@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pipeline.errors import UserError
 from pipeline.export.files import HashingSink, created, file_sha256, open_read
 from pipeline.output_files import UnsafePath, confined
-from privacy.audit_log import AuditLogBroken, load_manifest, record_operation
+from privacy.audit_log import AuditLogBroken, AuditLogForeign, load_manifest, record_operation
 from privacy.audit_summary import export_status
 from privacy.export_card import erasures
 from privacy.export_policy import rows_reached
@@ -115,7 +115,7 @@ class Lineage:
             "salt", "splits", "files", "erasures_applied", "syncs", "pending")})
 
 
-def record_in_source(source, lineage: Lineage) -> str:
+def record_in_source(source, lineage: Lineage, signer) -> str:
     """Append the export's event to the source's log and reseal it; returns the event's hash.
 
     Raises:
@@ -132,19 +132,19 @@ def record_in_source(source, lineage: Lineage) -> str:
               "rows_sha256": _digest(sorted(lineage.clip_ids())),
               "files_sha256": lineage.files_sha256(),
               "content_sha256": source.content_sha256}
-    return _record(source, "export", lineage.export_id, counts)
+    return _record(source, "export", lineage.export_id, counts, signer)
 
 
 def _record_sha256(source) -> str:
     return hashlib.sha256(source.store.read("audit/record.json")).hexdigest()
 
 
-def _record(source, kind: str, op_id: str, counts: dict) -> str:
+def _record(source, kind: str, op_id: str, counts: dict, signer) -> str:
     store = FileSystemsStore(source.uri)
     try:
         record_operation(store, load_manifest(store), op="export", op_id=op_id,
-                         events=[{"kind": kind, "counts": counts}])
-    except AuditLogBroken as exc:
+                         events=[{"kind": kind, "counts": counts}], signer=signer)
+    except (AuditLogBroken, AuditLogForeign) as exc:
         raise UserError(f"DIR holds an audit log that does not verify ({exc}); nothing was "
                         "recorded") from None
     from privacy.audit_log import AuditLog
@@ -214,18 +214,19 @@ def _check_files(dest: str, lineage: Lineage) -> None:
                             "since the export); nothing was changed")
 
 
-def sync(directory: str, dest_dir: str) -> SyncSummary:
+def sync(directory: str, dest_dir: str, key_file: str | None = None) -> SyncSummary:
     """Remove from an export every row the source has erased since.
 
     Raises:
         UserError: DEST is not an export of DIR, a file changed, or DIR does not verify.
     """
     from pipeline.erase import OutputLock, check_no_run_in_progress
-    from pipeline.export.source import open_source
+    from pipeline.export.source import open_source, owner_signer
 
     dest = normalize_uri(dest_dir)
     lineage = load_lineage(dest)
     source = open_source(directory, action="synced")
+    signer = owner_signer(key_file, source, "synced")
     if lineage.source.get("audit_entry") not in {e["hash"] for e in source.entries}:
         raise UserError("DIR is not the output DEST was exported from (its log does not hold "
                         "the export's entry); nothing was changed")
@@ -254,7 +255,7 @@ def sync(directory: str, dest_dir: str) -> SyncSummary:
                   "files_rewritten": summary.files_rewritten,
                   "erasures_applied": len(applied), "rows": lineage.rows,
                   "files_sha256": lineage.files_sha256()}
-        entry = _record(source, "export_synced", summary.sync_id, counts)
+        entry = _record(source, "export_synced", summary.sync_id, counts, signer)
         lineage.syncs[-1]["audit_entry"] = entry
         after = open_source(directory, action="synced", verify=False,
                             expect_head=_head(source.uri))

@@ -10,15 +10,19 @@ from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
+from pipeline.audit_append import check_log
 from pipeline.errors import UserError
 from pipeline.output_files import UnsafePath, confined
 from privacy.audit_chain import check_chain
+from privacy.audit_seal import SealSigner
 from privacy.audit_verify import verify_output
+from privacy.pseudonyms import PseudonymKeyError
 from privacy.tombstones import TombstoneError, Tombstones
 from schemas.audit import EVENTS_FILE, MANIFEST, RECORD_FILE
 from schemas.latents import LatentLayout, shard_metadata
 from transforms.discover import normalize_uri
 from transforms.stores.filesystems import FileSystemsStore
+from transforms.stores.keys import load_key
 from transforms.stores.tombstones import read_tombstones
 
 
@@ -129,3 +133,23 @@ def open_source(directory: str, action: str = "exported", *, verify: bool = True
                         "nothing was recorded: run the command again")
     return ExportSource(uri=uri, manifest=manifest, record=record, entries=entries,
                         head=chain.head, tombstones=tombstones, shards=shards, clips=clips)
+
+
+def owner_signer(key_file: str | None, source: ExportSource, action: str = "exported") -> \
+        SealSigner:
+    """The audit key of DIR's owner, which signs the seal that records an export or sync.
+
+    Raises:
+        UserError: no usable key, or not the key DIR was written with.
+    """
+    try:
+        key = load_key(key_file)
+    except PseudonymKeyError as exc:
+        raise UserError(str(exc)) from None
+    if not key.names(source.record.get("key_id")):
+        raise UserError(f"the key given (key id {key.key_id}) is not the key DIR was written "
+                        f"with (key id {source.record.get('key_id')}); only that key signs "
+                        f"DIR's audit log. Pass it with --key-file; nothing was {action}")
+    signer = key.seal_signer()
+    check_log(source.uri, signer)
+    return signer

@@ -1,9 +1,9 @@
-"""Face detectors behind one interface (``FaceDetector``), and the factory that builds them.
+"""Detectors behind one interface (``Detector``, one class of things each), and the factory.
 
 The default backend is chosen by measurement (bench/): see ``DEFAULT_DETECTOR``.
 """
 
-from privacy.detectors.base import Detections, DetectorError, FaceDetector
+from privacy.detectors.base import Detections, Detector, DetectorError
 from privacy.detectors.factory import DEFAULT_DETECTOR, DetectorSpec, build_detector
 
 __all__ = [
@@ -11,6 +11,6 @@ __all__ = [
     "Detections",
     "DetectorError",
     "DetectorSpec",
-    "FaceDetector",
+    "Detector",
     "build_detector",
 ]

@@ -1,9 +1,10 @@
 """The detector interface and the checks that make detection fail closed.
 
-``FaceDetector.detect`` either returns validated boxes inside the frame or raises
-``DetectorError``: "no face found" (an empty result) and "detection failed" (an
+``Detector.detect`` either returns validated boxes inside the frame or raises
+``DetectorError``: "nothing found" (an empty result) and "detection failed" (an
 exception) are never confused, and garbage (NaN, inverted or absurd boxes) is a
-failure, not an empty result.
+failure, not an empty result. A detector finds one class of things
+(``detection_class``: faces, plates or text); the anonymizer runs one per class.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MAX_FACES_PER_FRAME = 10000
+from schemas.detections import DETECTION_CLASSES, FACE
+
+MAX_DETECTIONS_PER_FRAME = 10000
 
 
 # face_recognition keeps one dlib detector, pose model and encoder per process; the
@@ -23,13 +26,26 @@ MAX_FACES_PER_FRAME = 10000
 DLIB_LOCK = threading.Lock()
 
 
-def import_face_recognition():
-    """face_recognition, imported without its models package's pkg_resources warning."""
+def import_face_recognition_models():
+    """face_recognition_models, imported without its ``pkg_resources`` deprecation warning.
+
+    The package imports ``pkg_resources`` to find its model files; setuptools warns
+    about that on every import, and the warning would be the first line a user sees.
+    """
     import warnings
 
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
-        import face_recognition
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated",
+                                category=UserWarning)
+        import face_recognition_models
+    return face_recognition_models
+
+
+def import_face_recognition():
+    """face_recognition, imported after its models package (see above), without warnings."""
+    import_face_recognition_models()
+    import face_recognition
+
     return face_recognition
 
 
@@ -39,7 +55,7 @@ class DetectorError(RuntimeError):
 
 @dataclass(slots=True, frozen=True)
 class Detections:
-    """Face boxes in one frame, in pixels of that frame.
+    """Boxes of one class in one frame, in pixels of that frame.
 
     Attributes:
         boxes: float32 (N, 4) as x1, y1, x2, y2.
@@ -88,7 +104,7 @@ def validate_detections(dets: object, height: int, width: int) -> Detections:
         raise DetectorError(f"boxes must be (N, 4), got {getattr(boxes, 'shape', None)}")
     if not isinstance(scores, np.ndarray) or scores.shape != (boxes.shape[0],):
         raise DetectorError("scores must be (N,) and match the boxes")
-    if boxes.shape[0] > MAX_FACES_PER_FRAME:
+    if boxes.shape[0] > MAX_DETECTIONS_PER_FRAME:
         raise DetectorError(f"implausible detection count {boxes.shape[0]}")
     if boxes.shape[0] == 0:
         return Detections.empty()
@@ -108,14 +124,25 @@ def validate_detections(dets: object, height: int, width: int) -> Detections:
     return Detections(clipped, scores.astype(np.float32))
 
 
-class FaceDetector(abc.ABC):
-    """A face detector: RGB uint8 frames in, validated face boxes out.
+class Detector(abc.ABC):
+    """A detector of one class: RGB uint8 frames in, validated boxes out.
 
     Subclasses implement ``_detect``; callers use ``detect``, which validates both
     sides and turns every backend exception into ``DetectorError``.
+
+    Attributes:
+        name: the backend, for the record of processing.
+        detection_class: what it finds, one of ``schemas.detections.DETECTION_CLASSES``.
     """
 
     name: str = "detector"
+    detection_class: str = FACE
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.detection_class not in DETECTION_CLASSES:
+            raise TypeError(f"{cls.__name__}.detection_class must be one of "
+                            f"{', '.join(DETECTION_CLASSES)}")
 
     @abc.abstractmethod
     def _detect(self, frame: np.ndarray) -> Detections:

@@ -16,7 +16,7 @@ import os
 import cv2
 import numpy as np
 
-from privacy.detectors.base import Detections, DetectorError, FaceDetector, nms
+from privacy.detectors.base import Detections, Detector, DetectorError, nms
 
 _OUTPUTS = ["537", "538", "539", "540"]  # heatmap, scale, offset, landmarks
 _STRIDE = 4
@@ -41,7 +41,7 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-class CenterFaceDetector(FaceDetector):
+class CenterFaceDetector(Detector):
     """CenterFace at one or more input scales.
 
     Args:

@@ -11,12 +11,12 @@ import numpy as np
 from privacy.detectors.base import (
     DLIB_LOCK,
     Detections,
-    FaceDetector,
+    Detector,
     import_face_recognition,
 )
 
 
-class DlibDetector(FaceDetector):
+class DlibDetector(Detector):
     """face_recognition.face_locations with ``model='hog'`` or ``model='cnn'``.
 
     Args:

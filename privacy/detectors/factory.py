@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from privacy.detectors.base import Detections, FaceDetector, nms
+from privacy.detectors.base import Detections, Detector, nms
 
 BACKENDS = ("centerface", "yunet", "hog", "cnn")
 
@@ -89,10 +89,10 @@ class DetectorSpec:
         return DetectorSpec(tuple(backends))
 
 
-class EnsembleDetector(FaceDetector):
+class EnsembleDetector(Detector):
     """Runs every backend on the frame; a face found by any of them is a face."""
 
-    def __init__(self, members: list[FaceDetector], nms_iou: float = 0.5) -> None:
+    def __init__(self, members: list[Detector], nms_iou: float = 0.5) -> None:
         if not members:
             raise ValueError("an ensemble needs at least one detector")
         self.members = members
@@ -110,7 +110,7 @@ class EnsembleDetector(FaceDetector):
         return Detections(merged.boxes[keep], merged.scores[keep])
 
 
-def _build_one(spec: BackendSpec) -> FaceDetector:
+def _build_one(spec: BackendSpec) -> Detector:
     detector = _build_backend(spec)
     if spec.fisheye is not None:
         from privacy.detectors.fisheye import FisheyeDetector
@@ -119,7 +119,7 @@ def _build_one(spec: BackendSpec) -> FaceDetector:
     return detector
 
 
-def _build_backend(spec: BackendSpec) -> FaceDetector:
+def _build_backend(spec: BackendSpec) -> Detector:
     kwargs = {}
     if spec.threshold is not None:
         kwargs["threshold"] = spec.threshold
@@ -140,7 +140,7 @@ def _build_backend(spec: BackendSpec) -> FaceDetector:
     return DlibDetector(model=spec.kind, upsample=1 if spec.upsample is None else spec.upsample)
 
 
-def build_detector(spec: DetectorSpec | str) -> FaceDetector:
+def build_detector(spec: DetectorSpec | str) -> Detector:
     """Build the detector a spec describes (loads weights: call in ``DoFn.setup``)."""
     if isinstance(spec, str):
         spec = DetectorSpec.parse(spec)

@@ -15,12 +15,12 @@ import math
 import cv2
 import numpy as np
 
-from privacy.detectors.base import Detections, FaceDetector, nms
+from privacy.detectors.base import Detections, Detector, nms
 
 EDGE_SAMPLES = 16
 
 
-class FisheyeDetector(FaceDetector):
+class FisheyeDetector(Detector):
     """Runs ``inner`` on the frame and on ``views`` perspective views towards the rim.
 
     Args:
@@ -32,7 +32,7 @@ class FisheyeDetector(FaceDetector):
         view_fov_deg: field of view of each perspective view.
     """
 
-    def __init__(self, inner: FaceDetector, fov_deg: float = 110.0, views: int = 4,
+    def __init__(self, inner: Detector, fov_deg: float = 110.0, views: int = 4,
                  view_tilt_deg: float | None = None, view_fov_deg: float = 70.0) -> None:
         if not 60.0 <= fov_deg <= 220.0:
             raise ValueError(f"fisheye fov must be in [60, 220] degrees, got {fov_deg}")

@@ -11,11 +11,11 @@ import os
 import cv2
 import numpy as np
 
-from privacy.detectors.base import Detections, DetectorError, FaceDetector
+from privacy.detectors.base import Detections, Detector, DetectorError
 from privacy.detectors.centerface import file_sha256
 
 
-class YuNetDetector(FaceDetector):
+class YuNetDetector(Detector):
     """YuNet at one or more input scales.
 
     Args:

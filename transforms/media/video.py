@@ -1,4 +1,4 @@
-"""Hardened video and image I/O with PyAV: probe, decode a time window, encode.
+"""Hardened video I/O with PyAV: probe, decode a time window, encode.
 
 Inputs are always opened as Python file objects through Beam's ``FileSystems``
 (local files or configured object stores) and the demuxer is forced from the
@@ -9,22 +9,25 @@ any frame is decoded.
 
 from __future__ import annotations
 
-import io
-import os
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
 import av
-import cv2
 import numpy as np
 from av.bitstream import BitStreamFilterContext
 
 from schemas.elements import VideoInfo
+from transforms.media.inputs import (
+    DecodeCaps,
+    DecodeStats,
+    MediaError,
+    file_size,
+    open_binary,
+)
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 ALLOWED_CODECS = ("h264", "hevc", "av1", "vp9", "vp8", "mpeg4", "mjpeg", "prores", "ffv1",
                   "rawvideo", "png")
 
@@ -42,30 +45,6 @@ OUTPUT_FORMATS = {
 }
 
 
-class MediaError(Exception):
-    """An input that cannot be used, with a dead-letter reason and a one-line detail."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
-@dataclass(slots=True, frozen=True)
-class DecodeCaps:
-    """Limits checked before decoding.
-
-    Args:
-        max_pixels: width * height of a frame.
-        max_duration_s: recording duration.
-        max_bytes: file size.
-    """
-
-    max_pixels: int = 7680 * 4320
-    max_duration_s: float = 4 * 3600.0
-    max_bytes: int = 64 * 1024**3
-
-
 def sniff_format(head: bytes) -> str:
     """The FFmpeg demuxer for a file's first bytes, from an allow-list.
 
@@ -81,37 +60,6 @@ def sniff_format(head: bytes) -> str:
     if not head:
         raise MediaError("unreadable", "empty file")
     raise MediaError("unreadable", "not a supported container (MP4/MOV, Matroska/WebM, AVI)")
-
-
-def _is_local(uri: str) -> bool:
-    return "://" not in uri
-
-
-def open_binary(uri: str):
-    """Open ``uri`` for reading: a local file directly, anything else through Beam's
-    FileSystems (no decompression guessing). Local files skip importing Beam, which
-    costs seconds for a one-file ``egoveil redact``."""
-    try:
-        if _is_local(uri):
-            return open(uri, "rb")
-        from apache_beam.io.filesystem import CompressionTypes
-        from apache_beam.io.filesystems import FileSystems
-
-        return FileSystems.open(uri, mime_type="application/octet-stream",
-                                compression_type=CompressionTypes.UNCOMPRESSED)
-    except Exception as exc:  # noqa: BLE001 - missing, permission, unknown scheme
-        raise MediaError("unreadable", f"cannot open input ({type(exc).__name__})") from None
-
-
-def file_size(uri: str) -> int | None:
-    try:
-        if _is_local(uri):
-            return os.path.getsize(uri)
-        from apache_beam.io.filesystems import FileSystems
-
-        return FileSystems.match([uri])[0].metadata_list[0].size_in_bytes
-    except Exception:  # noqa: BLE001 - size unknown: checked again while reading
-        return None
 
 
 class _Container:
@@ -226,12 +174,6 @@ class DecodedFrame:
         if rotation:
             image = np.ascontiguousarray(np.rot90(image, k=rotation // 90))
         return image
-
-
-@dataclass(slots=True)
-class DecodeStats:
-    decoded: int = 0
-    corrupt: int = 0
 
 
 def iter_window(uri: str, start_s: float = 0.0, end_s: float | None = None,
@@ -377,31 +319,3 @@ class VideoWriter:
         for packet in packets:
             packet.stream = self._stream
             self._container.mux(packet)
-
-
-def read_image(uri: str) -> np.ndarray:
-    """An image as RGB uint8 with its EXIF orientation applied (metadata not kept).
-
-    Raises:
-        MediaError: unreadable image.
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    with open_binary(uri) as handle:
-        data = handle.read()
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img = ImageOps.exif_transpose(img)
-            return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise MediaError("unreadable", f"not a readable image ({type(exc).__name__})") from None
-
-
-def write_image(image: np.ndarray, path: str) -> None:
-    """Write RGB pixels only (OpenCV encoders write no EXIF, XMP or GPS)."""
-    ext = os.path.splitext(path)[1].lower()
-    ok, data = cv2.imencode(ext, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise MediaError("unsupported", f"cannot encode an image as {ext!r}")
-    with open(path, "wb") as handle:
-        handle.write(data.tobytes())

@@ -30,7 +30,7 @@ import numpy as np
 
 from privacy.aria_streams import StreamSelection, select_streams
 from schemas.elements import VideoInfo
-from transforms.media.video import DecodeCaps, DecodeStats, MediaError
+from transforms.media.inputs import DecodeCaps, DecodeStats, MediaError
 
 VRS_EXTENSIONS = (".vrs",)
 VRS_MAGIC = b"VisionRe"  # the file header's magic ("VisionRecordFile")

@@ -10,6 +10,21 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 
+def read_file(uri: str) -> bytes:
+    """The whole of a small file (a consent registry, a key) on any Beam filesystem.
+
+    Raises:
+        OSError: it cannot be read (the message is Beam's; callers name the flag instead).
+    """
+    try:
+        with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            return handle.read()
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - unknown scheme, missing extra, no access
+        raise OSError(type(exc).__name__) from None
+
+
 class FileSystemsStore:
     """Files under ``root`` (a local folder or an object-store prefix), by relative path.
 
