@@ -453,3 +453,13 @@ def test_a_remote_source_and_destination_go_through_beam_filesystems(source, tmp
     assert not any(c.encode() in data for c in _tar_samples(beam) if c not in rows
                    for data in _bytes_under(wds))
     assert verify_output(FileSystemsStore(source)).ok
+
+
+def test_only_the_owners_key_records_an_export(source, tmp_path, monkeypatch):
+    other = tmp_path / "other.key"
+    PseudonymKey.create_file(str(other))
+    monkeypatch.delenv("EGOVEIL_PSEUDONYM_KEY")
+    dest = tmp_path / "dest"
+    with pytest.raises(UserError, match="is not the key DIR was written with"):
+        export(source, ExportRequest(to="webdataset", dest=str(dest), key_file=str(other)))
+    assert export_status(_entries(source)) == [] and not dest.exists()
