@@ -57,6 +57,8 @@ DEFAULT_BEAM_ABOVE_GB = 4.0
 # Clip bytes held at once while a batch of rows is written (bounds memory whatever the
 # row-group size).
 _BATCH_BYTES = 16 * 1024**2
+# Latent bytes read from a source shard at a time.
+_READ_BYTES = 8 * 1024**2
 
 
 @dataclass(slots=True)
@@ -337,16 +339,20 @@ def export_shard(cfg: ExportConfig, task: ShardTask, clip_sizes: dict | None = N
     selected = np.asarray(task.rows, dtype=np.int64)
     splits = np.asarray(task.splits)
     writers: dict[str, _SplitFiles] = {}
+    # Record batches of about _READ_BYTES of latents, whatever the shards' row groups:
+    # the memory an export holds is the same for every size of dataset.
+    per_batch = max(1, _READ_BYTES // max(1, layout.row_bytes))
     with _open_shard(confined(cfg.source, task.path)) as handle:
         parquet = pq.ParquetFile(handle)
         schema = hf.features(parquet.schema_arrow, cfg.columns, layout, cfg.clips).arrow_schema \
             if cfg.to == "hf" else None
         offset = 0
-        for group in range(parquet.num_row_groups):
-            n = parquet.metadata.row_group(group).num_rows
+        for batch in parquet.iter_batches(batch_size=per_batch, columns=read,
+                                          use_threads=False):
+            n = batch.num_rows
             lo, hi = np.searchsorted(selected, [offset, offset + n])
             if hi > lo:
-                table = parquet.read_row_group(group, columns=read, use_threads=False)
+                table = pa.Table.from_batches([batch])
                 local = selected[lo:hi] - offset
                 if local[-1] - local[0] + 1 == len(local):  # a run of rows: no copy
                     table = table.slice(int(local[0]), len(local))
