@@ -113,7 +113,8 @@ def _load_key(key_file: str | None, output: str) -> PseudonymKey:
     return key
 
 
-def _check_no_run_in_progress(output: str) -> None:
+def check_no_run_in_progress(output: str, action: str = "erase") -> None:
+    """Refuse while a run into ``output`` may still publish (``DIR/.staging`` not empty)."""
     staging = FileSystems.join(output, ".staging")
     if "://" not in output:
         busy = os.path.isdir(staging) and bool(os.listdir(staging))
@@ -122,7 +123,7 @@ def _check_no_run_in_progress(output: str) -> None:
     if busy:
         raise UserError("a run into DIR is in progress or was killed (DIR/.staging is not "
                         "empty); wait for it to finish, or delete DIR/.staging if it was "
-                        "killed, then erase again")
+                        f"killed, then {action} again")
 
 
 def _exists(uri: str) -> bool:
@@ -262,20 +263,23 @@ def _plan_clips_and_dead_letters(output: str, plan: _Plan, erased_clips: set[str
                              "bytes": len(data), "rows": len(kept)}
 
 
-class _Lock:
-    """One erasure at a time per local output: two at once could lose a tombstone."""
+class OutputLock:
+    """One erasure or export at a time per local output: two erasures at once could lose a
+    tombstone, and an export read during an erasure could hold rows it removed."""
 
-    def __init__(self, output: str) -> None:
+    def __init__(self, output: str, action: str = "erasure") -> None:
         self._path = None if "://" in output else os.path.join(output, "erasure", ".lock")
+        self._action = action
 
-    def __enter__(self) -> _Lock:
+    def __enter__(self) -> OutputLock:
         if self._path is not None:
             os.makedirs(os.path.dirname(self._path), exist_ok=True)
             try:
                 os.close(os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
             except FileExistsError:
-                raise UserError("another erasure of DIR is running (DIR/erasure/.lock exists); "
-                                "wait for it, or delete the lock if it was killed") from None
+                raise UserError(f"another erasure or export of DIR is running (DIR/erasure/.lock "
+                                f"exists); wait for it, or delete the lock if it was killed, "
+                                f"then run the {self._action} again") from None
         return self
 
     def __exit__(self, *exc) -> None:
@@ -300,13 +304,13 @@ def erase(output_dir: str, wearers: list[str], recordings: list[str],
     key = _load_key(key_file, output)
     check_log(output, key.seal_signer())
     request = _request(key, wearers, recordings)
-    with _Lock(output):
+    with OutputLock(output):
         try:
             tombstones = read_tombstones(output)
             tombstones.check_key(key.key_id, key.legacy_key_id)
         except TombstoneError as exc:
             raise UserError(str(exc)) from None
-        _check_no_run_in_progress(output)
+        check_no_run_in_progress(output)
         summary = ErasureSummary(erasure_id=secrets.token_hex(8))
         plan, erased_clips = _plan_shards(output, manifest, request, summary)
         _plan_clips_and_dead_letters(output, plan, erased_clips, request, summary)
