@@ -245,7 +245,7 @@ def test_filters_and_columns(source, tmp_path):
     ({"filter": ExportFilter.from_options(columns="clip_id,nonsense")},
      "the shards have no column 'nonsense'"),
     ({"filter": ExportFilter.from_options(view="side-left")}, "no row of DIR passes"),
-    ({"split": SplitSpec.parse("train=0.999,val=0.001")},
+    ({"split": SplitSpec.parse("train=0.999999999,val=0.000000001")},
      "--split cannot be satisfied: no wearer falls in 'val'"),
 ])
 def test_exports_that_cannot_be_made_say_why_and_write_nothing(source, tmp_path, request_args,
