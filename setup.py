@@ -52,14 +52,18 @@ setup(
     ],
     extras_require={
         # The report's browser test drives Debian's Chromium through Playwright's
-        # protocol client; no browser is downloaded (.ci/run installs Chromium). duckdb
-        # and datasets are readers the shard format is tested against.
+        # protocol client; no browser is downloaded (.ci/run installs Chromium). duckdb,
+        # datasets and webdataset are readers the shard and export formats are tested
+        # against.
         # tests/test_runners.py starts a dask.distributed scheduler and workers to show
         # why Beam's DaskRunner cannot carry egoveil's graph (the floor is Beam 2.77's own
         # for its dask extra). onnx builds the tiny plate model the plate-onnx backend is
         # tested with.
         "test": ["pytest>=8", "ruff>=0.6", "playwright>=1.45", "duckdb>=1.1", "datasets>=3.0",
-                 "dask[distributed]>=2024.4.2", "onnx>=1.16"],
+                 "webdataset>=1.0", "dask[distributed]>=2024.4.2", "onnx>=1.16"],
+        # `egoveil export --to hf`: the features, card metadata and Parquet layout that
+        # `datasets.load_dataset` reads.
+        "hf": ["datasets>=3.0"],
         # Project Aria VRS (transforms/vrs_io.py). Its viewers' dependencies pin Pillow
         # below Apache Beam's floor; the README installs it with --no-deps instead.
         "aria": ["projectaria-tools>=2.3,<3"],

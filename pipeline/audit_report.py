@@ -19,7 +19,7 @@ import jinja2
 
 from pipeline import svg_charts
 from privacy.audit_chain import check_chain
-from privacy.audit_summary import Outcomes, count_outcomes
+from privacy.audit_summary import ExportStatus, Outcomes, count_outcomes, export_status
 from privacy.audit_verify import VerifyReport, verify_output
 from privacy.output_store import OutputStore
 from privacy.thumbnails import Thumbnail, redacted_thumbnails
@@ -54,6 +54,7 @@ class AuditReport:
     validation: dict | None
     thumbnails: list[Thumbnail]
     clips_published: int
+    exports: list[ExportStatus] = field(default_factory=list)
 
     @property
     def run_id(self) -> str:
@@ -119,7 +120,8 @@ def build_report(store: OutputStore, *, thumbnails: int = 12) -> AuditReport:
         qa_status=qa, validation=_read_json(store, VALIDATION_JSON),
         thumbnails=redacted_thumbnails(store, manifest, faces, limit=thumbnails)
         if thumbnails else [],
-        clips_published=sum(1 for f in manifest.get("files", []) if f.get("kind") == "clip"))
+        clips_published=sum(1 for f in manifest.get("files", []) if f.get("kind") == "clip"),
+        exports=export_status(entries))
 
 
 def _flat(value: object, prefix: str = "") -> list[tuple[str, str]]:
@@ -207,5 +209,9 @@ def render_text(report: AuditReport) -> str:
             o.verification.items())) or "none") + "; rows " + (", ".join(
                 f"{k} {n}" for k, n in sorted(report.qa_status.items())) or "none"),
         f"erasures: {len(report.erasures)}",
+        f"exports: {len(report.exports)}" + "".join(
+            f"; {e.export_id} ({e.format}, {e.rows} rows): " + (
+                "in sync" if e.in_sync else f"OUT OF SYNC, {e.erasures_since} erasure(s) "
+                "since: run `egoveil export DIR --sync DEST`") for e in report.exports),
     ]
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""The ``egoveil`` command: run, redact, demo, erase, keygen, make-encoder, audit, validate.
+"""The ``egoveil`` command: run, redact, demo, erase, export, keygen, make-encoder, audit,
+validate.
 
 Errors a user can cause print one line (``egoveil: error: ...``) and exit 2;
 errors that are bugs keep their traceback.
@@ -193,6 +194,120 @@ def _cmd_erase(args) -> int:
     return 0
 
 
+def export_parser() -> argparse.ArgumentParser:
+    """``egoveil export``'s own options (any standard Beam option is accepted beside them)."""
+    from pipeline.export.job import DEFAULT_BEAM_ABOVE_GB, ENGINES
+
+    parser = argparse.ArgumentParser(
+        prog="egoveil export", description="Export a published output as a WebDataset or a "
+        "Hugging Face dataset with a dataset card (`egoveil export DIR --to webdataset DEST`), "
+        "or bring an export in line with DIR's erasures (`egoveil export DIR --sync DEST`). "
+        "Standard Beam options (--runner, --direct_num_workers, ...) run a large export as a "
+        "Beam job.")
+    parser.add_argument("dir", nargs="?", help="a published egoveil output folder")
+    parser.add_argument("dest", nargs="?", help="a new folder for the export")
+    parser.add_argument("--to", choices=("webdataset", "hf"), help="the dataset format")
+    parser.add_argument("--sync", metavar="DEST", default=None,
+                        help="remove from the export in DEST every row DIR has erased since")
+    parser.add_argument("--split", default=None, metavar="NAME=SHARE,...",
+                        help="splits by wearer, e.g. train=0.9,val=0.1 (default: one train "
+                             "split)")
+    parser.add_argument("--split-seed", default="", help="mixed into the split assignment")
+    parser.add_argument("--qa-status", default=None, metavar="STATUS,...",
+                        help="rows of these QA statuses (default: verified,reredacted_verified)")
+    parser.add_argument("--view", default=None, metavar="VIEW,...", help="rows of these views")
+    parser.add_argument("--encoder", default=None, metavar="ID,...",
+                        help="rows of these encoder ids")
+    parser.add_argument("--min-frames", type=int, default=0, help="rows of at least N frames")
+    parser.add_argument("--time-range", default=None, metavar="START:END",
+                        help="rows inside this span, seconds from the recording start")
+    parser.add_argument("--columns", default=None, metavar="COLUMN,...",
+                        help="shard columns to keep (clip_id always)")
+    parser.add_argument("--keep-pseudonyms", action="store_true",
+                        help="keep the wearer_id and device_id pseudonyms")
+    parser.add_argument("--no-clips", action="store_true",
+                        help="leave the anonymized clips out even when the run wrote them")
+    parser.add_argument("--target-shard-mb", type=float, default=256.0,
+                        help="about this many MB per export file (default 256)")
+    parser.add_argument("--license", default="unknown",
+                        help="licence id for the dataset card (e.g. cc-by-4.0)")
+    parser.add_argument("--task-category", action="append", default=None,
+                        help="Hub task category for the card (repeatable; default "
+                             "feature-extraction)")
+    parser.add_argument("--name", default=None, help="the dataset's name on its card")
+    parser.add_argument("--key-file", default=None,
+                        help="the key DIR was written with, which signs the export's entry in "
+                             "DIR's audit log (default: $EGOVEIL_PSEUDONYM_KEY)")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="local (in this process), beam (a Beam job, one worker per source "
+                             "shard) or auto: beam above --beam-above-gb of source files")
+    parser.add_argument("--beam-above-gb", type=float, default=DEFAULT_BEAM_ABOVE_GB)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="source shards exported at once by the local engine (threads; "
+                             "each holds a row group and its clips)")
+    return parser
+
+
+def _cmd_export(argv: list[str]) -> int:
+    from pipeline.errors import UserError
+    from pipeline.export.job import ExportRequest, export
+    from pipeline.export.lineage import sync
+    from pipeline.options import unknown_arguments
+    from privacy.export_policy import ExportFilter, ExportPolicyError, SplitSpec
+
+    parser = export_parser()
+    if any(a in ("-h", "--help") for a in argv):
+        parser.print_help()
+        return 0
+    args, beam_argv = parser.parse_known_intermixed_args(argv)
+    unknown = unknown_arguments(beam_argv, positionals=True)
+    if unknown:
+        raise UserError(f"unknown option {unknown[0]}; see `egoveil export --help`"
+                        if unknown[0].startswith("-") else "egoveil export takes DIR and DEST "
+                        "only; see `egoveil export --help`")
+    log = logging.getLogger("egoveil")
+    if args.sync:
+        if not args.dir or args.dest or args.to:
+            raise UserError("--sync takes the source and the export: `egoveil export DIR "
+                            "--sync DEST` (an export names its source by content hash and log "
+                            "head, never by path)")
+        summary = sync(args.dir, args.sync, args.key_file)
+        if summary.in_sync_already:
+            log.info("export %s is in sync with DIR already: no erasure since it was written "
+                     "or last synced", summary.export_id)
+        else:
+            log.info("export %s synced: %d rows removed, %d files rewritten, %d erasures "
+                     "applied; recorded in DIR's audit log", summary.export_id,
+                     summary.rows_removed, summary.files_rewritten,
+                     len(summary.erasures_applied))
+        return 0
+    if not args.dir or not args.dest or not args.to:
+        raise UserError("give DIR, --to webdataset|hf and DEST: `egoveil export DIR --to "
+                        "webdataset DEST`")
+    try:
+        request = ExportRequest(
+            to=args.to, dest=args.dest, split=SplitSpec.parse(args.split, args.split_seed),
+            filter=ExportFilter.from_options(args.qa_status, args.view, args.encoder,
+                                             args.min_frames, args.time_range, args.columns,
+                                             args.keep_pseudonyms),
+            clips=not args.no_clips, target_shard_mb=args.target_shard_mb,
+            license=args.license,
+            task_categories=tuple(args.task_category or ("feature-extraction",)),
+            name=args.name, engine=args.engine, beam_above_gb=args.beam_above_gb,
+            workers=args.workers, key_file=args.key_file)
+    except ExportPolicyError as exc:
+        raise UserError(str(exc)) from None
+    summary = export(args.dir, request, beam_argv)
+    splits = ", ".join(f"{name} {s['rows']} rows ({s['identities']} wearers or recordings)"
+                       for name, s in summary.splits.items())
+    log.info("export %s: %d rows in %d files (%.1f MB), %s; engine %s", summary.export_id,
+             summary.rows, summary.files, summary.bytes / 1e6, splits, summary.engine)
+    log.info("recorded in DIR's audit log (entry %s); DEST/README.md is the dataset card, "
+             "DEST/egoveil-export.json the lineage `egoveil export DIR --sync DEST` reads",
+             summary.audit_entry)
+    return 0
+
+
 def _cmd_make_encoder(args) -> int:
     from transforms.models.encoders import save_random_encoder
 
@@ -224,6 +339,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", add_help=False,
                    help="run the Beam pipeline (see `egoveil run --help`)")
+    sub.add_parser("export", add_help=False,
+                   help="export a published output as a WebDataset or Hugging Face dataset, "
+                        "or sync an export with its erasures (see `egoveil export --help`)")
     red = sub.add_parser("redact", help="anonymize one video or image")
     red.add_argument("input")
     red.add_argument("output", help="output file; its extension picks the format")
@@ -287,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
                 help_parser.print_help()
                 return 0
             return _cmd_run(argv[1:])
+        if argv and argv[0] == "export":
+            return _cmd_export(argv[1:])
         args = _parser().parse_args(argv)
         return {"redact": _cmd_redact, "demo": _cmd_demo, "keygen": _cmd_keygen,
                 "erase": _cmd_erase, "make-encoder": _cmd_make_encoder, "audit": _cmd_audit,

@@ -137,16 +137,23 @@ def _load_key(key_file: str | None, output: str) -> PseudonymKey:
     return key
 
 
-def _dead_runs(output: str, erasure_id: str) -> list[str]:
-    """Staging folders of runs and erasures that held the output's lock and died (the
-    erasure holds it now) or that a gate refused, to remove: what they staged may hold
-    the erased rows. Any other staging folder refuses the erasure: its run may still be
-    going and could publish the rows this erasure removes."""
-    dead, gated, unknown = dead_staging(output, erasure_id)
+def check_no_run_in_progress(output: str, action: str = "erase", own_id: str = "") -> list[str]:
+    """Refuse while a run into ``output`` may still publish; call it holding the output's
+    lock (``OutputLock``).
+
+    Staging folders of runs and erasures that held the lock and died, or that a gate
+    refused, cannot publish any more (the caller holds the lock now); they are returned,
+    for an erasure to remove (what they staged may hold the erased rows). Any other
+    staging folder (of an egoveil before the lock) refuses: its run may still be going.
+
+    Raises:
+        UserError: a staging folder that does not say whose it is.
+    """
+    dead, gated, unknown = dead_staging(output, own_id)
     if unknown:
         raise UserError("a run into DIR is in progress or was killed (DIR/.staging is not "
                         "empty and does not say which run it is of); wait for it to finish, "
-                        "or delete DIR/.staging if it was killed, then erase again")
+                        f"or delete DIR/.staging if it was killed, then {action} again")
     return dead + gated
 
 
@@ -291,17 +298,48 @@ def _plan_clips_and_dead_letters(output: str, plan: _Plan, erased_clips: set[str
                              "bytes": len(data), "rows": len(kept)}
 
 
-class _Lock:
-    """The marker older egoveil versions took for one erasure at a time (before the output
-    lock): still taken, so that an older erasure and this one never overlap. It names its
-    holder; one left by an erasure of this host that was killed is taken over."""
+class OutputLock:
+    """One run, erasure, export or sync at a time per output: the output's lock
+    (``pipeline.output_lock``), held throughout. Inside it, the marker egoveil took before
+    that lock existed (``DIR/erasure/.lock``) is still taken, so that an older egoveil's
+    erasure and this one never overlap; it names its holder, and one left by an erasure
+    or export of this host that was killed is taken over.
 
-    def __init__(self, output: str) -> None:
+    Args:
+        output: the output folder.
+        action: what holds it (``erasure``, ``export``, ``sync``), for messages.
+        op_id: the operation's id (16 hex characters; a new one when None).
+        wait_s: how long to wait for a run or another operation that holds the output.
+
+    Raises:
+        UserError: another run or operation holds it.
+    """
+
+    def __init__(self, output: str, action: str = "erasure", op_id: str | None = None,
+                 wait_s: float = 0.0) -> None:
         self._path = None if "://" in output else os.path.join(output, "erasure", ".lock")
+        self._action = action
+        self._held = hold_output(output, action, op_id or secrets.token_hex(8), wait_s)
 
-    def __enter__(self) -> _Lock:
+    def __enter__(self) -> OutputLock:
+        try:
+            self._held.__enter__()
+        except OutputLockError as exc:
+            message = str(exc).replace("--output", "DIR")
+            if self._action != "erasure":  # only run and erase take --wait-for-lock
+                message = message.replace("or pass --wait-for-lock SECONDS to wait",
+                                          f"then run the {self._action} again")
+            raise UserError(message) from None
         if self._path is None:
             return self
+        try:
+            self._take_marker()
+        except BaseException:
+            self._held.__exit__(None, None, None)
+            raise
+        return self
+
+    def _take_marker(self) -> None:
         os.makedirs(os.path.dirname(self._path), exist_ok=True)
         for _ in range(2):
             try:
@@ -312,16 +350,20 @@ class _Lock:
                 if holder is not None and dead_here(holder):
                     os.unlink(self._path)  # its erasure was killed; we hold the output
                     continue
-                raise UserError("another erasure of DIR is running (DIR/erasure/.lock exists); "
-                                "wait for it, or delete the lock if it was killed") from None
+                raise UserError(f"another erasure or export of DIR is running (DIR/erasure/.lock "
+                                f"exists); wait for it, or delete the lock if it was killed, "
+                                f"then run the {self._action} again") from None
             with os.fdopen(fd, "wb") as handle:
-                handle.write(holder_here("erase").to_bytes())
-            return self
+                handle.write(holder_here(self._action).to_bytes())
+            return
         raise UserError("DIR/erasure/.lock cannot be taken; delete it if no erasure is going")
 
     def __exit__(self, *exc) -> None:
-        if self._path is not None:
-            os.unlink(self._path)
+        try:
+            if self._path is not None:
+                os.unlink(self._path)
+        finally:
+            self._held.__exit__(*exc)
 
 
 def erase(output_dir: str, wearers: list[str], recordings: list[str],
@@ -350,11 +392,8 @@ def erase(output_dir: str, wearers: list[str], recordings: list[str],
     except LinkedFolder as exc:
         raise UserError(f"DIR: {exc}; nothing was erased") from None
     summary = ErasureSummary(erasure_id=secrets.token_hex(8))
-    try:
-        with hold_output(output, "erase", summary.erasure_id, wait_s), _Lock(output):
-            return _erase_locked(output, key, request, summary)
-    except OutputLockError as exc:
-        raise UserError(str(exc).replace("--output", "DIR")) from None
+    with OutputLock(output, "erasure", summary.erasure_id, wait_s):
+        return _erase_locked(output, key, request, summary)
 
 
 def _erase_locked(output: str, key: PseudonymKey, request: ErasureRequest,
@@ -367,7 +406,7 @@ def _erase_locked(output: str, key: PseudonymKey, request: ErasureRequest,
         tombstones.check_key(key.key_id, key.legacy_key_id)
     except TombstoneError as exc:
         raise UserError(str(exc)) from None
-    dead = _dead_runs(output, summary.erasure_id)
+    dead = check_no_run_in_progress(output, "erase", summary.erasure_id)
     plan, erased_clips = _plan_shards(output, manifest, request, summary)
     _plan_clips_and_dead_letters(output, plan, erased_clips, request, summary)
     listed = {f["path"] for f in plan.files}

@@ -126,8 +126,9 @@ def _all_option_classes(base=PipelineOptions):
         yield from _all_option_classes(cls)
 
 
-def unknown_arguments(argv: list[str]) -> list[str]:
-    """Flags that neither egoveil nor any installed Beam options class understands."""
+def unknown_arguments(argv: list[str], positionals: bool = False) -> list[str]:
+    """Flags that neither egoveil nor any installed Beam options class understands (and,
+    with ``positionals``, words that are no option's value)."""
     parser = _BeamArgumentParser(allow_abbrev=False, add_help=False)
     seen = set()
     for cls in _all_option_classes():
@@ -139,4 +140,4 @@ def unknown_arguments(argv: list[str]) -> list[str]:
         except Exception:  # noqa: BLE001 - an options class that clashes: Beam ignores it too
             continue
     _, unknown = parser.parse_known_args(argv)
-    return [arg for arg in unknown if arg.startswith("-")]
+    return [arg for arg in unknown if positionals or arg.startswith("-")]

@@ -45,7 +45,7 @@ from privacy.config import AnonymizationConfig
 from privacy.consent import ConsentFileError, ConsentRegistry
 from privacy.detectors.base import MAX_FRAME_PIXELS
 from privacy.gates import FAILURE_RATE_JSON, failure_rate_message
-from privacy.metadata_policy import LocationPolicy
+from privacy.metadata_policy import OUTPUT_STREAMS, LocationPolicy
 from privacy.pseudonyms import PseudonymKey, PseudonymKeyError
 from privacy.tombstones import TombstoneError, Tombstones
 from schemas.audit import DEADLETTER_FILE, EVENTS_FILE, MANIFEST, VALIDATION_JSON
@@ -343,7 +343,7 @@ def prepare(argv: list[str], hold: contextlib.ExitStack | None = None
         "key_id": key.key_id,
         "metadata": {"wearer_id": "keyed pseudonym", "device_serial": "keyed pseudonym",
                      "capture_start": "consent check only; outputs hold offsets",
-                     **location.describe()},
+                     **location.describe(), "streams": OUTPUT_STREAMS},
         "erasure": {"tombstones": len(tombstones),
                     "tombstones_sha256": tombstones.fingerprint()},
         "config_sha256": config_sha,

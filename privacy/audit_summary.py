@@ -187,3 +187,40 @@ def count_outcomes(events: Iterable[dict], deadletters: Iterable[dict] = ()) -> 
         if letter.get("stage") in ADMISSION_STAGES:
             out.rejected_by_stage[letter["stage"]] += 1
     return out
+
+
+@dataclass(slots=True)
+class ExportStatus:
+    """One export of a folder, as its log tells it, and whether erasures reached it since."""
+
+    export_id: str
+    format: str
+    at: str
+    rows: int
+    last_sync: str | None = None
+    erasures_since: int = 0
+
+    @property
+    def in_sync(self) -> bool:
+        """No erasure was recorded after the export or its last sync."""
+        return self.erasures_since == 0
+
+
+def export_status(entries: Iterable[dict]) -> list[ExportStatus]:
+    """Every export the log records, oldest first, with the erasures made since each
+    was written or last synced (``egoveil export DIR --sync DEST`` catches up)."""
+    exports: dict[str, ExportStatus] = {}
+    for entry in entries:
+        kind, counts = entry["kind"], entry.get("counts") or {}
+        if kind == "export":
+            exports[counts.get("export_id", entry["op_id"])] = ExportStatus(
+                counts.get("export_id", entry["op_id"]), counts.get("format", "unknown"),
+                entry["at"], counts.get("rows", 0))
+        elif kind == "export_synced" and counts.get("export_id") in exports:
+            status = exports[counts["export_id"]]
+            status.last_sync, status.erasures_since = entry["at"], 0
+            status.rows = counts.get("rows", status.rows)
+        elif kind == "erasure":
+            for status in exports.values():
+                status.erasures_since += 1
+    return list(exports.values())

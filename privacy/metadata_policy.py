@@ -17,6 +17,20 @@ MAX_GEOHASH_PRECISION = 5
 _BASE32 = "0123456789bcdefghjkmnpqrstuvwxyz"
 
 
+# What an anonymized clip keeps of its source, stated in every record of processing
+# (``record.metadata.streams``) so that dataset cards can quote it. The clip writer
+# (``transforms.media.video.VideoWriter``) and the VRS allow-list
+# (``privacy.aria_streams``) enforce it.
+OUTPUT_STREAMS = {
+    "kept": "one video stream, re-encoded from the redacted frames",
+    "dropped": ["audio", "subtitle, data and telemetry tracks (GoPro gpmd: GPS, serial)",
+                "timecode tracks", "chapters",
+                "container and stream metadata (creation time, location, make, model, "
+                "serial, XMP)", "encoder SEI user data"],
+    "vrs": "allow-listed camera streams only; eye tracking, eye gaze, microphones, GPS, "
+           "Wi-Fi and Bluetooth scans, PPG, IMU and file tags are never read",
+}
+
 def geohash(lat: float, lon: float, precision: int) -> str:
     """The geohash cell of (lat, lon) with ``precision`` characters."""
     lat_range, lon_range = [-90.0, 90.0], [-180.0, 180.0]

@@ -50,7 +50,7 @@ LOG_FIELDS = ("seq", "prev", "at", "op", "op_id", "kind", "recording_id", "segme
               "counts", "hash")
 
 # Who appends to the log.
-OPERATIONS = ("run", "erase")
+OPERATIONS = ("run", "erase", "export")
 
 # Event kinds: a closed vocabulary, so that reports can count them and the data
 # contract rejects a misspelt kind. Counts hold numbers and vocabulary words only.
@@ -87,6 +87,10 @@ EVENT_KINDS = {
     "contract_validated": "the data contract ran on what is published (counts: success, "
                           "expectations, failed, validation_sha256)",
     "erasure": "rows, clips or recordings were erased (counts: what and how many)",
+    "export": "the folder's rows were exported as a dataset (counts: export_id, format, rows, "
+              "files, splits, rows_sha256, lineage_sha256, content_sha256 of what was read)",
+    "export_synced": "an export was brought in line with this folder's erasures (counts: "
+                     "export_id, rows_removed, files_rewritten, erasures_applied)",
     "files_sealed": "the published file list at this point, signed with the folder owner's "
                     "audit key (counts: files, files_sha256, seal_key, signature); "
                     "manifest.json must match the last one",

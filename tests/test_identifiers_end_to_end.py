@@ -359,3 +359,49 @@ def test_redact_image_drops_exif(tmp_path):
         with Image.open(out_dir / f"photo{extension}") as image:
             assert not image.getexif() and not image.info.get("xmp")
     assert _leaks(out_dir, "", marks) == []
+
+
+def test_exports_carry_no_identifier_and_follow_an_erasure(first_run, inputs, tmp_path):
+    """Export both formats, erase a wearer, sync: no byte of her rows is left anywhere."""
+    out = tmp_path / "out"
+    shutil.copytree(first_run[0], out)
+    exports = {"webdataset": tmp_path / "export-wds", "hf": tmp_path / "export-hf"}
+    console = ""
+    for fmt, dest in exports.items():
+        result = egoveil("export", str(out), "--to", fmt, str(dest), "--keep-pseudonyms",
+                         "--key-file", inputs["key_file"])
+        assert result.returncode == 0, result.stderr
+        console += result.stderr + result.stdout
+    secrets = [inputs["secret"], inputs["key_file"].encode(), str(tmp_path).encode(),
+               str(inputs["root"]).encode()]
+    for dest in exports.values():
+        assert _leaks(dest, console, secrets) == []
+
+    key = inputs["key"]
+    alice = key.pseudonym("wearer", WEARERS["alice"])
+    rows = [r for r in _rows(out).to_pylist() if r["wearer_id"] == alice]
+    assert rows
+    marks = [r["clip_id"].encode() for r in rows] + [r["embedding"] for r in rows] \
+        + [r["recording_id"].encode() for r in rows] + [alice.encode()] \
+        + [(out / "clips" / f"{r['clip_id']}.mp4").read_bytes() for r in rows]
+
+    def found(dest) -> list[bytes]:
+        data = [p.read_bytes() for p in dest.rglob("*") if p.is_file()]
+        return [m for m in marks if any(m in d for d in data)]
+
+    assert all(found(dest) == marks for dest in exports.values())
+    erased = egoveil("erase", str(out), "--wearer", WEARERS["alice"], "--key-file",
+                     inputs["key_file"])
+    assert erased.returncode == 0, erased.stderr
+    report = egoveil("audit", "report", str(out))
+    assert report.stdout.count("OUT OF SYNC") == 2, report.stdout
+    for dest in exports.values():
+        synced = egoveil("export", str(out), "--sync", str(dest), "--key-file",
+                         inputs["key_file"])
+        assert synced.returncode == 0, synced.stderr
+        assert "1 rows removed" in synced.stderr and "1 erasures applied" in synced.stderr
+        assert found(dest) == [], dest.name
+        assert _leaks(dest, synced.stderr, secrets) == []
+    assert egoveil("audit", "verify", str(out)).returncode == 0
+    report = egoveil("audit", "report", str(out))
+    assert report.stdout.count(": in sync") == 2 and "OUT OF SYNC" not in report.stdout
