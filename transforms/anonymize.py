@@ -237,14 +237,16 @@ class AnonymizeSegmentFn(beam.DoFn):
         detect_step = 1 if plan.write_clips else plan.frame_stride
         stats = DecodeStats()
         window = iter_instants(rec, segment.start_s, None if segment.is_last else segment.end_s,
-                               context=anonymizer.window * detect_step, stats=stats)
+                               context=anonymizer.context(detect_step) * detect_step,
+                               stats=stats)
         rng = np.random.default_rng(self._key.seed(rec.recording_id, rec.view, segment.index))
         builder = _ClipBuilder(self, segment, rec.video.fps or 30.0)
         try:
             # Aria's front SLAM pair is not rectified: the other eye is searched wider.
             for out in anonymizer.process_views(_sampled(window, detect_step), rng,
                                                 pairs=rec.stereo_pairs,
-                                                rectified=rec.layout != "vrs"):
+                                                rectified=rec.layout != "vrs",
+                                                step=detect_step):
                 builder.add(out)
             builder.finish()
             if corrupt_share_exceeded(stats.decoded, stats.corrupt,
@@ -260,7 +262,8 @@ class AnonymizeSegmentFn(beam.DoFn):
                   "boxes_redacted": sum(builder.redacted.values()),
                   "clips": len(builder.clips),
                   "classes": {name: {"detected": builder.detected.get(name, 0),
-                                     "redacted": builder.redacted.get(name, 0)}
+                                     "redacted": builder.redacted.get(name, 0),
+                                     "frames_detected": builder.ran.get(name, 0)}
                               for name in builder.redacted}}
         if len(rec.views) > 1:
             counts.update(views=len(rec.views),
@@ -297,6 +300,7 @@ class _ClipBuilder:
         self.frames_emitted = self.recovered = 0
         self.detected: Counter = Counter()  # by detection class
         self.redacted: Counter = Counter()
+        self.ran: Counter = Counter()  # frames each class's detector ran on (schedules)
         self._temp: list[tuple[str, str, int]] = []  # (temp path, clip id, frames)
         self._index = 0
         self._reset()
@@ -337,6 +341,7 @@ class _ClipBuilder:
             self.frames_emitted += 1
             self.detected.update(out.detected)
             self.redacted.update(out.redacted)
+            self.ran.update(out.ran)
             self.recovered += out.recovered.get(FACE, 0)
         if take:
             self._times.append(time_s)
