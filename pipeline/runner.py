@@ -187,7 +187,8 @@ def _describe_models(anonymization: AnonymizationConfig) -> tuple[dict, dict]:
             raise UserError(f"{flag} cannot be loaded: {str(exc).splitlines()[0]}") from None
         classes[policy.detection_class] = scrub_paths({
             "detector": detector, "redaction": dataclasses.asdict(policy.redaction),
-            "temporal_window": policy.temporal_window, "cross_view": policy.cross_view})
+            "temporal_window": policy.temporal_window, "cross_view": policy.cross_view,
+            "schedule": dataclasses.asdict(policy.schedule)})
     try:
         verification = describe_verification(anonymization.verification)
     except Exception as exc:  # noqa: BLE001 - a verifier that does not load is a user problem

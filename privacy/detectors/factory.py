@@ -4,7 +4,11 @@ Syntax: backends joined by ``+``; each is ``name`` or ``name:key=value;key=value
 
     centerface                                   the default
     centerface:threshold=0.15;scales=1,2         more recall, slower
-    centerface:backend=onnxruntime               onnxruntime (GPU with onnxruntime-gpu)
+    centerface:backend=openvino;precision=f32    OpenVINO (the default where installed),
+                                                 float32 instead of its bfloat16 on CPUs
+                                                 that compute it natively
+    centerface:backend=opencv                    OpenCV DNN
+    centerface:backend=onnxruntime;device=cuda   onnxruntime on the GPU (onnxruntime-gpu)
     centerface:threshold=0.1;fisheye=110         also perspective views towards the rim of
                                                  a 110-degree fisheye frame (glasses)
     yunet:path=/models/yunet.onnx;threshold=0.3  a user-supplied YuNet
@@ -33,6 +37,9 @@ class BackendSpec:
     upsample: int | None = None
     backend: str | None = None
     fisheye: float | None = None
+    device: str | None = None
+    precision: str | None = None
+    threads: int | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -77,12 +84,20 @@ class DetectorSpec:
                         fields["backend"] = value
                     elif key == "fisheye":
                         fields["fisheye"] = float(value)
+                    elif key in ("device", "precision"):
+                        fields[key] = value
+                    elif key == "threads":
+                        fields["threads"] = int(value)
                     else:
                         raise ValueError(f"unknown detector option {key!r}")
                 except ValueError as exc:
                     if "unknown" in str(exc):
                         raise
                     raise ValueError(f"bad value for detector option {key!r}") from None
+            runtime = sorted(k for k in ("backend", "device", "precision", "threads")
+                             if k in fields)
+            if runtime and name != "centerface":
+                raise ValueError(f"detector option {runtime[0]!r} is for centerface only")
             if name == "yunet" and not fields.get("path"):
                 raise ValueError("yunet needs the model file: yunet:path=/path/to/yunet.onnx")
             backends.append(BackendSpec(kind=name, **fields))
@@ -128,8 +143,9 @@ def _build_backend(spec: BackendSpec) -> Detector:
     if spec.kind == "centerface":
         from privacy.detectors.centerface import CenterFaceDetector
 
-        if spec.backend is not None:
-            kwargs["backend"] = spec.backend
+        for key in ("backend", "device", "precision", "threads"):
+            if getattr(spec, key) is not None:
+                kwargs[key] = getattr(spec, key)
         return CenterFaceDetector(weights_path=spec.path, **kwargs)
     if spec.kind == "yunet":
         from privacy.detectors.yunet import YuNetDetector

@@ -319,3 +319,55 @@ class VideoWriter:
         for packet in packets:
             packet.stream = self._stream
             self._container.mux(packet)
+
+
+class BackgroundWriter:
+    """A ``VideoWriter`` fed through a bounded queue from a thread of its own.
+
+    Encoding a 1080p frame costs about as much CPU as decoding two; on its own thread
+    it runs while the caller detects the next frames. Frames are written in order;
+    an encoder error is raised by the next ``write`` or by ``close``.
+
+    Args:
+        writer: the writer to feed (closed by ``close``).
+        depth: frames queued at most (memory: ``depth`` frames).
+    """
+
+    def __init__(self, writer: VideoWriter, depth: int = 8) -> None:
+        import queue
+        import threading
+
+        self._writer = writer
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="egoveil-encode", daemon=True)
+        self._thread.start()
+
+    @property
+    def frames(self) -> int:
+        return self._writer.frames
+
+    def _drain(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    self._writer.write(*item)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    self._error = exc
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def write(self, image: np.ndarray, time_s: float) -> None:
+        self._raise()
+        self._queue.put((image, time_s))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._raise()
+        self._writer.close()
