@@ -32,7 +32,12 @@ from schemas.sidecar import RecordingRequest
 from transforms.media.images import IMAGE_EXTENSIONS, write_image
 from transforms.media.inputs import DecodeCaps, DecodeStats, MediaError, open_binary
 from transforms.media.sources import FrameSource, source_for
-from transforms.media.video import OUTPUT_FORMATS, BackgroundWriter, VideoWriter
+from transforms.media.video import (
+    OUTPUT_FORMATS,
+    BackgroundWriter,
+    VideoWriter,
+    use_decode_device,
+)
 
 # How a redacted stereo frame is packed back: the views side by side or stacked.
 _PACKING = {"sbs": 1, "tb": 0}
@@ -134,6 +139,7 @@ def redact_file(source: str, dest: str, config: AnonymizationConfig | None = Non
         raise UserError(f"--stereo must be one of {', '.join(STEREO_CHOICES)}")
     out_dir = os.path.dirname(os.path.abspath(dest))
     started = time.perf_counter()
+    use_decode_device(config.device)
     try:
         frame_source, rec = _recording(source, stereo, caps)
         is_image = rec.layout == "image"

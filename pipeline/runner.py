@@ -45,6 +45,7 @@ from transforms.media.inputs import DecodeCaps
 from transforms.models.encoders import EncoderUnavailable, resolve_encoder
 from transforms.stores.audit_files import CONTRACT_FAILED_JSON
 from transforms.stores.filesystems import FileSystemsStore, read_file
+from transforms.stores.progress import STAGE_SECONDS, read_totals
 from transforms.stores.tombstones import read_tombstones
 
 log = logging.getLogger("egoveil")
@@ -72,6 +73,9 @@ class RunSummary:
     rows_by_view: dict = field(default_factory=dict)
     cross_view_recovered: int = 0
     vrs_files: list = field(default_factory=list)  # the vrs_streams events' counts
+    # Local runs: seconds the anonymize stage spent in all (busy_s) and waiting on the
+    # decoder (decode_s), summed over segments.
+    stage_seconds: dict = field(default_factory=dict)
 
     @property
     def frames_per_second(self) -> float:
@@ -237,6 +241,8 @@ def prepare(argv: list[str]) -> tuple[PipelineOptions, GraphConfig, EgoveilOptio
         _check_readable(opts.manifest, "--manifest")
     patterns = _resolve_patterns(opts.input)
     anonymization = anonymization_config(opts)
+    if opts.device == "cuda":  # detection batched on the GPU, decoding on NVDEC where offered
+        anonymization = anonymization.on_device("cuda")
     classes, verification_info = _describe_models(anonymization)
     try:
         encoder = resolve_encoder(opts.encoder, opts.encoder_revision, opts.frames_per_clip,
@@ -407,7 +413,11 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     failure = failure_rate_failure(graph.staging) or contract_failure(graph.staging)
     if failure:
         raise RunFailed(failure)
-    return summarize(graph.output, time.perf_counter() - started)
+    summary = summarize(graph.output, time.perf_counter() - started)
+    if graph.progress_dir:  # local runs: where the anonymize stage spent its time
+        totals = read_totals(graph.progress_dir)
+        summary.stage_seconds = {k: round(totals[k], 3) for k in STAGE_SECONDS if k in totals}
+    return summary
 
 
 def _staged_json(staging: str, name: str) -> dict | None:

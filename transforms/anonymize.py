@@ -15,7 +15,8 @@ nothing of the segment is emitted and a dead letter says why (fail closed).
 
 Metrics (namespace ``egoveil``): ``segments_ok``, ``segments_failed``, ``segments_reredacted``,
 ``frames_decoded``, ``frames_redacted``, ``faces_detected``, ``clips``,
-``faces_recovered_cross_view``.
+``faces_recovered_cross_view``; distribution ``decode_wait_ms`` (per segment, the wall
+time spent waiting on the decoder).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from schemas.records import AuditEvent, DeadLetter
 from schemas.stages import AUDIT, DEADLETTER, FILES, Anonymized, PublishedFile
 from transforms.media.inputs import DecodeStats, MediaError
 from transforms.media.sources import iter_instants
-from transforms.media.video import VideoWriter
+from transforms.media.video import VideoWriter, use_decode_device
 from transforms.models.encoders import FrameGeometry
 from transforms.stores.progress import ProgressReporter
 from transforms.stores.segment_cache import SegmentCache
@@ -108,12 +109,31 @@ def _sampled(window: Iterator, step: int) -> Iterator[ViewFrames]:
             after += 1
 
 
+class _Clocked:
+    """An iterator that adds up the wall time its caller waits on it (the decoder)."""
+
+    def __init__(self, inner: Iterator) -> None:
+        self._inner = inner
+        self.seconds = 0.0
+
+    def __iter__(self) -> _Clocked:
+        return self
+
+    def __next__(self):
+        started = time.perf_counter()
+        try:
+            return next(self._inner)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
 @dataclass(slots=True)
 class _Attempt:
     """One anonymization of a segment, held back until it is verified."""
 
     builder: _ClipBuilder
     counts: dict
+    decode_s: float = 0.0  # spent waiting on the decoder
 
     def discard(self) -> None:
         self.builder.discard()
@@ -156,8 +176,10 @@ class AnonymizeSegmentFn(beam.DoFn):
         self._faces = Metrics.counter(NAMESPACE, "faces_detected")
         self._clips = Metrics.counter(NAMESPACE, "clips")
         self._recovered = Metrics.counter(NAMESPACE, "faces_recovered_cross_view")
+        self._decode_ms = Metrics.distribution(NAMESPACE, "decode_wait_ms")
 
     def setup(self) -> None:
+        use_decode_device(self._config.device)
         self._key = PseudonymKey.load(self._key_file)
         self._policy = VerifiedAnonymization(self._config, self._factories,
                                              self._verifier_factory)
@@ -213,7 +235,9 @@ class AnonymizeSegmentFn(beam.DoFn):
         self._recovered.inc(counts.get("cross_view_recovered", 0))
         self._clips.inc(len(clips))
         self._progress.report(segments=1, frames=counts["frames_emitted"],
-                              busy_s=time.perf_counter() - started)
+                              busy_s=time.perf_counter() - started,
+                              decode_s=attempt.decode_s)
+        self._decode_ms.update(int(attempt.decode_s * 1000))
         events.append(AuditEvent(kind="segment_anonymized", recording_id=rec.recording_id,
                                  segment_index=segment.index, counts=counts))
         if self._cache is not None:
@@ -239,11 +263,12 @@ class AnonymizeSegmentFn(beam.DoFn):
         window = iter_instants(rec, segment.start_s, None if segment.is_last else segment.end_s,
                                context=anonymizer.context(detect_step) * detect_step,
                                stats=stats)
+        frames = _Clocked(_sampled(window, detect_step))  # decoding and RGB conversion
         rng = np.random.default_rng(self._key.seed(rec.recording_id, rec.view, segment.index))
         builder = _ClipBuilder(self, segment, rec.video.fps or 30.0)
         try:
             # Aria's front SLAM pair is not rectified: the other eye is searched wider.
-            for out in anonymizer.process_views(_sampled(window, detect_step), rng,
+            for out in anonymizer.process_views(frames, rng,
                                                 pairs=rec.stereo_pairs,
                                                 rectified=rec.layout != "vrs",
                                                 step=detect_step):
@@ -269,7 +294,7 @@ class AnonymizeSegmentFn(beam.DoFn):
             counts.update(views=len(rec.views),
                           cross_view_searched=anonymizer.cross_view_counts.searched,
                           cross_view_recovered=builder.recovered)
-        return _Attempt(builder, counts)
+        return _Attempt(builder, counts, frames.seconds)
 
 
 class _ViewTrack:

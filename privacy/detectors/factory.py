@@ -104,6 +104,31 @@ class DetectorSpec:
         return DetectorSpec(tuple(backends))
 
 
+def on_device(text: str, device: str) -> str:
+    """The spec with every CenterFace member that names no backend on ``device``.
+
+    ``cuda`` runs them through onnxruntime's CUDA (or TensorRT) provider; ``cpu`` leaves
+    the spec as it is. Other detectors keep their own runtime.
+
+    Raises:
+        ValueError: the spec does not parse, or the device is unknown.
+    """
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu or cuda, got {device!r}")
+    DetectorSpec.parse(text)
+    if device == "cpu":
+        return text
+    parts = []
+    for part in text.split("+"):
+        name, sep, opts = part.strip().partition(":")
+        keys = {o.partition("=")[0].strip() for o in opts.split(";") if o.strip()}
+        if name.strip().lower() == "centerface" and not keys & {"backend", "device"}:
+            extra = "backend=onnxruntime;device=cuda"
+            part = f"{name}:{opts};{extra}" if sep and opts.strip() else f"{name}:{extra}"
+        parts.append(part.strip())
+    return "+".join(parts)
+
+
 class EnsembleDetector(Detector):
     """Runs every backend on the frame; a face found by any of them is a face."""
 
