@@ -42,12 +42,19 @@ setup(
         "jinja2>=3.1",
         "scikit-image>=0.22",
         "tqdm>=4.60",
+        # Ed25519 seals of the audit log and HKDF for keys derived from the pseudonym key
+        # (privacy/audit_seal.py, privacy/pseudonyms.py); Beam depends on it too.
+        "cryptography>=39",
     ],
     extras_require={
         # The report's browser test drives Debian's Chromium through Playwright's
         # protocol client; no browser is downloaded (.ci/run installs Chromium). duckdb
         # and datasets are readers the shard format is tested against.
-        "test": ["pytest>=8", "ruff>=0.6", "playwright>=1.45", "duckdb>=1.1", "datasets>=3.0"],
+        # tests/test_runners.py starts a dask.distributed scheduler and workers to show
+        # why Beam's DaskRunner cannot carry egoveil's graph (the floor is Beam 2.77's own
+        # for its dask extra).
+        "test": ["pytest>=8", "ruff>=0.6", "playwright>=1.45", "duckdb>=1.1", "datasets>=3.0",
+                 "dask[distributed]>=2024.4.2"],
         # Project Aria VRS (transforms/vrs_io.py). Its viewers' dependencies pin Pillow
         # below Apache Beam's floor; the README installs it with --no-deps instead.
         "aria": ["projectaria-tools>=2.3,<3"],

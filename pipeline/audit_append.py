@@ -9,26 +9,34 @@ record after the runs that follow it (GDPR Art. 19 and 30).
 from __future__ import annotations
 
 from pipeline.errors import UserError
-from privacy.audit_log import AuditLog, AuditLogBroken, record_operation
+from privacy.audit_log import AuditLog, AuditLogBroken, AuditLogForeign, record_operation
+from privacy.audit_seal import SealSigner
 from schemas.records import AuditEvent
 from transforms.stores.filesystems import FileSystemsStore
 
 
-def check_log(output_dir: str) -> None:
-    """Refuse to touch an output whose audit log does not verify.
+def check_log(output_dir: str, signer: SealSigner | None = None) -> None:
+    """Refuse to touch an output whose audit log does not verify, or that ``signer``
+    did not seal.
 
     Raises:
-        UserError: the log is broken (the message names the first broken entry).
+        UserError: the log is broken (the message names the first broken entry), or
+            sealed with another key.
     """
     try:
-        AuditLog.load(FileSystemsStore(output_dir))
+        log = AuditLog.load(FileSystemsStore(output_dir))
+        if signer is not None:
+            log.check_sealed_by(signer.public)
     except AuditLogBroken as exc:
         raise UserError(f"DIR holds an audit log that does not verify ({exc}); nothing was "
                         "changed") from None
+    except AuditLogForeign as exc:
+        raise UserError(f"DIR holds an audit log that this key did not seal ({exc}); nothing "
+                        "was changed") from None
 
 
 def append_and_reseal(output_dir: str, manifest: dict, *, op: str, op_id: str,
-                      events: list[AuditEvent]) -> dict:
+                      events: list[AuditEvent], signer: SealSigner) -> dict:
     """Chain ``events`` onto the log, seal ``manifest``'s file list, write log and manifest.
 
     Args:
@@ -38,14 +46,15 @@ def append_and_reseal(output_dir: str, manifest: dict, *, op: str, op_id: str,
         op: the operation (``erase``).
         op_id: its id, 16 hex characters.
         events: what it did; no personal data.
+        signer: the folder owner's audit key, which signs the new seal.
 
     Returns:
         The manifest as written.
     """
     try:
         return record_operation(FileSystemsStore(output_dir), manifest, op=op, op_id=op_id,
-                                events=[e.to_dict() for e in events])
-    except AuditLogBroken as exc:
+                                events=[e.to_dict() for e in events], signer=signer)
+    except (AuditLogBroken, AuditLogForeign) as exc:
         raise UserError(f"DIR holds an audit log that does not verify ({exc}); the erasure's "
                         "new files are written but not published: restore the log and erase "
                         "again") from None

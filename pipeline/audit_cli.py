@@ -33,6 +33,9 @@ def add_parsers(sub) -> None:
     verify.add_argument("--expect-head", default=None, metavar="HASH",
                         help="a log head kept from an earlier check: fail if the log was "
                              "rewritten since")
+    verify.add_argument("--key-file", default=None, metavar="FILE.pub",
+                        help="the folder owner's public audit key (`egoveil keygen` writes it "
+                             "as FILE.pub): fail unless every seal was made with it")
     verify.add_argument("--json", action="store_true", help="print the findings as JSON")
     report = audit_sub.add_parser("report", help="a report for an auditor")
     report.add_argument("dir")
@@ -75,22 +78,48 @@ def _writable_file(path: str, flag: str) -> str:
     return path
 
 
+def _public_key(path: str):
+    from privacy.audit_seal import SealKey, SealKeyError
+
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(1 << 16)
+    except OSError as exc:
+        raise UserError(f"--key-file cannot be read ({exc.strerror or type(exc).__name__})") \
+            from None
+    try:
+        return SealKey.from_pem(data)
+    except SealKeyError as exc:
+        raise UserError(f"--key-file: {exc}") from None
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from privacy.audit_verify import verify_output
 
     if args.expect_head and not re.fullmatch(r"[0-9a-f]{64}", args.expect_head):
         raise UserError("--expect-head takes a log head: 64 lowercase hex characters")
-    report = verify_output(_store(args.dir), expect_head=args.expect_head)
+    key = _public_key(args.key_file) if args.key_file else None
+    report = verify_output(_store(args.dir), expect_head=args.expect_head, key=key)
     if args.json:
         print(json.dumps({"ok": report.ok, "head": report.head, "entries": report.entries,
                           "files_checked": report.files_checked, "run_id": report.run_id,
+                          "audit_key": report.audit_key, "key_checked": report.key_checked,
                           "findings": [{"where": f.where, "problem": f.problem}
-                                       for f in report.findings]}, indent=2))
+                                       for f in report.findings],
+                          "notices": [{"where": f.where, "problem": f.problem}
+                                      for f in report.notices]}, indent=2))
         return 0 if report.ok else 1
+    for notice in report.notices:
+        print(f"egoveil: audit verify: notice: {notice}", file=sys.stderr)
     if report.ok:
         print(f"egoveil: audit verify: OK: {report.entries} log entries in an unbroken chain, "
               f"{report.files_checked} files match manifest.json, record of run "
               f"{report.run_id} matches the log")
+        if report.key_checked:
+            print(f"egoveil: every seal was made with the audit key given ({report.audit_key})")
+        else:
+            print(f"egoveil: seals signed with audit key {report.audit_key}; pass the owner's "
+                  "public key (--key-file FILE.pub) to check that they made them")
         print(f"egoveil: log head {report.head} (keep it; `--expect-head` detects a rewrite)")
         return 0
     first, *rest = report.findings

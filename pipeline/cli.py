@@ -75,6 +75,10 @@ def _print_summary(summary) -> None:
     if summary.segments_cached:
         log.info("%d segments reused from an earlier run of the same configuration "
                  "(OUTPUT/.cache)", summary.segments_cached)
+    if summary.segments_cache_rejected:
+        log.warning("%d cached segments were changed after they were written (their MAC does "
+                    "not hold) and were done again; see segment_cache_rejected in the audit "
+                    "log", summary.segments_cache_rejected)
     log.info("%d latent rows in %d shards, %d clips; manifest.json and _SUCCESS written",
              t.get("latent_rows", 0), t.get("shards", 0), t.get("clips", 0))
     for line in closing_note(summary):
@@ -84,8 +88,10 @@ def _print_summary(summary) -> None:
         log.info("data contract passed: %d expectations on %d tables (audit/validation.html)",
                  summary.contract["expectations"], summary.contract["batches"])
     if summary.audit_head:
-        log.info("audit log head %s: keep it outside the folder; `egoveil audit verify DIR "
-                 "--expect-head HEAD` detects a rewritten log", summary.audit_head)
+        log.info("audit log head %s, sealed with audit key %s: keep the head outside the "
+                 "folder; `egoveil audit verify DIR --key-file KEY.pub --expect-head HEAD` "
+                 "detects seals made by anyone else and a rewritten log", summary.audit_head,
+                 summary.audit_key)
 
 
 def _cmd_run(argv: list[str]) -> int:
@@ -128,18 +134,41 @@ def _cmd_redact(args) -> int:
     return 0
 
 
+def _write_public_key(path: str, key) -> str:
+    """Write the audit key's public half beside the key file (never overwrites)."""
+    public = key.seal_signer().public
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(public.to_pem())
+    return public.fingerprint
+
+
 def _cmd_keygen(args) -> int:
     from pipeline.errors import UserError
-    from privacy.pseudonyms import PseudonymKey
+    from privacy.pseudonyms import PseudonymKey, PseudonymKeyError
 
+    log = logging.getLogger("egoveil")
+    public_file = args.file + ".pub"
     try:
-        key = PseudonymKey.create_file(args.file)
+        if args.public:
+            from transforms.stores.keys import load_key
+
+            key = load_key(args.file)
+        else:
+            key = PseudonymKey.create_file(args.file)
+            log.info("new pseudonym key written (key id %s); keep it outside the data and "
+                     "never commit it", key.key_id)
+        fingerprint = _write_public_key(public_file, key)
+    except PseudonymKeyError as exc:
+        raise UserError(str(exc)) from None
     except FileExistsError:
-        raise UserError("the key file exists already; egoveil never overwrites a key") from None
+        raise UserError("the key file or its .pub exists already; egoveil never overwrites "
+                        "a key") from None
     except OSError as exc:
         raise UserError(f"cannot write the key file ({exc.strerror})") from None
-    logging.getLogger("egoveil").info("new pseudonym key written (key id %s); keep it outside "
-                                      "the data and never commit it", key.key_id)
+    log.info("public audit key written beside it (FILE.pub, audit key %s): give it to "
+             "auditors, who check seals with `egoveil audit verify DIR --key-file FILE.pub`",
+             fingerprint)
     return 0
 
 
@@ -220,8 +249,11 @@ def _parser() -> argparse.ArgumentParser:
     era.add_argument("--key-file", default=None,
                      help="the key the output was written with (default: "
                           "$EGOVEIL_PSEUDONYM_KEY)")
-    key = sub.add_parser("keygen", help="write a new random pseudonym key file")
+    key = sub.add_parser("keygen", help="write a new random pseudonym key file, and its "
+                                        "public audit key as FILE.pub")
     key.add_argument("file")
+    key.add_argument("--public", action="store_true",
+                     help="only write FILE.pub, the public audit key of the existing key FILE")
     enc = sub.add_parser("make-encoder", help="save a randomly initialised encoder (for tests)")
     enc.add_argument("dir")
     enc.add_argument("--preset", default="vjepa2-tiny",

@@ -8,8 +8,9 @@ An erasure reaches every derived artifact of a published output (PRIVACY.md 12):
    them back (``egoveil run`` refuses recordings that match, before decoding);
 3. the dead letters of the erased recordings are dropped;
 4. an ``erasure`` event (counts and an erasure id, no pseudonyms) is chained onto
-   the audit log, the new file list is sealed into it, and ``manifest.json`` is
-   swapped for one that lists the new files and names the log's new head;
+   the audit log, the new file list is sealed into it (signed with the audit key
+   derived from the pseudonym key), and ``manifest.json`` is swapped for one that
+   lists the new files and names the log's new head;
 5. only then are the old shards, the erased rows' clips and any shard or clip
    file the manifest does not list deleted.
 
@@ -61,6 +62,7 @@ from schemas.records import AuditEvent
 from transforms.discover import normalize_uri
 from transforms.media.inputs import MediaError, content_sha256
 from transforms.publish import SHARD_NAME, unlisted_outputs
+from transforms.stores.keys import load_key
 from transforms.stores.segment_cache import CACHE_DIR
 from transforms.stores.shards import shard_writer
 from transforms.stores.tombstones import read_tombstones, tombstone_uri
@@ -96,7 +98,7 @@ class ErasureSummary:
 
 def _load_key(key_file: str | None, output: str) -> PseudonymKey:
     try:
-        key = PseudonymKey.load(key_file)
+        key = load_key(key_file)
     except PseudonymKeyError as exc:
         raise UserError(str(exc)) from None
     try:
@@ -296,6 +298,7 @@ def erase(output_dir: str, wearers: list[str], recordings: list[str],
     manifest = _manifest(output)
     check_log(output)
     key = _load_key(key_file, output)
+    check_log(output, key.seal_signer())
     request = _request(key, wearers, recordings)
     with _Lock(output):
         try:
@@ -331,7 +334,8 @@ def erase(output_dir: str, wearers: list[str], recordings: list[str],
                                       if f["kind"] == "deadletter"))
         append_and_reseal(output, dict(manifest, files=files, totals=totals), op="erase",
                           op_id=summary.erasure_id,
-                          events=[AuditEvent(kind="erasure", counts=summary.counts())])
+                          events=[AuditEvent(kind="erasure", counts=summary.counts())],
+                          signer=key.seal_signer())
 
         # Only now, with the manifest no longer naming them, the old files go; and the
         # finished-segment cache, which may hold the erased rows (a rerun rebuilds it).

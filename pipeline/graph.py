@@ -64,7 +64,8 @@ def build_graph(p: beam.Pipeline, cfg: GraphConfig) -> None:
                     geometry=cfg.encoder.geometry, write_clips=cfg.write_clips,
                     joint_pairs=cfg.joint_pairs)
     layout = cfg.layout or LatentLayout(embedding_dim=cfg.encoder.embedding_dim)
-    cache = SegmentCache(cfg.output if cfg.use_cache else None, cfg.config_fingerprint, layout)
+    cache = SegmentCache(cfg.output if cfg.use_cache else None, cfg.config_fingerprint, layout,
+                         cfg.key_file)
     runtime = cfg.runtime or RuntimeConfig(batch_size=cfg.batch_size)
 
     found = p | "Discover" >> DiscoverRecordings(cfg.patterns, cfg.manifest, cfg.key_file)
@@ -100,4 +101,5 @@ def build_graph(p: beam.Pipeline, cfg: GraphConfig) -> None:
                      embedded.deadletters) | "DeadLetters" >> beam.Flatten(),
         events=(admitted.audit, anonymized.audit, resumed.audit) | "AuditEvents" >> beam.Flatten(),
         inputs=inputs,
-    ) | "Publish" >> Publish(cfg.output, cfg.staging, cfg.record, cfg.max_failure_rate)
+    ) | "Publish" >> Publish(cfg.output, cfg.staging, cfg.record, cfg.max_failure_rate,
+                             cfg.key_file)

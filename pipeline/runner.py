@@ -30,7 +30,7 @@ from pipeline.latent_options import latent_settings
 from pipeline.options import EgoveilOptions, unknown_arguments
 from pipeline.progress import ProgressMonitor
 from pipeline.worker_deps import stage_for_workers
-from privacy.audit_log import AuditLog, AuditLogBroken
+from privacy.audit_log import AuditLog, AuditLogBroken, AuditLogForeign
 from privacy.audit_record import describe_verification, scrub_paths
 from privacy.config import AnonymizationConfig
 from privacy.consent import ConsentFileError, ConsentRegistry
@@ -45,6 +45,7 @@ from transforms.media.inputs import DecodeCaps
 from transforms.models.encoders import EncoderUnavailable, resolve_encoder
 from transforms.stores.audit_files import CONTRACT_FAILED_JSON
 from transforms.stores.filesystems import FileSystemsStore, read_file
+from transforms.stores.keys import load_key
 from transforms.stores.progress import STAGE_SECONDS, read_totals
 from transforms.stores.tombstones import read_tombstones
 
@@ -52,6 +53,14 @@ log = logging.getLogger("egoveil")
 
 LOCAL_RUNNERS = (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "PrismRunner",
                  "prism")
+# Runners that cannot carry this graph, as checked with Beam 2.77 (tests/test_runners.py
+# shows each defect on a real cluster): refused before anything runs, never half-run.
+UNSUPPORTED_RUNNERS = {
+    "DaskRunner": "Beam's DaskRunner hands every tagged output of a multi-output step to each "
+                  "of its consumers (Admit's audit events reach Segment, dead letters would "
+                  "reach the stages) and drops what a DoFn emits in finish_bundle (RunInference's "
+                  "last batch, file-writing sinks)",
+}
 
 
 @dataclass(slots=True)
@@ -68,7 +77,9 @@ class RunSummary:
     faces_detected: int = 0
     segments: int = 0
     segments_cached: int = 0
+    segments_cache_rejected: int = 0
     audit_head: str = ""
+    audit_key: str = ""
     contract: dict = field(default_factory=dict)
     rows_by_view: dict = field(default_factory=dict)
     cross_view_recovered: int = 0
@@ -158,7 +169,7 @@ def _check_numbers(opts: EgoveilOptions) -> None:
 
 def _load_key(opts: EgoveilOptions) -> PseudonymKey:
     try:
-        return PseudonymKey.load(opts.key_file)
+        return load_key(opts.key_file)
     except PseudonymKeyError as exc:
         raise UserError(str(exc)) from None
 
@@ -204,7 +215,7 @@ def _open_output(opts: EgoveilOptions, key: PseudonymKey) -> tuple[str, Tombston
     """The output folder, checked: writable, its log intact, its tombstones of this key."""
     output = _prepare_output(opts.output)
     try:
-        AuditLog.load(FileSystemsStore(output))
+        audit_log = AuditLog.load(FileSystemsStore(output))
     except AuditLogBroken as exc:
         raise UserError(f"--output holds an audit log that does not verify ({exc}); a run never "
                         "appends to a broken log: restore it or use a new --output") from None
@@ -213,7 +224,22 @@ def _open_output(opts: EgoveilOptions, key: PseudonymKey) -> tuple[str, Tombston
         tombstones.check_key(key.key_id)
     except TombstoneError as exc:
         raise UserError(f"--output: {exc}") from None
+    try:
+        audit_log.check_sealed_by(key.seal_signer().public)
+    except AuditLogForeign as exc:
+        raise UserError(f"--output holds an audit log that this key did not seal ({exc}); "
+                        "give the key the output was written with, or use a new --output") \
+            from None
     return output, tombstones
+
+
+def _check_runner(argv: list[str]) -> None:
+    runner_name = str(PipelineOptions(argv).view_as(StandardOptions).runner or "")
+    why = UNSUPPORTED_RUNNERS.get(runner_name.rsplit(".", 1)[-1])
+    if why:
+        raise UserError(f"--runner {runner_name.rsplit('.', 1)[-1]} cannot run egoveil: {why}; "
+                        "use the DirectRunner, Dataflow, or Flink or Spark through the "
+                        "PortableRunner")
 
 
 def prepare(argv: list[str]) -> tuple[PipelineOptions, GraphConfig, EgoveilOptions]:
@@ -225,6 +251,7 @@ def prepare(argv: list[str]) -> tuple[PipelineOptions, GraphConfig, EgoveilOptio
     Raises:
         UserError: any problem the user can fix, as one line.
     """
+    _check_runner(argv)
     unknown = unknown_arguments(argv)
     if unknown:
         raise UserError(f"unknown option {unknown[0]}; see `egoveil run --help`")
@@ -338,6 +365,7 @@ def summarize(output: str, wall_s: float) -> RunSummary:
         manifest = json.load(handle)
     summary.totals = manifest["totals"]
     summary.audit_head = manifest.get("audit", {}).get("head", "")
+    summary.audit_key = manifest.get("audit", {}).get("audit_key", "")
     if FileSystems.exists(FileSystems.join(output, VALIDATION_JSON)):
         with FileSystems.open(FileSystems.join(output, VALIDATION_JSON)) as handle:
             summary.contract = {k: v for k, v in json.load(handle).items()
@@ -362,6 +390,8 @@ def summarize(output: str, wall_s: float) -> RunSummary:
                 summary.cross_view_recovered += event["counts"].get("cross_view_recovered", 0)
             elif event["kind"] == "segment_cached":
                 summary.segments_cached += 1
+            elif event["kind"] == "segment_cache_rejected":
+                summary.segments_cache_rejected += 1
             elif event["kind"] == "vrs_streams":
                 summary.vrs_files.append(event["counts"])
     summary.rows_by_view = _rows_by_view(output, manifest)

@@ -314,7 +314,7 @@ class SegmentAnonymizer:
                     del window[:drop]
                     centre -= drop
             while centre < len(window):
-                out = self._finish(window, centre, rng)
+                out = self._finish(window, centre, rng, flushing=True)
                 if out is not None:
                     yield out
                 centre += 1
@@ -358,12 +358,14 @@ class SegmentAnonymizer:
         return keep
 
     def _neighbours(self, window: list[_Pending], centre: int, cls: ClassDetector,
-                    view: str) -> list[tuple[int, np.ndarray]]:
-        """(offset, boxes) of the ``temporal_window`` nearest detected instants on each side."""
+                    view: str, everything: bool = False) -> list[tuple[int, np.ndarray]]:
+        """(offset, boxes) of the ``temporal_window`` nearest detected instants on each side,
+        or of every detected instant in ``window`` but the centre with ``everything``."""
         out: list[tuple[int, np.ndarray]] = []
+        reach = len(window) if everything else cls.temporal_window
         for direction in (-1, 1):
             found, j = 0, centre + direction
-            while found < cls.temporal_window and 0 <= j < len(window):
+            while found < reach and 0 <= j < len(window):
                 views = window[j].dets.get(cls.name)
                 if views is not None:
                     found += 1
@@ -372,8 +374,8 @@ class SegmentAnonymizer:
                 j += direction
         return out
 
-    def _finish(self, window: list[_Pending], centre: int,
-                rng: np.random.Generator | None) -> dict[str, FrameOut] | None:
+    def _finish(self, window: list[_Pending], centre: int, rng: np.random.Generator | None,
+                flushing: bool = False) -> dict[str, FrameOut] | None:
         item = window[centre]
         if not item.frames.emit:
             return None
@@ -398,7 +400,12 @@ class SegmentAnonymizer:
             masked: dict[str, np.ndarray] = {}
             for cls in self.classes:
                 name = cls.name
-                borrowed = propagated_boxes(self._neighbours(window, centre, cls, view))
+                # At the end of a stream the classes with the widest window borrow from
+                # every detected instant still held (nothing is dropped once the stream has
+                # ended), so the last frames are covered more, never less.
+                everything = flushing and cls.temporal_window == self.window
+                borrowed = propagated_boxes(self._neighbours(window, centre, cls, view,
+                                                             everything))
                 views = item.dets.get(name)
                 own = views[view].boxes if views is not None and view in views else \
                     np.zeros((0, 4), np.float32)

@@ -9,10 +9,13 @@ files (shards without erased rows, say) updates their manifest entries with
 
     manifest = load_manifest(store)
     replace_entry(manifest, file_entry("latents/part-00000.parquet", data, "latents", rows))
-    record_operation(store, manifest, op="erase", op_id=erase_id,
+    record_operation(store, manifest, op="erase", op_id=erase_id, signer=key.seal_signer(),
                      events=[{"kind": "erasure", "counts": {"rows": 12, "clips": 3}}])
 
-A log whose chain is broken is never appended to: that would bury the evidence.
+Every seal is signed with the folder owner's audit key (``privacy.audit_seal``), so
+only the key holder can close the log over a file list. A log whose chain is
+broken is never appended to: that would bury the evidence; nor is one sealed with
+another key.
 """
 
 from __future__ import annotations
@@ -30,12 +33,17 @@ from privacy.audit_chain import (
     files_digest,
     make_entry,
 )
+from privacy.audit_seal import SealKey, SealSigner, seal_signer_key, sign_seal
 from privacy.output_store import OutputStore
 from schemas.audit import EVENTS_FILE, GENESIS, MANIFEST
 
 
 class AuditLogBroken(ValueError):
     """The existing log does not verify; the message names the first broken entry."""
+
+
+class AuditLogForeign(ValueError):
+    """The existing log was sealed with another audit key than the one at hand."""
 
 
 def utc_now() -> str:
@@ -95,6 +103,26 @@ class AuditLog:
         self.entries.extend(new)
         return new
 
+    def seal(self, signer: SealSigner, *, op: str, op_id: str, at: str | None = None,
+             counts: dict) -> dict:
+        """Append a ``files_sealed`` entry signed by ``signer``."""
+        entry = sign_seal(make_entry(self.head, len(self.entries), at=at or utc_now(), op=op,
+                                     op_id=op_id, kind="files_sealed", counts=counts), signer)
+        self.entries.append(entry)
+        return entry
+
+    def check_sealed_by(self, key: SealKey) -> None:
+        """Raises AuditLogForeign unless every seal so far was made with ``key``."""
+        for entry in self.entries:
+            if entry["kind"] != "files_sealed":
+                continue
+            signer, problem = seal_signer_key(entry)
+            if signer != key:
+                raise AuditLogForeign(
+                    f"{EVENTS_FILE} line {entry['seq'] + 1} was "
+                    + (f"sealed with another audit key ({signer.fingerprint})" if signer
+                       else f"not sealed by this key ({problem})"))
+
     def of_operation(self, op_id: str) -> list[dict]:
         return [e for e in self.entries if e["op_id"] == op_id]
 
@@ -126,30 +154,33 @@ def manifest_bytes(manifest: dict) -> bytes:
 
 
 def seal_and_write(store: OutputStore, manifest: dict, log: AuditLog, *, op: str,
-                   op_id: str, at: str | None = None) -> dict:
+                   op_id: str, signer: SealSigner, at: str | None = None) -> dict:
     """Seal ``manifest``'s file list into ``log``, write the log, then ``manifest.json``.
 
     The log's own entry is left out of the seal (it cannot hash itself); the
-    manifest lists the log with its sha256 and names its head instead.
+    manifest lists the log with its sha256 and names its head and the audit key
+    that signed the seal instead.
 
     Returns:
         The manifest as written.
     """
     files = sorted((f for f in manifest["files"] if f["path"] != EVENTS_FILE),
                    key=lambda f: f["path"])
-    log.append("files_sealed", op=op, op_id=op_id, at=at,
-               counts={"files": len(files), "files_sha256": files_digest(files)})
+    log.seal(signer, op=op, op_id=op_id, at=at,
+             counts={"files": len(files), "files_sha256": files_digest(files)})
     data = log.to_bytes()
     store.write(EVENTS_FILE, data)
     files.append(file_entry(EVENTS_FILE, data, "audit_events", len(log)))
     written = dict(manifest, files=sorted(files, key=lambda f: f["path"]),
-                   audit={"log": EVENTS_FILE, "head": log.head, "entries": len(log)})
+                   audit={"log": EVENTS_FILE, "head": log.head, "entries": len(log),
+                          "audit_key": signer.public.fingerprint})
     store.write(MANIFEST, manifest_bytes(written))
     return written
 
 
 def record_operation(store: OutputStore, manifest: dict, *, op: str, op_id: str,
-                     events: Iterable[dict], at: str | None = None) -> dict:
+                     events: Iterable[dict], signer: SealSigner,
+                     at: str | None = None) -> dict:
     """Append an operation's events to a published folder's log and reseal it.
 
     Args:
@@ -160,14 +191,17 @@ def record_operation(store: OutputStore, manifest: dict, *, op: str, op_id: str,
         op_id: this operation's id (16 hex characters, like a run id).
         events: the operation's events (``kind``, ``counts``, optionally
             ``recording_id`` and ``segment_index``); no personal data.
+        signer: the folder owner's audit key (``PseudonymKey.seal_signer``).
 
     Returns:
         The manifest as written.
 
     Raises:
         AuditLogBroken: the folder's log does not verify; nothing was written.
+        AuditLogForeign: the log was sealed with another key; nothing was written.
     """
     log = AuditLog.load(store)
+    log.check_sealed_by(signer.public)
     at = at or utc_now()
     log.extend(events, op=op, op_id=op_id, at=at)
-    return seal_and_write(store, manifest, log, op=op, op_id=op_id, at=at)
+    return seal_and_write(store, manifest, log, op=op, op_id=op_id, signer=signer, at=at)

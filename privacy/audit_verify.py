@@ -6,12 +6,22 @@ Checks, in this order, and reports every problem with the first one first:
 2. the log's hash chain holds, entry by entry (the first broken entry is named);
 3. the log is the one the manifest names: same sha256 and entry count, same head,
    and an externally kept head (``expect_head``) is one of its entries;
-4. the manifest's file list is the one the log sealed last;
+4. every seal is signed, all by one audit key, the one the manifest and the record
+   name, and, when the auditor gives the owner's public key (``key``), by that key;
+   the manifest's file list is the one the log sealed last;
 5. every listed file exists with its sha256, size and row count, and no file is
-   there that the manifest does not list;
+   there that the manifest does not list. A shard that a publish cut short moved in
+   is not counted as tampering when its run's signed ``PUBLISHING`` note names it
+   with its sha256 and the log has not sealed that run: it is reported as a notice
+   (a reader that lists ``latents/`` would see it) and the next publish removes it;
 6. the record of processing is the one the log recorded for the publishing run,
    names what a record must name, and agrees with the manifest's totals unless a
    later operation (an erasure) resealed the folder.
+
+Without ``key`` the seals are checked against the key they name: that catches a
+seal appended by anyone else, but not a forger who re-signs every seal and rewrites
+the record with a key of their own. ``key`` (or a head kept from an earlier check,
+``expect_head``) catches that too.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import json
 from dataclasses import dataclass, field
 
 from privacy.audit_chain import check_chain, files_digest
+from privacy.audit_seal import SealKey, note_signer_key, seal_signer_key
 from privacy.output_store import OutputStore
 from schemas.audit import (
     EVENTS_FILE,
@@ -32,9 +43,9 @@ from schemas.audit import (
     WORK_PREFIXES,
 )
 
-RECORD_REQUIRED = ("run_id", "purpose", "consent_checked", "key_id", "config_sha256",
-                   "anonymization", "detector", "encoder", "totals", "outcomes",
-                   "published_at")
+RECORD_REQUIRED = ("run_id", "purpose", "consent_checked", "key_id", "audit_key",
+                   "config_sha256", "anonymization", "detector", "encoder", "totals",
+                   "outcomes", "published_at")
 _BLOCK = 1 << 22
 
 
@@ -54,10 +65,13 @@ class VerifyReport:
     """The outcome of verifying one folder."""
 
     findings: list[Finding] = field(default_factory=list)
+    notices: list[Finding] = field(default_factory=list)
     head: str | None = None
     entries: int = 0
     files_checked: int = 0
     run_id: str | None = None
+    audit_key: str | None = None     # fingerprint of the key every seal was signed with
+    key_checked: bool = False        # the seals were checked against the auditor's key
 
     @property
     def ok(self) -> bool:
@@ -98,9 +112,16 @@ def count_rows(store: OutputStore, rel: str, kind: str | None) -> int | None:
     return None
 
 
-def verify_output(store: OutputStore, expect_head: str | None = None) -> VerifyReport:
-    """Verify the published folder in ``store``; see the module docstring for the checks."""
-    report = VerifyReport()
+def verify_output(store: OutputStore, expect_head: str | None = None,
+                  key: SealKey | None = None) -> VerifyReport:
+    """Verify the published folder in ``store``; see the module docstring for the checks.
+
+    Args:
+        store: the output folder.
+        expect_head: a log head kept outside the folder from an earlier check.
+        key: the folder owner's public audit key; every seal must be signed with it.
+    """
+    report = VerifyReport(key_checked=key is not None)
     if not store.exists(MANIFEST):
         report.add(MANIFEST, "missing: the folder was never published or was cut short")
         return report
@@ -124,8 +145,8 @@ def verify_output(store: OutputStore, expect_head: str | None = None) -> VerifyR
         listed[entry["path"]] = entry
 
     chain = _check_log(store, manifest, listed, report, expect_head)
-    _check_seal(chain, listed, report)
-    _check_files(store, listed, report)
+    sealed_by = _check_seal(chain, listed, manifest, report, key)
+    _check_files(store, listed, report, chain, sealed_by)
     _check_record(store, manifest, chain, report)
     return report
 
@@ -159,13 +180,15 @@ def _check_log(store, manifest, listed, report, expect_head):
     return chain
 
 
-def _check_seal(chain, listed, report) -> None:
+def _check_seal(chain, listed, manifest, report, key: SealKey | None) -> SealKey | None:
+    """Check the seals; returns the key that made them (None when none can be trusted)."""
     if chain is None:
-        return
+        return None
     seals = [e for e in chain.entries if e["kind"] == "files_sealed"]
     if not seals:
         report.add(EVENTS_FILE, "no files_sealed entry: nothing was ever published with it")
-        return
+        return None
+    sealed_by = _check_signatures(seals, report, key)
     last = seals[-1]
     if chain.entries[-1] is not last:
         report.add(f"{EVENTS_FILE} line {chain.entries.index(last) + 2}",
@@ -174,9 +197,37 @@ def _check_seal(chain, listed, report) -> None:
     if last["counts"].get("files_sha256") != files_digest(sealed):
         report.add(MANIFEST, f"its file list is not the one the log sealed (seq {last['seq']}): "
                              "manifest.json was altered")
+    named = (manifest.get("audit") or {}).get("audit_key")
+    if sealed_by is not None and named != sealed_by.fingerprint:
+        report.add(MANIFEST, f"names audit key {named}, the seals were made with "
+                             f"{sealed_by.fingerprint}")
+    return sealed_by
 
 
-def _check_files(store, listed, report) -> None:
+def _check_signatures(seals: list[dict], report: VerifyReport,
+                      key: SealKey | None) -> SealKey | None:
+    first: SealKey | None = None
+    for seal in seals:
+        where = f"{EVENTS_FILE} line {seal['seq'] + 1} (seq {seal['seq']})"
+        signer, problem = seal_signer_key(seal)
+        if signer is None:
+            report.add(where, problem)
+            return None
+        if key is not None and signer != key:
+            report.add(where, f"sealed with audit key {signer.fingerprint}, not with the key "
+                              f"given ({key.fingerprint}): someone else made this seal")
+            return None
+        if first is None:
+            first = signer
+        elif signer != first:
+            report.add(where, f"sealed with audit key {signer.fingerprint}, the seals before "
+                              f"it with {first.fingerprint}: someone else made this seal")
+            return None
+    report.audit_key = first.fingerprint
+    return first
+
+
+def _check_files(store, listed, report, chain, sealed_by: SealKey | None) -> None:
     present = set(store.list_files())
     for path in sorted(listed):
         entry = listed[path]
@@ -202,22 +253,55 @@ def _check_files(store, listed, report) -> None:
                 continue
             if rows is not None and rows != entry["rows"]:
                 report.add(path, f"{rows} rows, manifest.json says {entry['rows']}")
-    ignored = {MANIFEST, SUCCESS} | _cut_short(store, present)
-    for path in sorted(present - set(listed) - ignored):
-        if not path.startswith(WORK_PREFIXES):
+    unlisted = sorted(p for p in present - set(listed) - {MANIFEST, SUCCESS}
+                      if not p.startswith(WORK_PREFIXES))
+    excused = _cut_short(store, present, chain, sealed_by, report) if unlisted else {}
+    for path in unlisted:
+        if path not in excused:
             report.add(path, "not listed in manifest.json: it was added after publishing")
+            continue
+        try:
+            sha, _ = _sha256_and_size(store, path)
+        except OSError as exc:
+            report.add(path, f"unreadable ({type(exc).__name__})")
+            continue
+        if sha != excused[path][1]:
+            report.add(path, "not listed in manifest.json, and not the file the PUBLISHING "
+                             "note that names it was signed for: it was added after publishing")
+            continue
+        report.notices.append(Finding(path, (
+            f"not listed in manifest.json: moved in by run {excused[path][0]}, whose publish "
+            "was cut short (its signed PUBLISHING note names it); readers that list latents/ "
+            "instead of reading manifest.json see it; the next run or erasure removes it")))
 
 
-def _cut_short(store, present: set[str]) -> set[str]:
-    """Files a publish that was cut short moved in before its manifest (PUBLISHING)."""
-    named: set[str] = set()
-    for path in present:
-        if path.startswith(".staging/") and path.endswith("/" + PUBLISHING):
-            try:
-                named |= set(json.loads(store.read(path))["files"])
-            except (OSError, ValueError, KeyError, TypeError):
-                continue  # an unreadable note names nothing
-    return {p for p in named if p.startswith("latents/")}
+def _cut_short(store, present: set[str], chain, sealed_by: SealKey | None,
+               report: VerifyReport) -> dict[str, tuple[str, str]]:
+    """Shards a publish that was cut short moved in before its manifest: path -> (run id,
+    sha256), from ``PUBLISHING`` notes signed with the folder's audit key by runs the log
+    has not sealed, published onto a head of this log."""
+    if chain is None or sealed_by is None:
+        return {}  # without a trusted key, no note can be told from a forgery
+    sealed_runs = {e["op_id"] for e in chain.entries if e["kind"] == "files_sealed"}
+    heads = {e["hash"] for e in chain.entries} | {GENESIS}
+    named: dict[str, tuple[str, str]] = {}
+    for path in sorted(present):
+        if not (path.startswith(".staging/") and path.endswith("/" + PUBLISHING)):
+            continue
+        try:
+            note = json.loads(store.read(path))
+        except (OSError, ValueError):
+            note = None
+        if note_signer_key(note) != sealed_by:
+            report.add(path, "a PUBLISHING note not signed with the folder's audit key: it "
+                             "excuses no file")
+            continue
+        if note.get("run_id") in sealed_runs or note.get("base_head") not in heads:
+            continue  # a finished run's note, or another folder's: it excuses nothing
+        for entry in note["files"]:
+            if isinstance(entry, dict) and str(entry.get("path", "")).startswith("latents/"):
+                named[entry["path"]] = (str(note["run_id"]), str(entry.get("sha256")))
+    return named
 
 
 def _check_record(store, manifest, chain, report) -> None:
@@ -237,6 +321,9 @@ def _check_record(store, manifest, chain, report) -> None:
         report.add(RECORD_FILE, f"lacks {', '.join(missing)}")
     if record.get("run_id") != manifest.get("run_id"):
         report.add(RECORD_FILE, "its run_id is not the one manifest.json names")
+    if report.audit_key and record.get("audit_key") != report.audit_key:
+        report.add(RECORD_FILE, f"names audit key {record.get('audit_key')}, the seals were "
+                                f"made with {report.audit_key}")
     if chain is None:
         return
     seals = [e for e in chain.entries if e["kind"] == "files_sealed"]

@@ -69,6 +69,9 @@ EVENT_KINDS = {
                           "verify_output_faces, verify_linkable_faces)",
     "segment_cached": "a segment finished by an earlier run of the same configuration into "
                       "this folder was reused from OUTPUT/.cache (its events are repeated)",
+    "segment_cache_rejected": "a finished segment in OUTPUT/.cache was changed after it was "
+                              "written (its MAC does not hold) and was done again (counts: "
+                              "reason)",
     "segment_failed": "a segment produced nothing (counts: reason; verification_failed means "
                       "quarantined)",
     "verification_failed": "a segment's first redaction failed verification and was redacted "
@@ -79,7 +82,8 @@ EVENT_KINDS = {
     "contract_validated": "the data contract ran on what is published (counts: success, "
                           "expectations, failed, validation_sha256)",
     "erasure": "rows, clips or recordings were erased (counts: what and how many)",
-    "files_sealed": "the published file list at this point (counts: files, files_sha256); "
+    "files_sealed": "the published file list at this point, signed with the folder owner's "
+                    "audit key (counts: files, files_sha256, seal_key, signature); "
                     "manifest.json must match the last one",
 }
 

@@ -9,6 +9,7 @@ import pytest
 from pipeline.samples import make_recording
 from privacy.pseudonyms import PseudonymKey
 from transforms.models.encoders import save_random_encoder
+from transforms.stores.keys import load_key
 
 SHARED_MEDIA = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared",
                                             "media"))
@@ -31,7 +32,7 @@ def key_file(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def key(key_file) -> PseudonymKey:
-    return PseudonymKey.from_file(key_file)
+    return load_key(key_file)
 
 
 @pytest.fixture(autouse=True)

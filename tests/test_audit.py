@@ -4,17 +4,26 @@ counts, and the data contract on shards the test writes with the pipeline's own 
 from __future__ import annotations
 
 import json
+import pickle
 import re
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from privacy.audit_chain import check_chain, entry_hash, files_digest
-from privacy.audit_log import AuditLog, AuditLogBroken, file_entry, record_operation
+from privacy.audit_chain import check_chain, entry_hash, files_digest, make_entry
+from privacy.audit_log import (
+    AuditLog,
+    AuditLogBroken,
+    AuditLogForeign,
+    file_entry,
+    record_operation,
+)
 from privacy.audit_record import scrub_paths
+from privacy.audit_seal import SealKey, SealKeyError, seal_signer_key
 from privacy.audit_summary import count_outcomes
 from privacy.data_contract import DataContract, ShardSource
+from privacy.pseudonyms import PseudonymKey
 from schemas.audit import EVENTS_FILE, GENESIS, MANIFEST, PATH_LIKE_REGEX
 from schemas.elements import LatentRow
 from schemas.latents import latent_schema
@@ -84,21 +93,53 @@ def test_append_api_reseals_and_refuses_a_broken_log(tmp_path):
     store.write("latents/part-00000.parquet", b"shard")
     manifest = {"run_id": RUN, "files": [file_entry("latents/part-00000.parquet", b"shard",
                                                     "latents", None)]}
+    signer = PseudonymKey.generate().seal_signer()
     written = record_operation(store, manifest, op="erase", op_id="fedcba9876543210",
                                events=[{"kind": "erasure", "counts": {"rows": 3}}],
-                               at="2026-05-02T10:00:00+00:00")
+                               signer=signer, at="2026-05-02T10:00:00+00:00")
     log = AuditLog.load(store)
     assert [e["kind"] for e in log.entries] == ["erasure", "files_sealed"]
-    assert written["audit"] == {"log": EVENTS_FILE, "head": log.head, "entries": 2}
+    assert written["audit"] == {"log": EVENTS_FILE, "head": log.head, "entries": 2,
+                                "audit_key": signer.public.fingerprint}
     assert log.entries[-1]["counts"]["files_sha256"] == files_digest(manifest["files"])
+    assert seal_signer_key(log.entries[-1]) == (signer.public, None)
     assert json.loads(store.read(MANIFEST)) == written
     assert {f["path"] for f in written["files"]} == {"latents/part-00000.parquet", EVENTS_FILE}
 
+    before = store.read(MANIFEST)
+    with pytest.raises(AuditLogForeign, match="sealed with another audit key"):
+        record_operation(store, written, op="erase", op_id="fedcba9876543211",
+                         events=[{"kind": "erasure"}],
+                         signer=PseudonymKey.generate().seal_signer())
     store.write(EVENTS_FILE, b"".join(_lines(log)[1:]))
     with pytest.raises(AuditLogBroken, match=r"audit/events.jsonl line 1 \(seq 0\)"):
         record_operation(store, written, op="erase", op_id="fedcba9876543210",
-                         events=[{"kind": "erasure"}])
-    assert store.read(MANIFEST) != b"" and json.loads(store.read(MANIFEST)) == written
+                         events=[{"kind": "erasure"}], signer=signer)
+    assert store.read(MANIFEST) == before and json.loads(before) == written
+
+
+def test_a_seal_holds_only_as_signed():
+    signer = PseudonymKey.generate().seal_signer()
+    log = _log(2)
+    entry = log.seal(signer, op="run", op_id=RUN, counts={"files": 1, "files_sha256": "a" * 64})
+    assert check_chain(log.to_bytes()).ok
+    assert seal_signer_key(entry) == (signer.public, None)
+    # Any change to what it covers, even rehashed so that the chain holds, breaks it.
+    for changed in (dict(entry, counts=dict(entry["counts"], files_sha256="b" * 64)),
+                    dict(entry, prev="0" * 64), dict(entry, op_id="f" * 16)):
+        changed["hash"] = entry_hash(changed)
+        key, problem = seal_signer_key(changed)
+        assert key is None and "signature does not hold" in problem
+    unsigned = make_entry(entry["prev"], entry["seq"], at=entry["at"], op="run", op_id=RUN,
+                          kind="files_sealed", counts={"files": 1, "files_sha256": "a" * 64})
+    assert seal_signer_key(unsigned)[1].startswith("the seal is not signed")
+    with pytest.raises(TypeError):
+        pickle.dumps(signer)
+    public = SealKey.from_pem(signer.public.to_pem())
+    assert public == signer.public and len(public.fingerprint) == 32
+    for bad, message in ((b"ab" * 32 + b"\n", "secret key"), (b"hello", "not a public")):
+        with pytest.raises(SealKeyError, match=message):
+            SealKey.from_pem(bad)
 
 
 def test_files_digest_ignores_order_but_not_content():

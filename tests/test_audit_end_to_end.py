@@ -19,6 +19,8 @@ import pytest
 
 from pipeline.samples import make_recording
 from privacy.audit_chain import check_chain, entry_line, files_digest, make_entry
+from privacy.audit_seal import seal_signer_key, sign_seal, signed_note
+from privacy.pseudonyms import PseudonymKey
 from schemas.audit import EVENTS_FILE, GENESIS
 
 FPS = 15
@@ -109,6 +111,7 @@ def test_the_run_records_its_processing(published, key):
     record = json.loads((out / "audit" / "record.json").read_text())
     assert record["purpose"] == "world-model-training" and record["consent_checked"] is True
     assert record["key_id"] == key.key_id
+    assert record["audit_key"] == key.seal_signer().public.fingerprint
     assert re.fullmatch(r"[0-9a-f]{64}", record["detector"]["weights_sha256"])
     assert record["detector"]["threshold"] > 0 and record["anonymization"]["redaction"] == \
         {"mode": "solid", "mask_scale": 1.4, "pixel_blocks": 4}
@@ -136,6 +139,8 @@ def test_the_run_records_its_processing(published, key):
     assert {e["op_id"] for e in entries} == {record["run_id"]}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["audit"]["head"] == entries[-1]["hash"]
+    assert manifest["audit"]["audit_key"] == record["audit_key"]
+    assert seal_signer_key(entries[-1]) == (key.seal_signer().public, None)
     sealed = [f for f in manifest["files"] if f["path"] != EVENTS_FILE]
     assert entries[-1]["counts"]["files_sha256"] == files_digest(sealed)
     listed = {f["path"] for f in manifest["files"]}
@@ -160,13 +165,31 @@ def test_no_personal_data_in_any_output(published, key_file, tmp_path):
         assert raw.decode() not in result.stdout + result.stderr
 
 
-def test_verify_passes_on_what_the_run_published(published, cli):
+@pytest.fixture(scope="module")
+def public_key(key, tmp_path_factory) -> str:
+    """The owner's public audit key, as `egoveil keygen` writes it beside the key."""
+    path = tmp_path_factory.mktemp("auditor") / "egoveil.key.pub"
+    path.write_bytes(key.seal_signer().public.to_pem())
+    return str(path)
+
+
+def test_verify_passes_on_what_the_run_published(published, cli, public_key, key_file, key):
     result = egoveil("audit", "verify", str(published.out))
     assert result.returncode == 0, result.stderr
     head = _entries(published.out)[-1]["hash"]
+    fingerprint = key.seal_signer().public.fingerprint
     assert "audit verify: OK" in result.stdout and head in result.stdout
+    assert f"seals signed with audit key {fingerprint}; pass the owner's" in result.stdout
     as_json = json.loads(cli("audit", "verify", str(published.out), "--json").stdout)
     assert as_json["ok"] and as_json["head"] == head and as_json["findings"] == []
+    assert as_json["audit_key"] == fingerprint and as_json["key_checked"] is False
+    checked = cli("audit", "verify", str(published.out), "--key-file", public_key,
+                  "--expect-head", head)
+    assert checked.returncode == 0, checked.stderr
+    assert f"every seal was made with the audit key given ({fingerprint})" in checked.stdout
+    # An auditor holds no secret: the key file itself is refused.
+    refused = cli("audit", "verify", str(published.out), "--key-file", key_file)
+    assert refused.returncode == 2 and "this is a secret key" in refused.stderr
 
 
 def _lines(out: Path) -> list[bytes]:
@@ -251,31 +274,150 @@ def test_verify_names_the_first_broken_entry_or_file(copy, case, cli):
     assert "Traceback" not in result.stderr
 
 
-def test_a_rewritten_log_is_caught_by_the_head_kept_outside(copy, cli):
-    """A forger who rechains the log and fixes the manifest passes the folder's own checks;
-    the head an auditor kept from an earlier verify does not match."""
-    kept = _entries(copy)[-1]["hash"]
-    entries = [e for e in _entries(copy) if e["kind"] != "consent_excluded"]
-    prev, forged = GENESIS, []
-    for seq, entry in enumerate(entries):
-        body = {k: v for k, v in entry.items() if k not in ("seq", "prev", "hash")}
-        forged.append(make_entry(prev, seq, **body))
-        prev = forged[-1]["hash"]
-    data = b"".join(entry_line(e) for e in forged)
-    (copy / EVENTS_FILE).write_bytes(data)
-    manifest = json.loads((copy / "manifest.json").read_text())
+def _write_log_and_manifest(out: Path, entries: list[dict], **manifest_changes) -> None:
+    """Write ``entries`` as the log and make manifest.json name it, as a forger would."""
     import hashlib
 
+    data = b"".join(entry_line(e) for e in entries)
+    (out / EVENTS_FILE).write_bytes(data)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest.update(manifest_changes)
     log_entry = next(f for f in manifest["files"] if f["path"] == EVENTS_FILE)
     log_entry.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data),
-                     rows=len(forged))
-    manifest["audit"].update(head=prev, entries=len(forged))
-    (copy / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+                     rows=len(entries))
+    manifest["audit"].update(head=entries[-1]["hash"], entries=len(entries))
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def _edit_a_shard_and_reseal(out: Path, signer=None) -> None:
+    """The probe's forgery: change a shard, put its sha256 in manifest.json and chain a new
+    files_sealed entry over the new file list (signed with the forger's own key, if any)."""
+    import hashlib
+
+    shard = _first_shard(out)
+    _flip_byte(shard)
+    data = shard.read_bytes()
+    manifest = json.loads((out / "manifest.json").read_text())
+    entry = next(f for f in manifest["files"] if f["path"] == f"latents/{shard.name}")
+    entry.update(sha256=hashlib.sha256(data).hexdigest())
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    entries = _entries(out)
+    files = [f for f in manifest["files"] if f["path"] != EVENTS_FILE]
+    seal = make_entry(entries[-1]["hash"], len(entries), at=entries[-1]["at"], op="run",
+                      op_id=entries[-1]["op_id"], kind="files_sealed",
+                      counts={"files": len(files), "files_sha256": files_digest(files)})
+    _write_log_and_manifest(out, [*entries, sign_seal(seal, signer) if signer else seal],
+                            files=manifest["files"])
+
+
+@pytest.mark.parametrize("forger", ["unsigned", "own key"])
+def test_a_seal_the_owner_did_not_make_fails_verify(copy, cli, public_key, forger):
+    head = _entries(copy)[-1]["hash"]
+    _edit_a_shard_and_reseal(copy, PseudonymKey.generate().seal_signer()
+                             if forger == "own key" else None)
+    line = len(_entries(copy))
+    own_key = "the seals before it with" if forger == "own key" else "the seal is not signed"
+    for extra, expected in (([], own_key), (["--expect-head", head], own_key), (
+            ["--key-file", public_key],
+            "not with the key given" if forger == "own key" else "the seal is not signed")):
+        result = cli("audit", "verify", str(copy), *extra)
+        assert result.returncode == 1, (extra, result.stdout)
+        first = result.stderr.splitlines()[0]
+        assert f"FAILED: audit/events.jsonl line {line} (seq {line - 1}): " in first, first
+        assert expected in first, (extra, first)
+
+
+def test_a_rewritten_log_is_caught_by_the_owners_key_and_the_head_kept_outside(
+        copy, cli, public_key):
+    """A forger who rechains the whole log, re-signs every seal with a key of their own and
+    rewrites the record and the manifest passes the folder's own checks; the owner's public
+    key and a head an auditor kept from an earlier verify do not."""
+    import hashlib
+
+    kept = _entries(copy)[-1]["hash"]
+    signer = PseudonymKey.generate().seal_signer()
+    record_path = copy / "audit" / "record.json"
+    record = json.loads(record_path.read_text())
+    record["audit_key"] = signer.public.fingerprint
+    record_path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    record_sha = hashlib.sha256(record_path.read_bytes()).hexdigest()
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for entry in manifest["files"]:
+        if entry["path"] == "audit/record.json":
+            entry.update(sha256=record_sha, bytes=record_path.stat().st_size)
+    files = [f for f in manifest["files"] if f["path"] != EVENTS_FILE]
+    prev, forged = GENESIS, []
+    for entry in _entries(copy):
+        if entry["kind"] == "consent_excluded":
+            continue  # what the forger wants gone
+        body = {k: v for k, v in entry.items() if k not in ("seq", "prev", "hash")}
+        if entry["kind"] == "run_record":
+            body["counts"] = dict(body["counts"], record_sha256=record_sha,
+                                  audit_key=signer.public.fingerprint)
+        if entry["kind"] == "files_sealed":
+            body["counts"] = {"files": len(files), "files_sha256": files_digest(files)}
+        made = make_entry(prev, len(forged), **body)
+        forged.append(sign_seal(made, signer) if entry["kind"] == "files_sealed" else made)
+        prev = forged[-1]["hash"]
+    _write_log_and_manifest(copy, forged, files=manifest["files"],
+                            audit=dict(manifest["audit"], audit_key=signer.public.fingerprint))
 
     assert cli("audit", "verify", str(copy)).returncode == 0
     result = cli("audit", "verify", str(copy), "--expect-head", kept)
     assert result.returncode == 1
     assert "the head kept outside the folder is not in the log" in result.stderr
+    result = cli("audit", "verify", str(copy), "--key-file", public_key)
+    assert result.returncode == 1 and "not with the key given" in result.stderr
+
+
+def test_an_extra_shard_with_a_forged_publishing_note_fails_verify(copy, cli):
+    """An extra shard doubles what a reader of the whole latents/ folder gets; a PUBLISHING
+    note excuses it only when the folder's audit key signed it for a run not yet sealed."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    shard = _first_shard(copy)
+    extra = copy / "latents" / "part-00001-0123456789ab.parquet"
+    shutil.copy(shard, extra)
+    assert pq.read_table(copy / "latents").num_rows == 2 * pq.read_table(shard).num_rows
+    staging = copy / ".staging" / "0123456789abcdef"
+    staging.mkdir(parents=True)
+    sha = hashlib.sha256(extra.read_bytes()).hexdigest()
+    notes = {
+        "unsigned, as runs wrote it before": {"files": [f"latents/{extra.name}"]},
+        "signed with another key": signed_note("0123456789abcdef", GENESIS, [
+            {"path": f"latents/{extra.name}", "sha256": sha}],
+            PseudonymKey.generate().seal_signer()),
+    }
+    for case, note in notes.items():
+        (staging / "PUBLISHING").write_text(json.dumps(note))
+        result = cli("audit", "verify", str(copy))
+        assert result.returncode == 1, case
+        assert f"latents/{extra.name}: not listed in manifest.json" in result.stderr, case
+        assert "PUBLISHING: a PUBLISHING note not signed with the folder's audit key" \
+            in result.stderr, case
+
+
+def test_a_genuine_note_of_a_finished_run_excuses_nothing(copy, cli, key):
+    """A note replayed from a run the log has sealed (or signed for other bytes) does not
+    excuse a file put in its name."""
+    import hashlib
+
+    shard = _first_shard(copy)
+    extra = copy / "latents" / "part-00001-0123456789ab.parquet"
+    shutil.copy(shard, extra)
+    sha = hashlib.sha256(extra.read_bytes()).hexdigest()
+    entries = _entries(copy)
+    signer = key.seal_signer()
+    (copy / ".staging" / "r").mkdir(parents=True)
+    for run_id, digest in ((entries[-1]["op_id"], sha), ("0123456789abcdef", "0" * 64)):
+        note = signed_note(run_id, entries[0]["prev"], [
+            {"path": f"latents/{extra.name}", "sha256": digest}], signer)
+        (copy / ".staging" / "r" / "PUBLISHING").write_text(json.dumps(note))
+        result = cli("audit", "verify", str(copy))
+        assert result.returncode == 1
+        assert f"latents/{extra.name}: not listed in manifest.json" in result.stderr
 
 
 def test_validate_runs_the_contract_on_demand(published, copy, tmp_path, cli):
@@ -312,7 +454,7 @@ def test_a_second_run_appends_to_the_same_log(published, copy, cli):
     assert cli("audit", "verify", str(copy)).returncode == 0
 
 
-def test_erasures_append_through_the_api_and_show_in_the_report(copy, tmp_path, cli):
+def test_erasures_append_through_the_api_and_show_in_the_report(copy, tmp_path, cli, key):
     from privacy.audit_log import load_manifest, record_operation
     from transforms.stores.filesystems import FileSystemsStore
 
@@ -320,7 +462,8 @@ def test_erasures_append_through_the_api_and_show_in_the_report(copy, tmp_path, 
     rec = _entries(copy)[0]["recording_id"]
     record_operation(store, load_manifest(store), op="erase", op_id="00000000000000e1",
                      events=[{"kind": "erasure", "recording_id": rec,
-                              "counts": {"rows": 3, "clips": 1}}])
+                              "counts": {"rows": 3, "clips": 1}}],
+                     signer=key.seal_signer())
     assert cli("audit", "verify", str(copy)).returncode == 0
     report = tmp_path / "r.html"
     result = cli("audit", "report", str(copy), "--html", str(report), "--thumbnails", "0")

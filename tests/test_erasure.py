@@ -129,7 +129,7 @@ def published(tmp_path, key_file, key):
                       deadletters=p | "DL" >> beam.Create(deadletters),
                       events=p | "Events" >> beam.Create([]),
                       inputs=p | "Inputs" >> beam.Create([0])) | Publish(
-                          str(out), staging, run_record(key.key_id))
+                          str(out), staging, run_record(key.key_id), key_file=key_file)
     os.makedirs(out / ".staging", exist_ok=True)
     return out
 
@@ -249,6 +249,8 @@ def test_an_interrupted_erasure_is_finished_by_running_it_again(published, key_f
 
 @pytest.mark.parametrize("mistake, message", [
     ("wrong_key", "is not the key DIR was written with"),
+    ("weak_key", "patterned, not random"),
+    ("key_open_to_others", "chmod 600"),
     ("tampered_shard", "does not match manifest.json"),
     ("run_in_progress", "a run into DIR is in progress"),
     ("escaping_manifest", "leaves the output folder"),
@@ -262,6 +264,15 @@ def test_erase_refuses_and_changes_nothing(published, key_file, tmp_path, mistak
         other = tmp_path / "other.key"
         PseudonymKey.create_file(str(other))
         key_arg = str(other)
+    elif mistake == "weak_key":
+        weak = tmp_path / "weak.key"
+        weak.write_bytes(b"0123456789abcdef" * 4 + b"\n")
+        weak.chmod(0o600)
+        key_arg = str(weak)
+    elif mistake == "key_open_to_others":
+        (tmp_path / "open.key").write_bytes(open(key_file, "rb").read())
+        (tmp_path / "open.key").chmod(0o644)
+        key_arg = str(tmp_path / "open.key")
     elif mistake == "tampered_shard":
         shard = next((out / "latents").glob("*.parquet"))
         shard.write_bytes(shard.read_bytes() + b"x")
@@ -319,7 +330,7 @@ def test_admission_honours_tombstones_before_decoding(tmp_path, key_file, key):
             PseudonymKey(b"z" * 32).key_id, [Tombstone("wearer", "0" * 32, "e", "t")])).setup()
 
 
-def test_publish_refuses_when_tombstones_changed_during_the_run(tmp_path, key):
+def test_publish_refuses_when_tombstones_changed_during_the_run(tmp_path, key, key_file):
     """An erasure made while a run was going must not be undone by that run's publish."""
     out = tmp_path / "out"
     staging = str(out / ".staging" / "run")
@@ -334,6 +345,7 @@ def test_publish_refuses_when_tombstones_changed_during_the_run(tmp_path, key):
             empty = [p | f"Empty{i}" >> beam.Create([]) for i in range(3)]
             PublishInputs(shards, *empty, p | "Inputs" >> beam.Create([0])) | Publish(
                 str(out), staging, run_record(key.key_id,
-                                              erasure={"tombstones_sha256": started_with}))
+                                              erasure={"tombstones_sha256": started_with}),
+                key_file=key_file)
     assert not (out / "manifest.json").exists() and not (out / "_SUCCESS").exists()
     assert not list((out / "latents").glob("*")) if (out / "latents").exists() else True

@@ -208,8 +208,8 @@ def test_recordings_without_consent_are_counted_and_never_opened(first_run):
 def test_another_key_gives_unlinkable_pseudonyms(first_run, inputs, tmp_path):
     """Key from the environment, no consent registry, locations coarsened: nothing links."""
     out, _ = first_run
-    secret = "e" * 24 + "0123456789abcdef"
-    other = PseudonymKey(secret.encode())
+    secret = os.urandom(32).hex()  # the format `egoveil keygen` writes
+    other = PseudonymKey.parse(secret.encode())
     second = tmp_path / "second"
     result = _run(inputs, second, "--location-geohash", "4", key_file=False,
                   env={"EGOVEIL_PSEUDONYM_KEY": secret})

@@ -60,7 +60,7 @@ def _row(i: int, layout: LatentLayout = LAYOUT) -> LatentRow:
                      qa_status="redacted_unverified", tokens=tokens.tobytes())
 
 
-def _publish(out: str, layout: LatentLayout, rows: int = ROWS) -> str:
+def _publish(out: str, layout: LatentLayout, key_file: str, rows: int = ROWS) -> str:
     staging = os.path.join(out, ".staging", "run")
     meta = {"encoder_id": "random:test", "encoder_revision": None, "encoder_pretrained": False}
     with TestPipeline() as p:
@@ -70,13 +70,18 @@ def _publish(out: str, layout: LatentLayout, rows: int = ROWS) -> str:
         nothing = [p | f"No{name}" >> beam.Create([]) for name in ("Files", "DL", "Events")]
         record = run_record(embedding_dim=layout.embedding_dim, latents=layout.describe())
         _ = PublishInputs(shards, *nothing, p | "Inputs" >> beam.Create([0])) | Publish(
-            out, staging, record)
+            out, staging, record, key_file=key_file)
     return out
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> str:
-    return _publish(str(tmp_path_factory.mktemp("published")), LAYOUT)
+def run_dir(tmp_path_factory, key_file) -> str:
+    return _publish(str(tmp_path_factory.mktemp("published")), LAYOUT, key_file)
+
+
+def _listed(run_dir: str) -> list[str]:
+    """The shards manifest.json lists: what every reader should open (README)."""
+    return [f.path for f in LatentShards(run_dir).files]
 
 
 def _index(clip_ids) -> list[int]:
@@ -195,7 +200,7 @@ def test_manifest_lists_every_shard_with_rows_and_hash(run_dir):
 
 
 def test_pyarrow_and_pandas_read_the_shards(run_dir):
-    table = pq.read_table(os.path.join(run_dir, "latents"))
+    table = pq.read_table(_listed(run_dir))
     assert table.num_rows == ROWS
     emb = decode_latents(table.column("embedding"), (8,))
     order = _index(table.column("clip_id").to_pylist())
@@ -209,11 +214,11 @@ def test_pyarrow_and_pandas_read_the_shards(run_dir):
 
 def test_duckdb_reads_the_shards(run_dir):
     duckdb = pytest.importorskip("duckdb")
-    pattern = os.path.join(run_dir, "latents", "*.parquet")
+    files = _listed(run_dir)
     [(count, segments)] = duckdb.sql(
-        f"SELECT count(*), count(DISTINCT segment_index) FROM read_parquet('{pattern}')").fetchall()
+        f"SELECT count(*), count(DISTINCT segment_index) FROM read_parquet({files})").fetchall()
     assert (count, segments) == (ROWS, ROWS // 10)
-    [(clip, blob)] = duckdb.sql(f"SELECT clip_id, embedding FROM read_parquet('{pattern}') "
+    [(clip, blob)] = duckdb.sql(f"SELECT clip_id, embedding FROM read_parquet({files}) "
                                 "WHERE clip_index = 3 AND segment_index = 2").fetchall()
     assert np.array_equal(np.frombuffer(blob, "<f2"), _values(int(clip, 16), LAYOUT)[0])
 
@@ -222,8 +227,8 @@ def test_hugging_face_datasets_loads_the_shards(run_dir, tmp_path, monkeypatch):
     datasets = pytest.importorskip("datasets")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    ds = datasets.load_dataset("parquet", data_files=os.path.join(run_dir, "latents", "*.parquet"),
-                               split="train", cache_dir=str(tmp_path / "hf"))
+    ds = datasets.load_dataset("parquet", data_files=_listed(run_dir), split="train",
+                               cache_dir=str(tmp_path / "hf"))
     assert ds.num_rows == ROWS
     row = ds[5]
     assert np.array_equal(np.frombuffer(row["embedding"], "<f2"),

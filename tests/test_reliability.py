@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.samples import make_recording
-from privacy.pseudonyms import PseudonymKey
 from tests.containers import write_audio_only
 from transforms.discover import normalize_uri
 
@@ -165,11 +165,10 @@ def test_above_the_failure_rate_the_job_fails_with_one_line(gated_then_published
 
 
 def test_bad_inputs_become_dead_letters_and_good_ones_shards(gated_then_published, inputs,
-                                                             key_file):
+                                                             key):
     out, _, result = gated_then_published
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    key = PseudonymKey.load(key_file)
     by_input = {}
     for line in (out / "deadletter" / "deadletters.jsonl").read_text().splitlines():
         letter = json.loads(line)
@@ -288,6 +287,51 @@ def test_a_rerun_redoes_nothing_and_publishes_the_same_content(long_recording, c
     assert egoveil("audit", "verify", str(clean_run)).returncode == 0
 
 
+def _tamper_with_a_cached_row(out: Path, wearer: str) -> None:
+    """What a writer to the output folder could do: give a cached row another wearer and a
+    zero embedding, keeping whatever else the file holds."""
+    import pyarrow as pa
+
+    path = sorted((out / ".cache").rglob("*.arrow"))[0]
+    data = path.read_bytes()
+    magic = b"egoveil-cache-v1\n"
+    head = data[:len(magic) + 65] if data.startswith(magic) else b""
+    table = pa.ipc.open_file(pa.py_buffer(data[len(head):])).read_all()
+    width = table.schema.field("embedding").type.byte_width
+    table = table.set_column(table.schema.get_field_index("wearer_id"), "wearer_id",
+                             pa.array([wearer] * table.num_rows, pa.string()))
+    table = table.set_column(table.schema.get_field_index("embedding"),
+                             table.schema.field("embedding"),
+                             pa.array([bytes(width)] * table.num_rows, pa.binary(width)))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    path.write_bytes(head + sink.getvalue().to_pybytes())
+
+
+def test_a_changed_cache_entry_is_done_again_not_published(long_recording, clean_run, tmp_path,
+                                                           key_file, tiny_encoder):
+    out = tmp_path / "out"
+    shutil.copytree(clean_run, out)
+    wearer = "ab" * 16
+    _tamper_with_a_cached_row(out, wearer)
+    result = egoveil(*_args(long_recording, out, key_file, tiny_encoder))
+    assert result.returncode == 0, result.stderr
+    assert _latents(out) == _latents(clean_run)  # the segment was done again, same bytes
+    for path in _latents(out):
+        table = pq.read_table(out / path, columns=["wearer_id", "embedding"])
+        assert wearer not in table.column("wearer_id").to_pylist()
+        assert all(any(e) for e in table.column("embedding").to_pylist())
+    run_id = json.loads((out / "manifest.json").read_text())["run_id"]
+    events = [json.loads(line) for line in
+              (out / "audit" / "events.jsonl").read_text().splitlines()]
+    rejected = [e for e in events if e["op_id"] == run_id and e["kind"] ==
+                "segment_cache_rejected"]
+    assert len(rejected) == 1 and rejected[0]["counts"] == {"reason": "mac_mismatch"}
+    assert "1 cached segments were changed after they were written" in result.stderr
+    assert egoveil("audit", "verify", str(out)).returncode == 0
+
+
 KILL_ON_FIRST_SHARD_MOVE = """
 import os, sys
 from apache_beam.io.filesystems import FileSystems
@@ -319,6 +363,10 @@ def test_a_run_killed_while_publishing_leaves_the_previous_manifest_valid(
     assert (out / "manifest.json").read_bytes() == before
     verified = egoveil("audit", "verify", str(out))
     assert verified.returncode == 0, verified.stderr
+    # The shard it moved is named by the run's signed PUBLISHING note: a notice, since a
+    # reader that lists latents/ instead of reading the manifest would see it.
+    assert "audit verify: notice: latents/part-00000-" in verified.stderr
+    assert "whose publish was cut short" in verified.stderr
     for entry in json.loads(before)["files"]:
         assert (out / entry["path"]).exists()
 

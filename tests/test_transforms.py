@@ -224,7 +224,7 @@ def _row(i: int, dim: int = 4) -> LatentRow:
                      qa_status="redacted_unverified")
 
 
-def _publish(rows: list[LatentRow], out: str, staging: str) -> None:
+def _publish(rows: list[LatentRow], out: str, staging: str, key_file: str) -> None:
     with TestPipeline() as p:
         shards = (p | beam.Create(rows)
                   | WriteLatentShards(staging, 4, {"run": "test"}, target_shard_bytes=2000))
@@ -233,14 +233,14 @@ def _publish(rows: list[LatentRow], out: str, staging: str) -> None:
         empty_ev = p | "NoEvents" >> beam.Create([])
         inputs = p | "Inputs" >> beam.Create([0])
         totals = PublishInputs(shards=shards, clip_files=empty, deadletters=empty_dl,
-                               events=empty_ev, inputs=inputs) | Publish(out, staging,
-                                                                         run_record())
+                               events=empty_ev, inputs=inputs) | Publish(
+                                   out, staging, run_record(), key_file=key_file)
         assert_that(totals, is_not_empty())
 
 
-def test_shards_are_sized_sorted_and_published(tmp_path):
+def test_shards_are_sized_sorted_and_published(tmp_path, key_file):
     out, staging = str(tmp_path / "out"), str(tmp_path / "out" / ".staging" / "run")
-    _publish([_row(i) for i in range(50)], out, staging)
+    _publish([_row(i) for i in range(50)], out, staging, key_file)
     manifest = json.loads(open(os.path.join(out, "manifest.json")).read())
     shard_files = [f for f in manifest["files"] if f["kind"] == "latents"]
     assert len(shard_files) >= 3
@@ -258,11 +258,11 @@ def test_shards_are_sized_sorted_and_published(tmp_path):
     assert sorted(seen) == list(range(50))
 
 
-def test_a_shard_that_breaks_the_contract_is_not_published(tmp_path):
+def test_a_shard_that_breaks_the_contract_is_not_published(tmp_path, key_file):
     out, staging = str(tmp_path / "out"), str(tmp_path / "out" / ".staging" / "run")
     rows = [_row(i) for i in range(12)]
     rows[5].embedding = np.array([0, np.nan, 1, 2], dtype="<f2").tobytes()
-    _publish(rows, out, staging)
+    _publish(rows, out, staging, key_file)
     for name in ("manifest.json", "_SUCCESS", "latents", "audit"):
         assert not os.path.exists(os.path.join(out, name)), name
     results = json.loads(open(os.path.join(staging, "validation.json")).read())

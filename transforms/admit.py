@@ -28,7 +28,6 @@ from apache_beam.metrics import Metrics
 from privacy import identifiers
 from privacy.consent import ConsentRegistry
 from privacy.metadata_policy import LocationPolicy
-from privacy.pseudonyms import PseudonymKey
 from privacy.tombstones import Tombstones
 from schemas.elements import Recording
 from schemas.records import AuditEvent, DeadLetter
@@ -37,6 +36,7 @@ from schemas.stages import AUDIT, DEADLETTER, Admitted
 from transforms.media.inputs import DecodeCaps, MediaError, content_sha256
 from transforms.media.sources import source_for
 from transforms.stores.filesystems import read_file
+from transforms.stores.keys import load_key
 from transforms.stores.progress import ProgressReporter
 
 
@@ -66,7 +66,7 @@ class AdmitRecordingFn(beam.DoFn):
         self._erased = Metrics.counter("egoveil", "recordings_erased")
 
     def setup(self) -> None:
-        self._key = PseudonymKey.load(self._key_file)
+        self._key = load_key(self._key_file)
         self._tombstones.check_key(self._key.key_id)
         self._consent = ConsentRegistry.from_bytes(read_file(self._consent_file)) \
             if self._consent_file else None

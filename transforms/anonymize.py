@@ -42,7 +42,6 @@ from privacy.anonymizer import FrameOut, SegmentAnonymizer, ViewFrames
 from privacy.config import AnonymizationConfig
 from privacy.detectors import DetectorError
 from privacy.gates import corrupt_share_exceeded
-from privacy.pseudonyms import PseudonymKey
 from privacy.verification import VerificationSummary
 from schemas.detections import FACE
 from schemas.elements import Clip, Segment
@@ -52,6 +51,7 @@ from transforms.media.inputs import DecodeStats, MediaError
 from transforms.media.sources import iter_instants
 from transforms.media.video import VideoWriter, use_decode_device
 from transforms.models.encoders import FrameGeometry
+from transforms.stores.keys import load_key
 from transforms.stores.progress import ProgressReporter
 from transforms.stores.segment_cache import SegmentCache
 
@@ -180,7 +180,7 @@ class AnonymizeSegmentFn(beam.DoFn):
 
     def setup(self) -> None:
         use_decode_device(self._config.device)
-        self._key = PseudonymKey.load(self._key_file)
+        self._key = load_key(self._key_file)
         self._policy = VerifiedAnonymization(self._config, self._factories,
                                              self._verifier_factory)
         self._policy.load()

@@ -20,11 +20,11 @@ from apache_beam.io.fileio import EmptyMatchTreatment
 from apache_beam.metrics import Metrics
 
 from privacy import identifiers
-from privacy.pseudonyms import PseudonymKey
 from schemas.records import DeadLetter
 from schemas.sidecar import RecordingRequest, SidecarError, parse_manifest_line
 from schemas.stages import DEADLETTER, Discovered
 from transforms.media.sources import discovery_extensions
+from transforms.stores.keys import load_key
 
 
 @dataclass(slots=True, frozen=True)
@@ -58,7 +58,7 @@ class ParseManifestFn(beam.DoFn):
         self._bad = Metrics.counter("egoveil", "manifest_lines_rejected")
 
     def setup(self) -> None:
-        self._key = PseudonymKey.load(self._key_file)
+        self._key = load_key(self._key_file)
 
     def process(self, line: str):
         if not line.strip():

@@ -29,6 +29,7 @@ from schemas.latents import SCHEMA_VERSION
 from schemas.stages import PublishedFile, PublishInputs
 from transforms.stores.audit_files import RunAudit, staged_shard_loader
 from transforms.stores.filesystems import FileSystemsStore
+from transforms.stores.keys import load_key
 from transforms.stores.shards import shard_name
 from transforms.stores.tombstones import check_unchanged
 
@@ -60,11 +61,18 @@ class PublishFn(beam.DoFn):
     """Runs once, after every shard is staged: moves files in, writes manifest and _SUCCESS."""
 
     def __init__(self, output_dir: str, staging_dir: str, run_record: dict,
-                 max_failure_rate: float = 1.0) -> None:
+                 max_failure_rate: float = 1.0, key_file: str | None = None) -> None:
         self._out = output_dir
         self._staging = staging_dir
         self._record = run_record
         self._max_failure_rate = max_failure_rate
+        self._key_file = key_file
+        self._signer = None
+
+    def setup(self) -> None:
+        # The audit key that signs the seal derives from the pseudonym key, read here
+        # like every other worker reads it: never part of the graph.
+        self._signer = load_key(self._key_file).seal_signer()
 
     def process(self, _, shards, clip_files, deadletters, events, inputs):
         out = self._out
@@ -98,7 +106,8 @@ class PublishFn(beam.DoFn):
                 _write_bytes(FileSystems.join(self._staging, name), data)
             yield dict(totals, published=False)
             return
-        audit = RunAudit(FileSystemsStore(out), self._record, event_records, dl_records, totals)
+        audit = RunAudit(FileSystemsStore(out), self._record, event_records, dl_records, totals,
+                         self._signer)
         names = [shard_name(number, shard.sha256) for number, shard in enumerate(shards)]
         contract = audit.check([ShardSource(f"latents/{name}", shard.rows,
                                             staged_shard_loader(shard.staging_path))
@@ -111,22 +120,20 @@ class PublishFn(beam.DoFn):
         # Shards are named by their content, so moving them in never touches a file the
         # previous manifest lists: a run killed here leaves the previous manifest valid,
         # and the files it did move are the same bytes a restart would write.
-        files = []
+        files = [PublishedFile(path=f"latents/{name}", kind="latents", sha256=shard.sha256,
+                               bytes=shard.size_bytes, rows=shard.rows).to_entry()
+                 for name, shard in zip(names, shards)]
         latents_dir = FileSystems.join(out, "latents")
         ensure_dir(latents_dir)
-        # Said before anything moves, so that `egoveil audit verify` can tell the files of
-        # a publish that was cut short from files added behind the manifest's back.
-        _write_bytes(FileSystems.join(self._staging, PUBLISHING),
-                     json.dumps({"files": [f"latents/{n}" for n in names]}).encode())
-        for name, shard in zip(names, shards):
-            rel = f"latents/{name}"
-            dest = FileSystems.join(out, rel)
+        # Said before anything moves, and signed, so that `egoveil audit verify` can tell
+        # the files of a publish that was cut short from files added behind its back.
+        _write_bytes(FileSystems.join(self._staging, PUBLISHING), audit.publishing_note(files))
+        for entry, shard in zip(files, shards):
+            dest = FileSystems.join(out, entry["path"])
             if FileSystems.exists(dest):  # same name, same content: published before
                 _delete_quietly([shard.staging_path])
             else:
                 FileSystems.rename([shard.staging_path], [dest])
-            files.append(PublishedFile(path=rel, kind="latents", sha256=shard.sha256,
-                                       bytes=shard.size_bytes, rows=shard.rows).to_entry())
         files.extend(clip.to_entry() for clip in sorted(clip_files, key=lambda c: c.path))
 
         # From here the small files change in place, then the manifest replaces the old
@@ -191,9 +198,9 @@ class Publish(beam.PTransform):
     publishes once."""
 
     def __init__(self, output_dir: str, staging_dir: str, run_record: dict,
-                 max_failure_rate: float = 1.0) -> None:
+                 max_failure_rate: float = 1.0, key_file: str | None = None) -> None:
         super().__init__()
-        self._fn = PublishFn(output_dir, staging_dir, run_record, max_failure_rate)
+        self._fn = PublishFn(output_dir, staging_dir, run_record, max_failure_rate, key_file)
 
     def expand(self, inputs: PublishInputs):
         return (inputs.shards.pipeline

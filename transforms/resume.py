@@ -5,7 +5,9 @@ audit events and clip files to their outputs; ``RememberRowFn`` stores each late
 row in the cache as it leaves the encoder. The cache itself is
 ``transforms.stores.segment_cache``.
 
-Metrics (namespace ``egoveil``): ``segments_cached``.
+Metrics (namespace ``egoveil``): ``segments_cached``; ``segments_cache_rejected``, cache
+entries whose MAC did not hold (changed in the output folder), whose segments are
+done again and recorded as ``segment_cache_rejected`` audit events.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from schemas.elements import LatentRow, Segment
 from schemas.records import AuditEvent
 from schemas.stages import AUDIT, CACHED, FILES, Resumed
 from transforms.stores.progress import ProgressReporter
-from transforms.stores.segment_cache import SegmentCache
+from transforms.stores.segment_cache import CacheEntryRejected, SegmentCache
 
 
 class ResumeSegmentFn(beam.DoFn):
@@ -29,9 +31,17 @@ class ResumeSegmentFn(beam.DoFn):
         self._with_files = with_files
         self._progress = progress or ProgressReporter(None)
         self._hits = Metrics.counter("egoveil", "segments_cached")
+        self._rejected = Metrics.counter("egoveil", "segments_cache_rejected")
 
     def process(self, segment: Segment):
-        found = self._cache.get(segment, self._with_files)
+        try:
+            found = self._cache.get(segment, self._with_files)
+        except CacheEntryRejected:
+            self._rejected.inc()
+            yield beam.pvalue.TaggedOutput(AUDIT, AuditEvent(
+                kind="segment_cache_rejected", recording_id=segment.recording.recording_id,
+                segment_index=segment.index, counts={"reason": "mac_mismatch"}))
+            found = None
         if found is None:
             yield segment
             return

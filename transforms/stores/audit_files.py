@@ -6,7 +6,8 @@ in memory; run the data contract on the staged shards, the dead letters, the log
 and the record; only if it passes, publish the files, then seal the file list
 into the log and write ``manifest.json`` naming the log's head. A run whose
 contract fails publishes nothing: its results, record and shards stay in its
-staging folder.
+staging folder. The seal, and the ``PUBLISHING`` note that names the files a run
+is about to move in, are signed with the run's audit key (``privacy.audit_seal``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from privacy.audit_log import AuditLog, file_entry, seal_and_write
+from privacy.audit_seal import SealSigner, signed_note
 from privacy.audit_summary import count_outcomes
 from privacy.data_contract import ContractResult, DataContract, ShardSource
 from schemas.audit import RECORD_FILE, VALIDATION_HTML, VALIDATION_JSON
@@ -50,6 +52,11 @@ class RunAudit:
         events: the run's audit events, as dicts.
         deadletters: the run's dead letters, as dicts.
         totals: published rows, shards, clips and dead letters.
+        signer: the audit key that signs the seal (derived from the pseudonym key).
+
+    Raises:
+        AuditLogBroken, AuditLogForeign: the folder's log does not verify, or was
+            sealed with another key.
     """
 
     store: FileSystemsStore
@@ -57,7 +64,9 @@ class RunAudit:
     events: list[dict]
     deadletters: list[dict]
     totals: dict
+    signer: SealSigner
     log: AuditLog | None = None
+    base_head: str | None = None
     record: dict | None = None
     contract: ContractResult | None = None
 
@@ -66,8 +75,11 @@ class RunAudit:
         at = _now()
         outcomes = count_outcomes(self.events, self.deadletters)
         self.record = dict(self.base_record, totals=self.totals,
-                           outcomes=outcomes.to_record(), published_at=at)
+                           outcomes=outcomes.to_record(), published_at=at,
+                           audit_key=self.signer.public.fingerprint)
         self.log = AuditLog.load(self.store)
+        self.log.check_sealed_by(self.signer.public)
+        self.base_head = self.log.head
         self.log.extend(self.events, op="run", op_id=run_id, at=at)
         self.log.extend(({"kind": "deadletter", "recording_id": d.get("recording_id"),
                           "segment_index": d.get("segment_index"),
@@ -79,6 +91,11 @@ class RunAudit:
         self.contract = DataContract(self.record).validate(shards, self.deadletters,
                                                           self.log.entries)
         return self.contract
+
+    def publishing_note(self, files: list[dict]) -> bytes:
+        """The signed note naming the files this run is about to move in."""
+        note = signed_note(self.record["run_id"], self.base_head, files, self.signer)
+        return json.dumps(note, sort_keys=True).encode()
 
     def keep_failure(self, staging_dir: str) -> None:
         """Leave the contract's results and the record beside the staged shards."""
@@ -111,7 +128,8 @@ class RunAudit:
         record = self.record
         self.log.append("run_record", op="run", op_id=run_id, at=at, counts={
             "record_sha256": by_path[RECORD_FILE]["sha256"], "purpose": record["purpose"],
-            "key_id": record["key_id"], "config_sha256": record["config_sha256"],
+            "key_id": record["key_id"], "audit_key": record["audit_key"],
+            "config_sha256": record["config_sha256"],
             "consent_checked": record["consent_checked"],
             "detector": record["detector"].get("name"),
             "encoder_id": record["encoder"].get("encoder_id"),
@@ -121,4 +139,4 @@ class RunAudit:
             **self.contract.summary(),
             "validation_sha256": by_path[VALIDATION_JSON]["sha256"]})
         return seal_and_write(self.store, dict(manifest, files=files), self.log, op="run",
-                              op_id=run_id, at=at)
+                              op_id=run_id, signer=self.signer, at=at)
