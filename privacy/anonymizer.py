@@ -248,7 +248,12 @@ class SegmentAnonymizer:
         Instants are batched until ``batch_size`` of them need a detector; the last
         instant of the stream is always detected (one instant of look-ahead tells it).
         """
-        schedulers = [(cls.name, Scheduler(cls.schedule, step)) for cls in self.classes]
+        # The other eye is searched on every instant the detector runs on, and a face one
+        # eye's detector misses is recovered instant by instant: with pairs, a class
+        # searched across views is detected on every instant, whatever its schedule.
+        schedulers = [(cls.name, Scheduler(
+            DetectionSchedule() if pairs and cls.cross_view is not None else cls.schedule,
+            step)) for cls in self.classes]
         batch: list[tuple[ViewFrames, frozenset[str]]] = []
         detected = 0
         iterator = iter(frames)

@@ -34,6 +34,8 @@ class DetectionSchedule:
     not run on is released only after the detected frames around it are in: it gets
     the boxes of the ``temporal_window`` nearest detected frames on each side, grown
     with their distance, and boxes interpolated between them (``privacy.tracking``).
+    Stereo pairs whose class is searched across views are detected on every frame (the
+    search recovers what one eye missed frame by frame).
 
     Args:
         every: the detector runs on at least every this many frames (1: every frame).
