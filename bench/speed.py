@@ -99,6 +99,42 @@ def privacy_figures() -> dict:
     return out
 
 
+STARTUP = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import pipeline.cli, pipeline.redact, privacy.anonymization  # noqa: E401
+t1 = time.perf_counter()
+import cv2
+from privacy.config import AnonymizationConfig
+from privacy.detectors import build_detector
+from privacy.verification import RedactionVerifier
+config = AnonymizationConfig()
+detector = build_detector(config.detector)
+t2 = time.perf_counter()
+image = cv2.imread(sys.argv[1])[:, :, ::-1].copy()
+detector.detect(image)
+t3 = time.perf_counter()
+detector.detect(image)
+t4 = time.perf_counter()
+verifier = RedactionVerifier(config.verification)
+verifier.wait()
+t5 = time.perf_counter()
+print(json.dumps({"imports_s": t1 - t0, "detector_build_s": t2 - t1,
+                  "first_detection_s (includes compiling for the shape)": t3 - t2,
+                  "second_detection_s": t4 - t3, "verifier_models_load_s": t5 - t4}))
+"""
+
+
+def startup_breakdown(repeat: int) -> dict:
+    """Where a single image's start-up goes, one fresh process per repeat, medians."""
+    runs = []
+    for _ in range(repeat):
+        proc = subprocess.run([sys.executable, "-c", STARTUP, IMAGE], capture_output=True,
+                              text=True, cwd=ROOT, check=True)
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return {k: round(statistics.median(r[k] for r in runs), 2) for k in runs[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("video", nargs="?", default=DEFAULT_VIDEO)
@@ -139,6 +175,7 @@ def main() -> None:
             r["speed_vs_deface_wall"] = round(base["median_wall_s"] / r["median_wall_s"], 2)
             r["speed_vs_deface_cpu"] = round(base["median_cpu_s"] / r["median_cpu_s"], 2)
         results[kind]["deface_faster_backend"] = peer
+    results["image_startup_breakdown"] = startup_breakdown(args.repeat)
     record = {"command": "flock /work/tools/bench.lock python bench/speed.py"
                          + (" --before DIR" if args.before else ""),
               "date": time.strftime("%Y-%m-%d"),
