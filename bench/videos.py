@@ -111,7 +111,7 @@ def run(cmd: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def evaluate_video(path: str, work: str, detectors: dict) -> dict:
+def evaluate_video(path: str, work: str, detectors: dict, egoveil_only: bool = False) -> dict:
     name = os.path.basename(path)
     stem = os.path.splitext(name)[0]
     outputs = {
@@ -125,6 +125,8 @@ def evaluate_video(path: str, work: str, detectors: dict) -> dict:
             [os.path.join(os.path.dirname(sys.executable), "deface"), path,
              "--replacewith", "solid", "--boxes", "-o"]),
     }
+    if egoveil_only:
+        outputs = {"egoveil": outputs["egoveil"]}
     walls = {tool: run([*cmd, out]) for tool, (out, cmd) in outputs.items()}
     times, images = frames_of(path)
     reference = {ref: [det.detect(img).boxes for img in images] for ref, det in detectors.items()}
@@ -201,20 +203,35 @@ def temporal_recall(times: list[float], images: list[np.ndarray], reference: dic
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--videos", nargs="*", default=None)
+    parser.add_argument("--egoveil-only", action="store_true",
+                        help="rerun egoveil only and keep the peers' rows of the committed "
+                             "results (deface does not change between runs)")
     args = parser.parse_args()
+    committed = os.path.join(HERE, "results", "videos.json")
+    previous = {}
+    if args.egoveil_only:
+        with open(committed) as handle:
+            previous = json.load(handle)
     names = args.videos or sorted(n for n in os.listdir(VIDEOS) if n.endswith(".mp4"))
     detectors = {ref: build_detector(spec) for ref, spec in REFERENCES.items()}
     work = tempfile.mkdtemp(prefix="egoveil-videos-")
     results = {}
     for name in names:
-        results[name] = evaluate_video(os.path.join(VIDEOS, name), work, detectors)
+        results[name] = evaluate_video(os.path.join(VIDEOS, name), work, detectors,
+                                       args.egoveil_only)
+        if args.egoveil_only:
+            kept = previous["results"][name]["tools"]
+            results[name]["tools"].update({tool: dict(row, measured=previous["date"])
+                                           for tool, row in kept.items() if tool != "egoveil"})
         print(json.dumps({name: results[name]}), flush=True)
     record = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
-              "command": "python bench/videos.py", "date": time.strftime("%Y-%m-%d"),
+              "command": "python bench/videos.py" + (" --egoveil-only" if args.egoveil_only
+                                                     else ""),
+              "date": time.strftime("%Y-%m-%d"),
               "egoveil_config": AnonymizationConfig().describe(), "results": results}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     if not args.videos:
-        with open(os.path.join(HERE, "results", "videos.json"), "w") as handle:
+        with open(committed, "w") as handle:
             json.dump(record, handle, indent=2)
 
 
