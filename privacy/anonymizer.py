@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from privacy.detectors.base import Detections, Detector, DetectorError
+from privacy.detectors.base import Detections, Detector, DetectorError, nms
 from privacy.redaction import RedactionConfig, redact
 from privacy.schedule import DetectionSchedule, Scheduler
 from privacy.stereo import CrossViewCounts, CrossViewSearch, unrectified
@@ -164,7 +164,7 @@ class SegmentAnonymizer:
         self.verifier = verifier
         self.verification = VerificationSummary()
         self.cross_view_counts = CrossViewCounts()
-        self._since_check: int | None = None  # emitted frames since the last check
+        self._emitted = 0
 
     def context(self, step: int = 1) -> int:
         """Instants of context each side of a segment so that its edges see full windows.
@@ -305,7 +305,7 @@ class SegmentAnonymizer:
         centre = 0  # index in ``window`` of the next instant to finish
         self.verification = VerificationSummary()
         self.cross_view_counts = CrossViewCounts()
-        self._since_check = None
+        self._emitted = 0
         self._checks = []
         try:
             for pending in self._detected(frames, pairs, rectified, step):
@@ -384,18 +384,8 @@ class SegmentAnonymizer:
         item = window[centre]
         if not item.frames.emit:
             return None
-        verify = False
-        if self.verifier is not None:
-            every = self.verifier.config.every_n_frames
-            due = self._since_check is None or self._since_check >= every
-            # A check compares the faces this frame's own detection found: it waits for
-            # the next frame the face detector ran on (at most the schedule's gap).
-            ran = FACE in item.dets or FACE not in (c.name for c in self.classes)
-            verify = due and ran
-            if verify:
-                self._since_check = 1
-            elif self._since_check is not None:
-                self._since_check += 1
+        verify = self.verifier is not None and \
+            self._emitted % self.verifier.config.every_n_frames == 0
         outputs = {}
         for view, image in item.frames.images.items():
             if not image.flags.writeable:
@@ -422,8 +412,7 @@ class SegmentAnonymizer:
                 if self._verify_pool is None:
                     self._verify_pool = concurrent.futures.ThreadPoolExecutor(
                         1, "egoveil-verify")
-                faces = item.dets[FACE][view].boxes if FACE in item.dets else \
-                    np.zeros((0, 4), np.float32)
+                faces = _faces_to_check(item, view, masked)
                 self._checks.append(self._verify_pool.submit(
                     self.verifier.check, original, image.copy(), faces))
             outputs[view] = FrameOut(
@@ -434,4 +423,18 @@ class SegmentAnonymizer:
                 recovered={cls.name: item.recovered.get(cls.name, {}).get(view, 0)
                            for cls in self.classes},
                 boxes=masked, ran=frozenset(item.dets))
+        self._emitted += 1
         return outputs
+
+
+def _faces_to_check(item: _Pending, view: str, masked: dict[str, np.ndarray]) -> np.ndarray:
+    """The faces a check compares: the frame's own, or where the face detector skipped the
+    frame, the tightest of the boxes it borrowed (one per face: overlapping ones merged)."""
+    if FACE in item.dets:
+        return item.dets[FACE][view].boxes if view in item.dets[FACE] else \
+            np.zeros((0, 4), np.float32)
+    boxes = masked.get(FACE, np.zeros((0, 4), np.float32))
+    if boxes.shape[0] == 0:
+        return boxes
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return boxes[nms(boxes, -areas.astype(np.float32), 0.3)]

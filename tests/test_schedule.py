@@ -182,3 +182,20 @@ def test_schedules_are_per_class_and_off_is_left_out_of_the_fingerprint():
     assert strong.face_schedule.is_every_frame
     assert all(p.schedule.is_every_frame for p in strong.other_classes)
     assert "schedule" not in strong.describe()["other_classes"][0]
+
+
+def test_verification_checks_the_same_frames_whatever_the_schedule():
+    """The first and every n-th emitted frame is checked, detected or not (a skipped frame
+    is checked at the boxes it borrowed)."""
+    from privacy.verification import RedactionVerifier, VerificationConfig
+    from tests.faults import BlindDetector
+
+    verifier = RedactionVerifier(VerificationConfig(every_n_frames=3), detector=BlindDetector())
+    anonymizer = SegmentAnonymizer([ClassDetector(_Moving(), RedactionConfig(), 1, None,
+                                                  DetectionSchedule(every=4))],
+                                   detect_timeout_s=None, verifier=verifier)
+    outs = list(anonymizer.process(_stream(11)))
+    anonymizer.close()
+    assert len(outs) == 11
+    assert anonymizer.verification.frames_checked == 4  # frames 0, 3, 6, 9
+    assert anonymizer.verification.passed
