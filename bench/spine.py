@@ -203,9 +203,10 @@ def main() -> None:
     parser.add_argument("--replay", nargs=2, metavar=("VIDEO", "ENCODER"),
                         help=argparse.SUPPRESS)  # one stage replay, printed as JSON
     args = parser.parse_args()
-    if args.replay:
+    if args.replay:  # the checkout to replay is on PYTHONPATH
         print(json.dumps(replay_stages(*args.replay)))
         return
+    sys.path.insert(0, ROOT)
     work = tempfile.mkdtemp(prefix="egoveil-spine-")
     video = os.path.join(work, "walk_1080p30.mp4")
     total = make_input(video, args.seconds)
