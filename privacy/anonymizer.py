@@ -174,10 +174,6 @@ class SegmentAnonymizer:
         """
         return max(c.temporal_window * c.schedule.instants(step) for c in self.classes)
 
-    @property
-    def has_cross_view(self) -> bool:
-        return any(c.cross_view is not None for c in self.classes)
-
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
