@@ -225,12 +225,14 @@ def main() -> None:
     if args.before:
         checkouts["before issue 16"] = os.path.abspath(args.before)
     runs: dict = {}
-    for i in range(args.repeat):
+    count = 0
+    for _ in range(args.repeat):
         for name, cmd in commands.items():
             for label, cwd in checkouts.items():
                 if label != "now" and not name.startswith("run (frame stride"):
                     continue  # the code before: `egoveil run` only (its redact is in speed)
-                out = f"{work}/out-{len(runs)}-{i}" + (".mp4" if "redact" in name else "")
+                count += 1  # a fresh output for every run
+                out = f"{work}/out-{count}" + (".mp4" if "redact" in name else "")
                 runs.setdefault((label, name), []).append(timed([*cmd, out], cwd))
                 print(label, name, runs[(label, name)][-1], flush=True)
     results: dict = {label: {} for label in checkouts}
