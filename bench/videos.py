@@ -11,7 +11,9 @@ For every video in ../shared/media/videos:
   detection in the output overlapping (IoU >= 0.3) one in the input is a leak;
 - frame count and timestamps of each output are compared with the input;
 - per-frame and per-track recall of egoveil's redaction mask over the reference
-  faces (80% of the face box covered), with temporal propagation and without it.
+  faces (80% of the face box covered): the boxes the anonymizer masked in each frame
+  with the default configuration (temporal propagation and detection schedule), and
+  with every frame detected and no propagation; and the share of each frame masked.
 
 Usage: python bench/videos.py [--videos NAME ...]. Results: bench/results/videos.json.
 """
@@ -33,16 +35,19 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
+from privacy.anonymizer import ClassDetector, FrameIn, SegmentAnonymizer  # noqa: E402
 from privacy.config import AnonymizationConfig  # noqa: E402
 from privacy.coverage import covered_shares, face_size, mask_from_boxes  # noqa: E402
 from privacy.detectors import build_detector  # noqa: E402
-from privacy.tracking import propagated_boxes  # noqa: E402
+from privacy.schedule import DetectionSchedule  # noqa: E402
+from schemas.detections import FACE  # noqa: E402
 
 MEDIA = os.path.join(ROOT, "..", "shared", "media")
 VIDEOS = os.path.join(MEDIA, "videos")
 YUNET = os.path.join(MEDIA, "models", "yunet_2023mar.onnx")
 REFERENCES = {"yunet@0.5": f"yunet:path={YUNET};threshold=0.5",
-              "centerface@0.4": "centerface:threshold=0.4"}
+              # OpenCV DNN in float32, whatever egoveil's own default runtime is.
+              "centerface@0.4": "centerface:threshold=0.4;backend=opencv"}
 MIN_FACE = 20
 
 
@@ -106,7 +111,7 @@ def run(cmd: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def evaluate_video(path: str, work: str, detectors: dict) -> dict:
+def evaluate_video(path: str, work: str, detectors: dict, egoveil_only: bool = False) -> dict:
     name = os.path.basename(path)
     stem = os.path.splitext(name)[0]
     outputs = {
@@ -120,6 +125,8 @@ def evaluate_video(path: str, work: str, detectors: dict) -> dict:
             [os.path.join(os.path.dirname(sys.executable), "deface"), path,
              "--replacewith", "solid", "--boxes", "-o"]),
     }
+    if egoveil_only:
+        outputs = {"egoveil": outputs["egoveil"]}
     walls = {tool: run([*cmd, out]) for tool, (out, cmd) in outputs.items()}
     times, images = frames_of(path)
     reference = {ref: [det.detect(img).boxes for img in images] for ref, det in detectors.items()}
@@ -148,31 +155,38 @@ def evaluate_video(path: str, work: str, detectors: dict) -> dict:
         }
     result["reference_faces"] = {ref: int(sum(big(b).shape[0] for b in boxes))
                                  for ref, boxes in reference.items()}
-    result["temporal"] = temporal_recall(images, reference)
+    result["temporal"] = temporal_recall(times, images, reference)
     return result
 
 
-def temporal_recall(images: list[np.ndarray], reference: dict) -> dict:
-    """Recall of egoveil's mask over the reference faces, with and without propagation."""
+def temporal_recall(times: list[float], images: list[np.ndarray], reference: dict) -> dict:
+    """Recall of egoveil's mask over the reference faces: the anonymizer itself (default
+    configuration, its detection schedule included) and the same with the temporal
+    propagation off (every frame detected, window 0), from the boxes each frame masked."""
     config = AnonymizationConfig()
-    detector = build_detector(config.detector)
-    own = [detector.detect(img).boxes for img in images]
-    window = config.temporal_window
     scale = config.redaction.mask_scale
+    detector = build_detector(config.detector)
+    variants = {
+        "without temporal propagation (every frame detected)": ClassDetector(
+            detector, config.redaction, 0, None, DetectionSchedule()),
+        f"with temporal propagation (window {config.temporal_window}, schedule every "
+        f"{config.face_schedule.every}, motion {config.face_schedule.motion:g})": ClassDetector(
+            detector, config.redaction, config.temporal_window, None, config.face_schedule),
+    }
     out = {}
-    for label, use_window in (("without temporal propagation", 0),
-                              (f"with temporal propagation (window {window})", window)):
-        frame_hits, per_ref = [], {}
+    for label, cls in variants.items():
+        anonymizer = SegmentAnonymizer([cls], detect_timeout_s=None)
+        outs = list(anonymizer.process(FrameIn(t, img.copy()) for t, img in zip(times, images)))
+        masked = [o.boxes[FACE] for o in outs]
+        area = float(np.mean([mask_from_boxes(b, scale, img.shape[0], img.shape[1]).mean()
+                              for b, img in zip(masked, images)]))
+        per_ref = {}
         for ref, boxes_per_frame in reference.items():
             covered_per_frame = []
             for f, img in enumerate(images):
                 gt = big(boxes_per_frame[f])
-                neighbours = [(o, own[f + o]) for o in range(-use_window, use_window + 1)
-                              if o and 0 <= f + o < len(own)]
-                boxes = np.concatenate([own[f], propagated_boxes(neighbours)])
-                mask = mask_from_boxes(boxes, scale, img.shape[0], img.shape[1])
+                mask = mask_from_boxes(masked[f], scale, img.shape[0], img.shape[1])
                 covered_per_frame.append(covered_shares(gt, mask) >= 0.8)
-                frame_hits += list(covered_per_frame[-1])
             linked = tracks([big(b) for b in boxes_per_frame])
             full = sum(all(covered_per_frame[f][i] for f, i in t) for t in linked)
             per_ref[ref] = {"faces": int(sum(len(c) for c in covered_per_frame)),
@@ -181,27 +195,43 @@ def temporal_recall(images: list[np.ndarray], reference: dict) -> dict:
                                 else 1.0, 4),
                             "tracks": len(linked),
                             "tracks_fully_covered": int(full)}
-        out[label] = per_ref
+        out[label] = {**per_ref, "masked_share_of_frame": round(area, 4),
+                      "frames_detected": sum(FACE in o.ran for o in outs)}
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--videos", nargs="*", default=None)
+    parser.add_argument("--egoveil-only", action="store_true",
+                        help="rerun egoveil only and keep the peers' rows of the committed "
+                             "results (deface does not change between runs)")
     args = parser.parse_args()
+    committed = os.path.join(HERE, "results", "videos.json")
+    previous = {}
+    if args.egoveil_only:
+        with open(committed) as handle:
+            previous = json.load(handle)
     names = args.videos or sorted(n for n in os.listdir(VIDEOS) if n.endswith(".mp4"))
     detectors = {ref: build_detector(spec) for ref, spec in REFERENCES.items()}
     work = tempfile.mkdtemp(prefix="egoveil-videos-")
     results = {}
     for name in names:
-        results[name] = evaluate_video(os.path.join(VIDEOS, name), work, detectors)
+        results[name] = evaluate_video(os.path.join(VIDEOS, name), work, detectors,
+                                       args.egoveil_only)
+        if args.egoveil_only:
+            kept = previous["results"][name]["tools"]
+            results[name]["tools"].update({tool: dict(row, measured=previous["date"])
+                                           for tool, row in kept.items() if tool != "egoveil"})
         print(json.dumps({name: results[name]}), flush=True)
     record = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
-              "command": "python bench/videos.py", "date": time.strftime("%Y-%m-%d"),
+              "command": "python bench/videos.py" + (" --egoveil-only" if args.egoveil_only
+                                                     else ""),
+              "date": time.strftime("%Y-%m-%d"),
               "egoveil_config": AnonymizationConfig().describe(), "results": results}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     if not args.videos:
-        with open(os.path.join(HERE, "results", "videos.json"), "w") as handle:
+        with open(committed, "w") as handle:
             json.dump(record, handle, indent=2)
 
 

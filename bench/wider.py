@@ -155,6 +155,9 @@ def main() -> None:
     parser.add_argument("--extra", nargs="*", default=[],
                         help="extra entries as SPEC@MASK_SCALE[@THRESHOLD]")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "wider.json"))
+    parser.add_argument("--update", action="store_true",
+                        help="merge the entries computed into the results file instead of "
+                             "rewriting it (with --only)")
     args = parser.parse_args()
     truth = load_ground_truth()
     shapes = image_shapes(truth)
@@ -162,8 +165,14 @@ def main() -> None:
     from privacy.config import AnonymizationConfig
 
     default = AnonymizationConfig()
-    entries["egoveil default"] = {"spec": default.detector,
-                                  "mask_scale": default.redaction.mask_scale}
+    runtime = build_detector(default.detector).describe()
+    entries[f"egoveil default ({runtime.get('backend', '')} "
+            f"{runtime.get('precision', 'f32')})"] = {
+        "spec": default.detector, "mask_scale": default.redaction.mask_scale}
+    entries["egoveil default detector in float32 (OpenCV DNN)"] = {
+        "spec": f"{default.detector};backend=opencv", "mask_scale": default.redaction.mask_scale}
+    entries["egoveil before issue 16 (CenterFace 0.1, OpenCV DNN)"] = {
+        "spec": "centerface:threshold=0.1;backend=opencv", "mask_scale": 1.4}
     for text in args.extra:
         spec, scale, *thr = text.split("@")
         entries[text] = {"spec": spec, "mask_scale": float(scale),
@@ -174,7 +183,16 @@ def main() -> None:
             continue
         results[name] = {**entry, **evaluate(entry, truth, shapes)}
         print(json.dumps({name: results[name]}), flush=True)
-    if not args.only and not args.extra:
+    if args.update and not args.extra:
+        with open(args.out) as handle:
+            record = json.load(handle)
+        record["results"] = {name: entry for name, entry in record["results"].items()
+                             if not name.startswith("egoveil default")}
+        record["results"].update(results)
+        record.setdefault("updated", {})[time.strftime("%Y-%m-%d")] = sorted(results)
+        with open(args.out, "w") as handle:
+            json.dump(record, handle, indent=2)
+    elif not args.only and not args.extra:
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
         with open(args.out, "w") as handle:
             json.dump({"machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",

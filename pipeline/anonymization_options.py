@@ -9,6 +9,7 @@ from __future__ import annotations
 from pipeline.errors import UserError
 from privacy.config import AnonymizationConfig
 from privacy.redaction import MIN_MASK_SCALE, MODES, RedactionConfig
+from privacy.schedule import DetectionSchedule
 from privacy.verification import VerificationConfig
 
 _ANON = AnonymizationConfig()
@@ -33,8 +34,16 @@ def add_anonymization_args(group) -> None:
                             "default %(default)s)")
     group.add_argument("--temporal-window", dest="temporal_window", type=int,
                        default=_ANON.temporal_window,
-                       help="frames on each side whose detections also cover a frame "
-                            "(default %(default)s)")
+                       help="detected frames on each side whose detections also cover a "
+                            "frame (default %(default)s)")
+    schedule = _ANON.face_schedule
+    group.add_argument("--face-schedule", dest="face_schedule",
+                       default=f"{schedule.every}:{schedule.motion:g}",
+                       help="EVERY[:MOTION]: run the face detector on at least every EVERY-th "
+                            "frame (at most every 4th; 1 for every frame), and out of turn on "
+                            "a frame whose thumbnail changed by more than MOTION grey levels; "
+                            "the frames between borrow the boxes of the detected frames around "
+                            "them (default %(default)s)")
 
 
 def anonymization_config(args) -> AnonymizationConfig:
@@ -48,6 +57,7 @@ def anonymization_config(args) -> AnonymizationConfig:
             detector=args.detector,
             redaction=RedactionConfig(mode=args.redaction, mask_scale=args.mask_scale),
             temporal_window=args.temporal_window,
+            face_schedule=DetectionSchedule.parse(args.face_schedule),
             verification=VerificationConfig(verifier=args.verifier))
     except ValueError as exc:
         raise UserError(str(exc)) from None

@@ -13,10 +13,12 @@ import logging
 import os
 import re
 import sys
+from typing import TYPE_CHECKING
 
 from pipeline.errors import UserError
-from transforms.discover import normalize_uri
-from transforms.stores.filesystems import FileSystemsStore
+
+if TYPE_CHECKING:  # Beam is imported when a command runs, not when the parser is built
+    from transforms.stores.filesystems import FileSystemsStore
 
 log = logging.getLogger("egoveil")
 
@@ -50,6 +52,9 @@ def add_parsers(sub) -> None:
 
 
 def _store(directory: str) -> FileSystemsStore:
+    from transforms.discover import normalize_uri
+    from transforms.stores.filesystems import FileSystemsStore
+
     path = normalize_uri(directory)
     if "://" not in path and not os.path.isdir(path):
         raise UserError("DIR is not a folder; give an egoveil output folder")

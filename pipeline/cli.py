@@ -120,8 +120,10 @@ def _cmd_redact(args) -> int:
     from pipeline.anonymization_options import anonymization_config
     from pipeline.redact import redact_file
 
-    stats = redact_file(args.input, args.output, anonymization_config(args),
-                        stereo=args.stereo)
+    config = anonymization_config(args)
+    if args.device == "cuda":
+        config = config.on_device("cuda")
+    stats = redact_file(args.input, args.output, config, stereo=args.stereo)
     log = logging.getLogger("egoveil")
     log.info("%d frames, %d face detections redacted, %.1f s (%.1f frames/s)", stats.frames,
              stats.faces_detected, stats.wall_s, stats.frames_per_second)
@@ -349,6 +351,10 @@ def _parser() -> argparse.ArgumentParser:
     red.add_argument("--stereo", default="none", choices=STEREO_CHOICES,
                      help="a stereo video packed side by side (sbs) or top-bottom (tb): each "
                           "eye is anonymized and searched against the other")
+    red.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                     help="cuda: detection batched on the GPU (onnxruntime-gpu, `pip install "
+                          "'egoveil[gpu]'`), decoding on NVDEC where FFmpeg offers it "
+                          "(default %(default)s)")
     demo = sub.add_parser("demo", help="make sample recordings and run the pipeline offline")
     demo.add_argument("dir")
     demo.add_argument("--encoder", default=None,

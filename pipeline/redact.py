@@ -32,7 +32,12 @@ from schemas.sidecar import RecordingRequest
 from transforms.media.images import IMAGE_EXTENSIONS, write_image
 from transforms.media.inputs import DecodeCaps, DecodeStats, MediaError, open_binary
 from transforms.media.sources import FrameSource, source_for
-from transforms.media.video import OUTPUT_FORMATS, VideoWriter
+from transforms.media.video import (
+    OUTPUT_FORMATS,
+    BackgroundWriter,
+    VideoWriter,
+    use_decode_device,
+)
 
 # How a redacted stereo frame is packed back: the views side by side or stacked.
 _PACKING = {"sbs": 1, "tb": 0}
@@ -87,7 +92,7 @@ def _write(source: FrameSource, rec: Recording, temp: str, dst_ext: str,
     info = rec.video
     width = info.width * (2 if axis == 1 else 1)
     height = info.height * (2 if axis == 0 else 1)
-    writer = VideoWriter(temp, dst_ext, width, height, info.fps or 30.0)
+    writer = BackgroundWriter(VideoWriter(temp, dst_ext, width, height, info.fps or 30.0))
     try:
         for outs in outputs:
             writer.write(_packed(outs, rec.views, axis), next(iter(outs.values())).time_s)
@@ -134,6 +139,7 @@ def redact_file(source: str, dest: str, config: AnonymizationConfig | None = Non
         raise UserError(f"--stereo must be one of {', '.join(STEREO_CHOICES)}")
     out_dir = os.path.dirname(os.path.abspath(dest))
     started = time.perf_counter()
+    use_decode_device(config.device)
     try:
         frame_source, rec = _recording(source, stereo, caps)
         is_image = rec.layout == "image"

@@ -58,6 +58,7 @@ from transforms.stores.audit_files import CONTRACT_FAILED_JSON
 from transforms.stores.cleanup import LinkedFolder, check_owned_folders
 from transforms.stores.filesystems import FileSystemsStore, read_file
 from transforms.stores.keys import load_key
+from transforms.stores.progress import STAGE_SECONDS, read_totals
 from transforms.stores.tombstones import read_tombstones
 
 log = logging.getLogger("egoveil")
@@ -95,6 +96,9 @@ class RunSummary:
     rows_by_view: dict = field(default_factory=dict)
     cross_view_recovered: int = 0
     vrs_files: list = field(default_factory=list)  # the vrs_streams events' counts
+    # Local runs: seconds the anonymize stage spent in all (busy_s) and waiting on the
+    # decoder (decode_s), summed over segments.
+    stage_seconds: dict = field(default_factory=dict)
 
     @property
     def frames_per_second(self) -> float:
@@ -219,7 +223,8 @@ def _describe_models(anonymization: AnonymizationConfig) -> tuple[dict, dict]:
             raise UserError(f"{flag} cannot be loaded: {str(exc).splitlines()[0]}") from None
         classes[policy.detection_class] = scrub_paths({
             "detector": detector, "redaction": dataclasses.asdict(policy.redaction),
-            "temporal_window": policy.temporal_window, "cross_view": policy.cross_view})
+            "temporal_window": policy.temporal_window, "cross_view": policy.cross_view,
+            "schedule": dataclasses.asdict(policy.schedule)})
     try:
         verification = describe_verification(anonymization.verification)
     except Exception as exc:  # noqa: BLE001 - a verifier that does not load is a user problem
@@ -306,6 +311,8 @@ def prepare(argv: list[str], hold: contextlib.ExitStack | None = None
     # The output's state (log, tombstones) is read once the run holds it.
     output, tombstones = _open_output(opts, key, run_id, hold)
     anonymization = anonymization_config(opts)
+    if opts.device == "cuda":  # detection batched on the GPU, decoding on NVDEC where offered
+        anonymization = anonymization.on_device("cuda")
     classes, verification_info = _describe_models(anonymization)
     try:
         encoder = resolve_encoder(opts.encoder, opts.encoder_revision, opts.frames_per_clip,
@@ -502,6 +509,9 @@ def _run_locked(options: PipelineOptions, graph: GraphConfig, opts: EgoveilOptio
     dead, _, _ = dead_staging(graph.output, run_id)
     if dead:
         FileSystems.delete(dead)
+    if graph.progress_dir:  # local runs: where the anonymize stage spent its time
+        totals = read_totals(graph.progress_dir)
+        summary.stage_seconds = {k: round(totals[k], 3) for k in STAGE_SECONDS if k in totals}
     return summary
 
 

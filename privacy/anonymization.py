@@ -81,7 +81,8 @@ def build_class_detector(policy: ClassPolicy, config: AnonymizationConfig,
         band = config.cross_view
         search = CrossViewSearch(band, build_detector(band.detector)
                                  if band.detector != "none" else None)
-    return ClassDetector(detector, policy.redaction, policy.temporal_window, search)
+    return ClassDetector(detector, policy.redaction, policy.temporal_window, search,
+                         policy.schedule)
 
 
 def build_anonymizer(config: AnonymizationConfig, verifier: RedactionVerifier | None = None,

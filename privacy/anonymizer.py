@@ -1,9 +1,14 @@
 """Detect, propagate over time and redact a stream of frames, failing closed.
 
-A frame is emitted only after detection succeeded on it and on its neighbours in
-the temporal window; a face found in a neighbouring frame is redacted here too,
-so one missed detection does not leak a face. Memory holds ``2 * window + 1``
-frames, whatever the stream's length.
+A frame is emitted only after detection succeeded on its neighbours in the
+temporal window (and on itself, unless its class's schedule skips it); a face
+found in a neighbouring detected frame is redacted here too, so one missed
+detection does not leak a face. A class detected on keyframes only
+(``privacy.schedule``) counts its window in detected frames: a frame between
+keyframes is released once the ``temporal_window`` nearest keyframes after it are
+detected, and it masks the boxes of those on both sides (grown with distance) and
+the boxes interpolated between them. Memory holds ``2 * window * gap + 1`` frames
+at most, whatever the stream's length.
 
 Each class of detections (faces, plates, text) has its own detector, temporal
 window and redaction (``ClassDetector``); boxes of different classes are never
@@ -22,14 +27,14 @@ outputs until the segment completes).
 from __future__ import annotations
 
 import concurrent.futures
-from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from privacy.detectors.base import Detections, Detector, DetectorError
+from privacy.detectors.base import Detections, Detector, DetectorError, nms
 from privacy.redaction import RedactionConfig, redact
+from privacy.schedule import DetectionSchedule, Scheduler
 from privacy.stereo import CrossViewCounts, CrossViewSearch, unrectified
 from privacy.tracking import propagated_boxes
 from privacy.verification import RedactionVerifier, VerificationSummary
@@ -63,9 +68,12 @@ class FrameOut:
     """A redacted frame and, by detection class, what was found and redacted in it.
 
     Attributes:
-        detected: boxes the class's detector found in this frame.
+        detected: boxes the class's detector found in this frame (0 where it did not run).
         redacted: boxes redacted (its own, its neighbours', the other view's).
         recovered: boxes the other view of a stereo pair gave.
+        boxes: the boxes redacted, by class, before the mask scale is applied.
+        ran: the classes whose detector ran on this frame (the others borrowed boxes
+            from the detected frames around it).
     """
 
     time_s: float
@@ -73,6 +81,8 @@ class FrameOut:
     detected: dict[str, int]
     redacted: dict[str, int]
     recovered: dict[str, int]
+    boxes: dict[str, np.ndarray]
+    ran: frozenset[str]
 
 
 @dataclass(slots=True)
@@ -85,16 +95,21 @@ class ClassDetector:
         temporal_window: neighbours on each side whose boxes of this class also cover
             a frame.
         cross_view: searches each stereo pair's other view for what one view found.
+        schedule: which frames the detector runs on; the window then counts detected
+            frames.
     """
 
     detector: Detector
     redaction: RedactionConfig
     temporal_window: int = 2
     cross_view: CrossViewSearch | None = None
+    schedule: DetectionSchedule = DetectionSchedule()
 
     def __post_init__(self) -> None:
         if self.temporal_window < 0:
             raise ValueError(f"temporal_window must be >= 0, got {self.temporal_window}")
+        if not self.schedule.is_every_frame and self.temporal_window < 1:
+            raise ValueError("a class detected on keyframes needs temporal_window >= 1")
 
     @property
     def name(self) -> str:
@@ -104,7 +119,8 @@ class ClassDetector:
 @dataclass(slots=True)
 class _Pending:
     frames: ViewFrames
-    dets: dict[str, dict[str, Detections]]  # class -> view -> own plus cross-view boxes
+    # class -> view -> own plus cross-view boxes; a class absent: not detected here
+    dets: dict[str, dict[str, Detections]]
     own: dict[str, dict[str, int]]
     recovered: dict[str, dict[str, int]]
 
@@ -150,6 +166,14 @@ class SegmentAnonymizer:
         self.cross_view_counts = CrossViewCounts()
         self._emitted = 0
 
+    def context(self, step: int = 1) -> int:
+        """Instants of context each side of a segment so that its edges see full windows.
+
+        Args:
+            step: source frames per instant (see ``process_views``).
+        """
+        return max(c.temporal_window * c.schedule.instants(step) for c in self.classes)
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -176,23 +200,27 @@ class SegmentAnonymizer:
             self._pool = None
             raise DetectorError(f"detection timed out after {self.timeout:.1f} s") from None
 
-    def _detect_batch(self, batch: list[ViewFrames], pairs: tuple[tuple[str, str], ...],
-                      rectified: bool) -> Iterator[_Pending]:
-        keys = [(i, view) for i, item in enumerate(batch) for view in item.images]
-        images = [batch[i].images[view] for i, view in keys]
+    def _detect_batch(self, batch: list[tuple[ViewFrames, frozenset[str]]],
+                      pairs: tuple[tuple[str, str], ...], rectified: bool) -> Iterator[_Pending]:
+        """Detect each instant of ``batch`` with the classes due on it, one call per class."""
         dets: list[dict[str, dict[str, Detections]]] = [{} for _ in batch]
         own: list[dict[str, dict[str, int]]] = [{} for _ in batch]
         recovered: list[dict[str, dict[str, int]]] = [{} for _ in batch]
         for cls in self.classes:
+            keys = [(i, view) for i, (item, due) in enumerate(batch) if cls.name in due
+                    for view in item.images]
+            if not keys:
+                continue
+            images = [batch[i][0].images[view] for i, view in keys]
             found = self._timed(cls.detector.detect_batch, images)
-            by_view: list[dict[str, Detections]] = [{} for _ in batch]
+            by_view: dict[int, dict[str, Detections]] = {}
             for (i, view), d in zip(keys, found):
-                by_view[i][view] = d
+                by_view.setdefault(i, {})[view] = d
             search = cls.cross_view
             if search is not None and not rectified:
                 search = unrectified(search)
-            for i, item in enumerate(batch):
-                views = by_view[i]
+            for i, views in by_view.items():
+                item = batch[i][0]
                 extra: dict[str, list[Detections]] = {view: [] for view in views}
                 if search is not None:
                     for a, b in pairs:
@@ -206,17 +234,38 @@ class SegmentAnonymizer:
                                      for v, d in views.items()}
                 own[i][cls.name] = {v: len(d) for v, d in views.items()}
                 recovered[i][cls.name] = {v: sum(len(e) for e in extra[v]) for v in views}
-        for i, item in enumerate(batch):
+        for i, (item, _) in enumerate(batch):
             yield _Pending(item, dets[i], own[i], recovered[i])
 
     def _detected(self, frames: Iterable[ViewFrames], pairs: tuple[tuple[str, str], ...],
-                  rectified: bool) -> Iterator[_Pending]:
-        batch: list[ViewFrames] = []
-        for item in frames:
-            batch.append(item)
-            if len(batch) == self.batch_size:
+                  rectified: bool, step: int) -> Iterator[_Pending]:
+        """Instants in order, each detected by the classes whose schedule is due on it.
+
+        Instants are batched until ``batch_size`` of them need a detector; the last
+        instant of the stream is always detected (one instant of look-ahead tells it).
+        """
+        # The other eye is searched on every instant the detector runs on, and a face one
+        # eye's detector misses is recovered instant by instant: with pairs, a class
+        # searched across views is detected on every instant, whatever its schedule.
+        schedulers = [(cls.name, Scheduler(
+            DetectionSchedule() if pairs and cls.cross_view is not None else cls.schedule,
+            step)) for cls in self.classes]
+        batch: list[tuple[ViewFrames, frozenset[str]]] = []
+        detected = 0
+        iterator = iter(frames)
+        item = next(iterator, None)
+        first = True
+        while item is not None:
+            following = next(iterator, None)
+            due = frozenset(name for name, scheduler in schedulers
+                            if scheduler.due(item.images, first, following is None))
+            first = False
+            batch.append((item, due))
+            detected += bool(due)
+            if detected == self.batch_size:
                 yield from self._detect_batch(batch, pairs, rectified)
-                batch = []
+                batch, detected = [], 0
+            item = following
         if batch:
             yield from self._detect_batch(batch, pairs, rectified)
 
@@ -232,8 +281,8 @@ class SegmentAnonymizer:
             yield out[_MONO]
 
     def process_views(self, frames: Iterable[ViewFrames], rng: np.random.Generator | None = None,
-                      pairs: tuple[tuple[str, str], ...] = (), rectified: bool = True
-                      ) -> Iterator[dict[str, FrameOut]]:
+                      pairs: tuple[tuple[str, str], ...] = (), rectified: bool = True,
+                      step: int = 1) -> Iterator[dict[str, FrameOut]]:
         """Yield each emitted instant's redacted views, in order.
 
         Args:
@@ -242,29 +291,31 @@ class SegmentAnonymizer:
             pairs: (left, right) view names searched against each other.
             rectified: whether the pairs are rectified (a face on the same rows in both
                 eyes); unrectified pairs are searched over a wider band.
+            step: source frames per instant (every ``step``-th frame is given), which
+                scales the detection schedules' caps.
 
         Raises:
             DetectorError: detection failed on some frame (including context frames).
         """
-        window: deque[_Pending] = deque()
+        window: list[_Pending] = []
         centre = 0  # index in ``window`` of the next instant to finish
         self.verification = VerificationSummary()
         self.cross_view_counts = CrossViewCounts()
         self._emitted = 0
         self._checks = []
         try:
-            for pending in self._detected(frames, pairs, rectified):
+            for pending in self._detected(frames, pairs, rectified, step):
                 window.append(pending)
-                while centre < len(window) and len(window) - 1 - centre >= self.window:
+                while centre < len(window) and self._ready(window, centre):
                     out = self._finish(window, centre, rng)
                     if out is not None:
                         yield out
                     centre += 1
-                    while centre > self.window:
-                        window.popleft()
-                        centre -= 1
+                    drop = self._droppable(window, centre)
+                    del window[:drop]
+                    centre -= drop
             while centre < len(window):
-                out = self._finish(window, centre, rng)
+                out = self._finish(window, centre, rng, flushing=True)
                 if out is not None:
                     yield out
                 centre += 1
@@ -278,8 +329,54 @@ class SegmentAnonymizer:
             concurrent.futures.wait(self._checks)
             self._checks = []
 
-    def _finish(self, window: deque[_Pending], centre: int,
-                rng: np.random.Generator | None) -> dict[str, FrameOut] | None:
+    def _ready(self, window: list[_Pending], centre: int) -> bool:
+        """Whether every class has its window's detected instants after ``centre``."""
+        for cls in self.classes:
+            need = cls.temporal_window
+            if need == 0:
+                continue
+            found = 0
+            for pending in window[centre + 1:]:
+                found += cls.name in pending.dets
+                if found >= need:
+                    break
+            else:
+                return False
+        return True
+
+    def _droppable(self, window: list[_Pending], centre: int) -> int:
+        """How many instants at the window's start no class needs for ``centre`` on."""
+        keep = centre
+        for cls in self.classes:
+            found, start = 0, centre
+            for j in range(centre - 1, -1, -1):
+                if found == cls.temporal_window:
+                    break
+                if cls.name in window[j].dets:
+                    found += 1
+                    start = j
+            keep = min(keep, start)
+        return keep
+
+    def _neighbours(self, window: list[_Pending], centre: int, cls: ClassDetector,
+                    view: str, everything: bool = False) -> list[tuple[int, np.ndarray]]:
+        """(offset, boxes) of the ``temporal_window`` nearest detected instants on each side,
+        or of every detected instant in ``window`` but the centre with ``everything``."""
+        out: list[tuple[int, np.ndarray]] = []
+        reach = len(window) if everything else cls.temporal_window
+        for direction in (-1, 1):
+            found, j = 0, centre + direction
+            while found < reach and 0 <= j < len(window):
+                views = window[j].dets.get(cls.name)
+                if views is not None:
+                    found += 1
+                    if view in views:
+                        out.append((j - centre, views[view].boxes))
+                j += direction
+        return out
+
+    def _finish(self, window: list[_Pending], centre: int, rng: np.random.Generator | None,
+                flushing: bool = False) -> dict[str, FrameOut] | None:
         item = window[centre]
         if not item.frames.emit:
             return None
@@ -291,33 +388,49 @@ class SegmentAnonymizer:
                 image = image.copy()
             original = image.copy() if verify else None
             redacted: dict[str, int] = {}
+            masked: dict[str, np.ndarray] = {}
             for cls in self.classes:
                 name = cls.name
-                # The classes with the widest window borrow from every instant still held:
-                # at the end of a stream that reaches past the window (held instants are no
-                # longer dropped), so the last frames are covered more, never less.
-                widest = cls.temporal_window == self.window
-                borrowed = propagated_boxes([
-                    (j - centre, other.dets[name][view].boxes)
-                    for j, other in enumerate(window)
-                    if j != centre and (widest or abs(j - centre) <= cls.temporal_window)
-                    and view in other.dets[name]])
-                own = item.dets[name][view].boxes
+                # At the end of a stream the classes with the widest window borrow from
+                # every detected instant still held (nothing is dropped once the stream has
+                # ended), so the last frames are covered more, never less.
+                everything = flushing and cls.temporal_window == self.window
+                borrowed = propagated_boxes(self._neighbours(window, centre, cls, view,
+                                                             everything))
+                views = item.dets.get(name)
+                own = views[view].boxes if views is not None and view in views else \
+                    np.zeros((0, 4), np.float32)
                 boxes = np.concatenate([own, borrowed]) if borrowed.shape[0] else own
                 redact(image, boxes, cls.redaction, rng)
                 redacted[name] = int(boxes.shape[0])
+                masked[name] = boxes
             if verify:
                 if self._verify_pool is None:
                     self._verify_pool = concurrent.futures.ThreadPoolExecutor(
                         1, "egoveil-verify")
-                faces = item.dets[FACE][view].boxes if FACE in item.dets else \
-                    np.zeros((0, 4), np.float32)
+                faces = _faces_to_check(item, view, masked)
                 self._checks.append(self._verify_pool.submit(
                     self.verifier.check, original, image.copy(), faces))
             outputs[view] = FrameOut(
                 item.frames.time_s, image,
-                detected={name: counts[view] for name, counts in item.own.items()},
+                detected={cls.name: item.own.get(cls.name, {}).get(view, 0)
+                          for cls in self.classes},
                 redacted=redacted,
-                recovered={name: counts[view] for name, counts in item.recovered.items()})
+                recovered={cls.name: item.recovered.get(cls.name, {}).get(view, 0)
+                           for cls in self.classes},
+                boxes=masked, ran=frozenset(item.dets))
         self._emitted += 1
         return outputs
+
+
+def _faces_to_check(item: _Pending, view: str, masked: dict[str, np.ndarray]) -> np.ndarray:
+    """The faces a check compares: the frame's own, or where the face detector skipped the
+    frame, the tightest of the boxes it borrowed (one per face: overlapping ones merged)."""
+    if FACE in item.dets:
+        return item.dets[FACE][view].boxes if view in item.dets[FACE] else \
+            np.zeros((0, 4), np.float32)
+    boxes = masked.get(FACE, np.zeros((0, 4), np.float32))
+    if boxes.shape[0] == 0:
+        return boxes
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return boxes[nms(boxes, -areas.astype(np.float32), 0.3)]

@@ -7,7 +7,9 @@ of its own.
 Detections come in classes (``schemas.detections``); each class has a
 ``ClassPolicy``: its detector (with its threshold), its redaction (mode, mask
 scale), its temporal window, the detector of the stronger second pass, and
-whether the other eye of a stereo pair is searched for it. Faces are the first
+whether the other eye of a stereo pair is searched for it, and its detection
+schedule (``DetectionSchedule``: the detector on every frame, or on keyframes with
+tracking between them and a hard cap on the gap). Faces are the first
 class and their policy is spelt by ``AnonymizationConfig``'s own fields, which is
 how the configuration was written before classes existed: a faces-only
 configuration describes itself, and fingerprints, exactly as it did then, so its
@@ -21,8 +23,9 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-from privacy.detectors.factory import DEFAULT_DETECTOR, DetectorSpec
+from privacy.detectors.factory import DEFAULT_DETECTOR, DetectorSpec, on_device
 from privacy.redaction import RedactionConfig
+from privacy.schedule import DetectionSchedule
 from privacy.stereo import CrossViewConfig
 from privacy.verification import VerificationConfig
 from schemas.detections import DETECTION_CLASSES, FACE
@@ -32,8 +35,21 @@ from schemas.detections import DETECTION_CLASSES, FACE
 # quarantined.
 STRONG_DETECTOR = "centerface:threshold=0.1;scales=1,2"
 STRONG_MASK_SCALE = 1.6
+# Instants per detector call on a GPU (CenterFace at 1080p: 16 frames are ~0.5 GB).
+GPU_DETECT_BATCH = 16
 DEFAULT_TEMPORAL_WINDOW = 2
 MAX_TEMPORAL_WINDOW = 30
+# Faces' privacy floor: whatever is configured, their detector runs at least this often
+# (bench/videos.py measures per-frame recall at the default; see bench/results/speed.md).
+MAX_FACE_DETECT_EVERY = 4
+
+
+# Measured on ../shared/media/videos (bench/videos.py, bench/speed.py): faces detected
+# on every 4th frame and on motion keep per-frame recall >= 0.99 and leak nothing. Motion
+# 12 missed one of the three reference faces of the Aria fisheye walk (its frames change
+# by 10-16 grey levels from one to the next); 8 covers it, for 14% more detections on
+# arcade_1080p.mp4 than 12.
+DEFAULT_FACE_SCHEDULE = DetectionSchedule(every=4, motion=8.0)
 
 
 @dataclass(slots=True, frozen=True)
@@ -48,6 +64,7 @@ class ClassPolicy:
             cover a frame.
         strong_detector: detector spec of the second pass after a failed verification.
         cross_view: search the other eye of a stereo pair for what one eye found.
+        schedule: which frames the detector runs on (every frame by default).
     """
 
     detection_class: str
@@ -56,6 +73,7 @@ class ClassPolicy:
     temporal_window: int = DEFAULT_TEMPORAL_WINDOW
     strong_detector: str | None = None
     cross_view: bool = False
+    schedule: DetectionSchedule = field(default_factory=DetectionSchedule)
 
     def __post_init__(self) -> None:
         if self.detection_class not in DETECTION_CLASSES:
@@ -67,6 +85,12 @@ class ClassPolicy:
         if not 0 <= self.temporal_window <= MAX_TEMPORAL_WINDOW:
             raise ValueError(f"temporal_window must be in [0, {MAX_TEMPORAL_WINDOW}], got "
                              f"{self.temporal_window}")
+        if self.detection_class == FACE and self.schedule.every > MAX_FACE_DETECT_EVERY:
+            raise ValueError(f"faces are detected at least every {MAX_FACE_DETECT_EVERY} "
+                             f"frames, got a schedule of every {self.schedule.every}")
+        if not self.schedule.is_every_frame and self.temporal_window < 1:
+            raise ValueError("a class detected on keyframes needs temporal_window >= 1: the "
+                             "frames between keyframes borrow their boxes")
 
 
 @dataclass(slots=True, frozen=True)
@@ -85,6 +109,10 @@ class AnonymizationConfig:
         detect_batch_size: frames per detector call (raise it on a GPU backend).
         cross_view: how a face found in one eye of a stereo pair is searched for in the other.
         other_classes: the policies of the classes redacted besides faces (plates, text).
+        face_schedule: which frames the face detector runs on. Every frame when
+            ``every`` is 1; the stronger second pass always detects every frame.
+        device: where detection and decoding run, ``cpu`` or ``cuda`` (set by
+            ``on_device``, which also moves the detectors there).
     """
 
     detector: str = DEFAULT_DETECTOR
@@ -97,6 +125,8 @@ class AnonymizationConfig:
     detect_batch_size: int = 1
     cross_view: CrossViewConfig = field(default_factory=CrossViewConfig)
     other_classes: tuple[ClassPolicy, ...] = ()
+    face_schedule: DetectionSchedule = DEFAULT_FACE_SCHEDULE
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         self.face_policy()  # validates the face detector specs and window
@@ -113,6 +143,25 @@ class AnonymizationConfig:
             raise ValueError("detect_batch_size must be in [1, 256]")
         if not 0 <= self.max_corrupt_fraction <= 1:
             raise ValueError("max_corrupt_fraction must be in [0, 1]")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
+
+    def on_device(self, device: str) -> AnonymizationConfig:
+        """This configuration with detection on ``device`` (``cuda``: CenterFace through
+        onnxruntime's CUDA or TensorRT provider, batched; decoding on NVDEC where FFmpeg
+        offers it)."""
+        if device == self.device:
+            return self
+        if device == "cpu":
+            raise ValueError("a configuration moves to the GPU, not back")
+        return dataclasses.replace(
+            self, device=device, detector=on_device(self.detector, device),
+            strong_detector=on_device(self.strong_detector, device),
+            detect_batch_size=max(self.detect_batch_size, GPU_DETECT_BATCH),
+            other_classes=tuple(dataclasses.replace(
+                p, detector=on_device(p.detector, device),
+                strong_detector=p.strong_detector and on_device(p.strong_detector, device))
+                for p in self.other_classes))
 
     @property
     def detector_spec(self) -> DetectorSpec:
@@ -121,7 +170,8 @@ class AnonymizationConfig:
     def face_policy(self) -> ClassPolicy:
         """Faces' policy, spelt by this configuration's own fields."""
         return ClassPolicy(FACE, self.detector, self.redaction, self.temporal_window,
-                           self.strong_detector, cross_view=self.cross_view.enabled)
+                           self.strong_detector, cross_view=self.cross_view.enabled,
+                           schedule=self.face_schedule)
 
     @property
     def policies(self) -> tuple[ClassPolicy, ...]:
@@ -133,26 +183,35 @@ class AnonymizationConfig:
 
         Faces get the stronger detector with the verifier's own detector added, and a
         solid mask of at least ``STRONG_MASK_SCALE``; other classes their own stronger
-        detector where their policy names one.
+        detector where their policy names one. Every class is detected on every frame.
         """
         spec = self.strong_detector
         if self.verification.enabled:
             spec = f"{spec}+{self.verification.verifier}"
-        others = tuple(dataclasses.replace(p, detector=p.strong_detector or p.detector)
+        others = tuple(dataclasses.replace(p, detector=p.strong_detector or p.detector,
+                                           schedule=DetectionSchedule())
                        for p in self.other_classes)
         return dataclasses.replace(
             self, detector=spec,
             redaction=RedactionConfig(mode="solid",
                                       mask_scale=max(STRONG_MASK_SCALE,
                                                      self.redaction.mask_scale)),
-            other_classes=others)
+            other_classes=others, face_schedule=DetectionSchedule())
 
     def describe(self) -> dict:
-        """Every setting; classes that are off are left out, so a faces-only configuration
-        describes itself as it did before other classes existed."""
+        """Every setting; what is off is left out (classes besides faces, detection on
+        every frame), so a configuration without them describes itself, and fingerprints,
+        as it did before they existed."""
         described = asdict(self)
         if not self.other_classes:
             del described["other_classes"]
+        for policy in described.get("other_classes", ()):
+            if policy["schedule"] == asdict(DetectionSchedule()):
+                del policy["schedule"]
+        if self.face_schedule.is_every_frame:
+            del described["face_schedule"]
+        if self.device == "cpu":
+            del described["device"]
         return described
 
     def fingerprint(self) -> str:

@@ -20,6 +20,7 @@ caller; the counts go to the run's audit events.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -96,21 +97,45 @@ def _locations(boxes: np.ndarray) -> list[tuple[int, int, int, int]]:
 class RedactionVerifier:
     """Checks redacted frames against their originals.
 
+    Its models (face-recognition's encoder and the independent detector, about 2 s to
+    load) load on a thread of their own from construction on, beside the detector's
+    loading and the first frames' detection; ``check`` and ``describe`` wait for them.
+
     Raises:
-        DetectorError: from ``check`` when a check cannot run (fail closed: an
-            unverifiable frame is not a verified one).
+        DetectorError: from ``check`` when a check cannot run, the models included (fail
+            closed: an unverifiable frame is not a verified one).
     """
 
     def __init__(self, config: VerificationConfig,
                  detector: Detector | None = None) -> None:
         self.config = config
-        self._detector = detector if detector is not None else (
-            build_detector(config.verifier) if config.enabled else None)
-        face_recognition = import_face_recognition()
+        self._loader = threading.Thread(target=self._load, args=(detector,),
+                                        name="egoveil-verifier-load", daemon=True)
+        self._detector: Detector | None = None
+        self._encode = None
+        self._error: BaseException | None = None
+        self._loader.start()
 
-        self._encode = face_recognition.face_encodings
+    def _load(self, detector: Detector | None) -> None:
+        try:
+            self._detector = detector if detector is not None else (
+                build_detector(self.config.verifier) if self.config.enabled else None)
+            self._encode = import_face_recognition().face_encodings
+        except BaseException as exc:  # noqa: BLE001 - raised where the models are used
+            self._error = exc
+
+    def wait(self) -> None:
+        """Block until the models are loaded.
+
+        Raises:
+            DetectorError: they could not be loaded.
+        """
+        self._loader.join()
+        if self._error is not None:
+            raise DetectorError(f"verifier cannot be loaded: {self._error}") from self._error
 
     def describe(self) -> dict:
+        self.wait()
         return {"verifier": self._detector.describe() if self._detector else None,
                 "every_n_frames": self.config.every_n_frames,
                 "min_face_px": self.config.min_face_px, "tolerance": self.config.tolerance}
@@ -124,6 +149,7 @@ class RedactionVerifier:
             redacted: the same frame after redaction.
             face_boxes: the faces the pipeline found (unscaled boxes).
         """
+        self.wait()
         summary = VerificationSummary(frames_checked=1)
         cfg = self.config
         if self._detector is not None:

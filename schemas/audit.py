@@ -70,6 +70,7 @@ EVENT_KINDS = {
                         "(counts: match, wearer or recording)",
     "segment_anonymized": "a segment was decoded, detected, redacted and verified (counts: "
                           "frames_decoded, frames_emitted, faces_detected, boxes_redacted, clips, "
+                          "classes (detected, redacted and frames_detected by class), "
                           "qa_status, verify_frames_checked, verify_faces_checked, "
                           "verify_output_faces, verify_linkable_faces)",
     "segment_cached": "a segment finished by an earlier run of the same configuration into "

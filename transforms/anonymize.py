@@ -15,7 +15,8 @@ nothing of the segment is emitted and a dead letter says why (fail closed).
 
 Metrics (namespace ``egoveil``): ``segments_ok``, ``segments_failed``, ``segments_reredacted``,
 ``frames_decoded``, ``frames_redacted``, ``faces_detected``, ``clips``,
-``faces_recovered_cross_view``.
+``faces_recovered_cross_view``; distribution ``decode_wait_ms`` (per segment, the wall
+time spent waiting on the decoder).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from schemas.records import AuditEvent, DeadLetter
 from schemas.stages import AUDIT, DEADLETTER, FILES, Anonymized, PublishedFile
 from transforms.media.inputs import DecodeCaps, DecodeStats, MediaError
 from transforms.media.sources import iter_instants
-from transforms.media.video import VideoWriter
+from transforms.media.video import VideoWriter, use_decode_device
 from transforms.models.encoders import FrameGeometry
 from transforms.segments import segment_frame_limit
 from transforms.stores.keys import load_key
@@ -126,12 +127,31 @@ def _sampled(window: Iterator, step: int) -> Iterator[ViewFrames]:
             after += 1
 
 
+class _Clocked:
+    """An iterator that adds up the wall time its caller waits on it (the decoder)."""
+
+    def __init__(self, inner: Iterator) -> None:
+        self._inner = inner
+        self.seconds = 0.0
+
+    def __iter__(self) -> _Clocked:
+        return self
+
+    def __next__(self):
+        started = time.perf_counter()
+        try:
+            return next(self._inner)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
 @dataclass(slots=True)
 class _Attempt:
     """One anonymization of a segment, held back until it is verified."""
 
     builder: _ClipBuilder
     counts: dict
+    decode_s: float = 0.0  # spent waiting on the decoder
 
     def discard(self) -> None:
         self.builder.discard()
@@ -179,8 +199,10 @@ class AnonymizeSegmentFn(beam.DoFn):
         self._faces = Metrics.counter(NAMESPACE, "faces_detected")
         self._clips = Metrics.counter(NAMESPACE, "clips")
         self._recovered = Metrics.counter(NAMESPACE, "faces_recovered_cross_view")
+        self._decode_ms = Metrics.distribution(NAMESPACE, "decode_wait_ms")
 
     def setup(self) -> None:
+        use_decode_device(self._config.device)
         self._key = load_key(self._key_file)
         self._policy = VerifiedAnonymization(self._config, self._factories,
                                              self._verifier_factory)
@@ -237,7 +259,9 @@ class AnonymizeSegmentFn(beam.DoFn):
         self._recovered.inc(counts.get("cross_view_recovered", 0))
         self._clips.inc(len(clips))
         self._progress.report(segments=1, frames=counts["frames_emitted"],
-                              busy_s=time.perf_counter() - started)
+                              busy_s=time.perf_counter() - started,
+                              decode_s=attempt.decode_s)
+        self._decode_ms.update(int(attempt.decode_s * 1000))
         events.append(AuditEvent(kind="segment_anonymized", recording_id=rec.recording_id,
                                  segment_index=segment.index, counts=counts))
         if self._cache is not None:
@@ -262,15 +286,18 @@ class AnonymizeSegmentFn(beam.DoFn):
         stats = DecodeStats()
         window = _bounded(iter_instants(rec, segment.start_s,
                                         None if segment.is_last else segment.end_s,
-                                        context=anonymizer.window * detect_step, stats=stats),
+                                        context=anonymizer.context(detect_step) * detect_step,
+                                        stats=stats),
                           segment_frame_limit(segment), self._caps.max_duration_s)
+        frames = _Clocked(_sampled(window, detect_step))  # decoding and RGB conversion
         rng = np.random.default_rng(self._key.seed(rec.recording_id, rec.view, segment.index))
         builder = _ClipBuilder(self, segment, rec.video.fps or 30.0)
         try:
             # Aria's front SLAM pair is not rectified: the other eye is searched wider.
-            for out in anonymizer.process_views(_sampled(window, detect_step), rng,
+            for out in anonymizer.process_views(frames, rng,
                                                 pairs=rec.stereo_pairs,
-                                                rectified=rec.layout != "vrs"):
+                                                rectified=rec.layout != "vrs",
+                                                step=detect_step):
                 builder.add(out)
             builder.finish()
             if corrupt_share_exceeded(stats.decoded, stats.corrupt,
@@ -286,13 +313,14 @@ class AnonymizeSegmentFn(beam.DoFn):
                   "boxes_redacted": sum(builder.redacted.values()),
                   "clips": len(builder.clips),
                   "classes": {name: {"detected": builder.detected.get(name, 0),
-                                     "redacted": builder.redacted.get(name, 0)}
+                                     "redacted": builder.redacted.get(name, 0),
+                                     "frames_detected": builder.ran.get(name, 0)}
                               for name in builder.redacted}}
         if len(rec.views) > 1:
             counts.update(views=len(rec.views),
                           cross_view_searched=anonymizer.cross_view_counts.searched,
                           cross_view_recovered=builder.recovered)
-        return _Attempt(builder, counts)
+        return _Attempt(builder, counts, frames.seconds)
 
 
 class _ViewTrack:
@@ -323,6 +351,7 @@ class _ClipBuilder:
         self.frames_emitted = self.recovered = 0
         self.detected: Counter = Counter()  # by detection class
         self.redacted: Counter = Counter()
+        self.ran: Counter = Counter()  # frames each class's detector ran on (schedules)
         self._temp: list[tuple[str, str, int]] = []  # (temp path, clip id, frames)
         self._index = 0
         self._reset()
@@ -363,6 +392,7 @@ class _ClipBuilder:
             self.frames_emitted += 1
             self.detected.update(out.detected)
             self.redacted.update(out.redacted)
+            self.ran.update(out.ran)
             self.recovered += out.recovered.get(FACE, 0)
         if take:
             self._times.append(time_s)

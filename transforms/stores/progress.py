@@ -11,6 +11,10 @@ import json
 import os
 import threading
 
+# Seconds the anonymize stage reports per segment: all its time, and the part spent
+# waiting on the decoder (the share that says whether decoding starves detection).
+STAGE_SECONDS = ("busy_s", "decode_s")
+
 
 class ProgressReporter:
     """Appends counts to ``<directory>/<pid>.jsonl``; does nothing without a directory."""

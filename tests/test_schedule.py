@@ -1,0 +1,201 @@
+"""Detection schedules (``privacy.schedule``): keyframes, the gap cap, and failing closed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from privacy.anonymizer import ClassDetector, FrameIn, SegmentAnonymizer
+from privacy.config import (
+    DEFAULT_FACE_SCHEDULE,
+    MAX_FACE_DETECT_EVERY,
+    AnonymizationConfig,
+    ClassPolicy,
+)
+from privacy.detectors import Detections, DetectorError
+from privacy.detectors.base import Detector
+from privacy.redaction import SOLID_VALUE, RedactionConfig
+from privacy.schedule import DetectionSchedule, Scheduler
+from schemas.detections import PLATE
+from tests.faults import FaultyDetector
+
+SIZE = 200
+BACKGROUND = 200
+
+
+class _Moving(Detector):
+    """A face that moves 10 px a frame; the frame's index is written in its first pixel."""
+
+    name = "moving"
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    @staticmethod
+    def box(index: int) -> np.ndarray:
+        return np.array([[20 + 10 * index, 80, 50 + 10 * index, 110]], np.float32)
+
+    def _detect(self, frame):
+        index = int(frame[0, 0, 0])
+        self.calls.append(index)
+        return Detections(self.box(index), np.ones(1, np.float32))
+
+
+def _stream(n: int, scene_cut_at: int | None = None) -> list[FrameIn]:
+    frames = []
+    for i in range(n):
+        image = np.full((SIZE, SIZE, 3), BACKGROUND, np.uint8)
+        if scene_cut_at is not None and i >= scene_cut_at:
+            image[1:] = 30  # a cut: the whole picture changes
+        image[0, 0, 0] = i
+        frames.append(FrameIn(i / 25, image))
+    return frames
+
+
+def _anonymizer(detector: Detector, schedule: DetectionSchedule, window: int = 1,
+                batch_size: int = 1) -> SegmentAnonymizer:
+    return SegmentAnonymizer([ClassDetector(detector, RedactionConfig(), window, None,
+                                            schedule)],
+                             detect_timeout_s=None, batch_size=batch_size)
+
+
+def _masked(image: np.ndarray, box: np.ndarray) -> bool:
+    x1, y1, x2, y2 = box[0].astype(int)
+    return bool((image[y1:y2, x1:x2] == SOLID_VALUE).all())
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_a_face_in_the_keyframes_around_a_skipped_frame_is_masked_in_it(batch_size):
+    detector = _Moving()
+    outs = list(_anonymizer(detector, DetectionSchedule(every=4), batch_size=batch_size)
+                .process(_stream(11)))
+    assert detector.calls == [0, 4, 8, 10]  # first, every 4th, last
+    assert len(outs) == 11
+    for i, out in enumerate(outs):
+        assert _masked(out.image, _Moving.box(i)), f"frame {i} leaks the face"
+        assert out.ran == (frozenset({"face"}) if i in (0, 4, 8, 10) else frozenset())
+        assert out.detected["face"] == (1 if i in (0, 4, 8, 10) else 0)
+        assert out.boxes["face"].shape[0] >= 1
+
+
+def test_the_gap_between_detected_frames_never_exceeds_the_cap():
+    for every in (2, 3, 5, 8):
+        detector = _Moving()
+        list(_anonymizer(detector, DetectionSchedule(every=every)).process(_stream(29)))
+        gaps = np.diff(detector.calls)
+        assert detector.calls[0] == 0 and detector.calls[-1] == 28
+        assert gaps.max() <= every and gaps.min() >= 1
+
+
+def test_motion_detects_out_of_turn():
+    detector = _Moving()
+    list(_anonymizer(detector, DetectionSchedule(every=6, motion=10.0)).process(
+        _stream(14, scene_cut_at=3)))
+    assert detector.calls == [0, 3, 9, 13]  # the cut at 3 restarts the count
+    still = _Moving()
+    list(_anonymizer(still, DetectionSchedule(every=6, motion=10.0)).process(_stream(14)))
+    assert still.calls == [0, 6, 12, 13]
+
+
+def test_the_cap_counts_source_frames():
+    assert Scheduler(DetectionSchedule(every=4), step=2).cap == 2
+    assert Scheduler(DetectionSchedule(every=3), step=2).cap == 1
+    detector = _Moving()
+    outs = list(_anonymizer(detector, DetectionSchedule(every=4)).process_views(
+        (_views(f) for f in _stream(9)), step=2))
+    assert len(outs) == 9 and detector.calls == [0, 2, 4, 6, 8]
+
+
+def _views(frame: FrameIn):
+    from privacy.anonymizer import ViewFrames
+
+    return ViewFrames(frame.time_s, {"_": frame.image}, frame.emit)
+
+
+def test_a_face_only_in_a_skipped_frame_next_to_a_keyframe_miss_is_still_covered():
+    """A keyframe that misses the face is covered by the keyframes around it (window 2)."""
+
+    class _MissAt4(_Moving):
+        def _detect(self, frame):
+            if int(frame[0, 0, 0]) == 4:
+                self.calls.append(4)
+                return Detections.empty()
+            return super()._detect(frame)
+
+    outs = list(_anonymizer(_MissAt4(), DetectionSchedule(every=4), window=2)
+                .process(_stream(13)))
+    for i in (3, 4, 5):
+        assert _masked(outs[i].image, _Moving.box(i)), f"frame {i} leaks the face"
+
+
+@pytest.mark.parametrize("fault", ["raise", "nan", "type"])
+def test_a_detector_error_on_a_keyframe_fails_the_stream(fault):
+    # Calls 0, 1, 2 are frames 0, 4, 8: the fault hits keyframe 8.
+    anonymizer = _anonymizer(FaultyDetector(fault, at=2), DetectionSchedule(every=4))
+    emitted = []
+    with pytest.raises(DetectorError):
+        for out in anonymizer.process(_stream(12)):
+            emitted.append(out)
+    # Only frames whose keyframes on both sides were detected were released (the caller
+    # discards them too: a segment is all or nothing).
+    assert len(emitted) <= 4
+
+
+def test_context_frames_are_detected_on_schedule_but_not_emitted():
+    frames = _stream(10)
+    frames[0].emit = frames[9].emit = False
+    detector = _Moving()
+    outs = list(_anonymizer(detector, DetectionSchedule(every=4)).process(frames))
+    assert [round(o.time_s * 25) for o in outs] == list(range(1, 9))
+    assert detector.calls == [0, 4, 8, 9]
+    for o in outs:
+        assert _masked(o.image, _Moving.box(round(o.time_s * 25)))
+
+
+def test_schedule_settings_are_validated():
+    with pytest.raises(ValueError, match="every"):
+        DetectionSchedule(every=0)
+    with pytest.raises(ValueError, match="every"):
+        DetectionSchedule(every=9)
+    with pytest.raises(ValueError, match="motion"):
+        DetectionSchedule(motion=-1)
+    with pytest.raises(ValueError, match="faces are detected at least every"):
+        AnonymizationConfig(face_schedule=DetectionSchedule(every=MAX_FACE_DETECT_EVERY + 1))
+    with pytest.raises(ValueError, match="temporal_window"):
+        AnonymizationConfig(temporal_window=0)  # keyframes need neighbours to borrow from
+    assert DetectionSchedule.parse("4:12") == DetectionSchedule(4, 12.0)
+    with pytest.raises(ValueError, match="EVERY"):
+        DetectionSchedule.parse("often")
+
+
+def test_schedules_are_per_class_and_off_is_left_out_of_the_fingerprint():
+    every_frame = AnonymizationConfig(face_schedule=DetectionSchedule())
+    assert "face_schedule" not in every_frame.describe()
+    assert AnonymizationConfig().describe()["face_schedule"] == {
+        "every": DEFAULT_FACE_SCHEDULE.every, "motion": DEFAULT_FACE_SCHEDULE.motion}
+    assert every_frame.fingerprint() != AnonymizationConfig().fingerprint()
+    # The stronger second pass detects every frame of every class.
+    plates = ClassPolicy(PLATE, "centerface", schedule=DetectionSchedule(every=8))
+    config = AnonymizationConfig(other_classes=(plates,))
+    assert config.describe()["other_classes"][0]["schedule"] == {"every": 8, "motion": 0.0}
+    strong = config.strong()
+    assert strong.face_schedule.is_every_frame
+    assert all(p.schedule.is_every_frame for p in strong.other_classes)
+    assert "schedule" not in strong.describe()["other_classes"][0]
+
+
+def test_verification_checks_the_same_frames_whatever_the_schedule():
+    """The first and every n-th emitted frame is checked, detected or not (a skipped frame
+    is checked at the boxes it borrowed)."""
+    from privacy.verification import RedactionVerifier, VerificationConfig
+    from tests.faults import BlindDetector
+
+    verifier = RedactionVerifier(VerificationConfig(every_n_frames=3), detector=BlindDetector())
+    anonymizer = SegmentAnonymizer([ClassDetector(_Moving(), RedactionConfig(), 1, None,
+                                                  DetectionSchedule(every=4))],
+                                   detect_timeout_s=None, verifier=verifier)
+    outs = list(anonymizer.process(_stream(11)))
+    anonymizer.close()
+    assert len(outs) == 11
+    assert anonymizer.verification.frames_checked == 4  # frames 0, 3, 6, 9
+    assert anonymizer.verification.passed
