@@ -163,3 +163,28 @@ def test_the_gpu_bench_runs_on_the_cpu(tmp_path):
     assert 0 < record["decode_wait_share"] < 1
     assert record["decode_containers"]["hardware"] == 0
     assert record["gpu"] is None or isinstance(record["gpu"], str)
+
+
+_RELEASED_ELSEWHERE = """
+import signal, subprocess, sys, threading
+import numpy as np
+from privacy.detectors import build_detector
+signal.signal(signal.SIGCHLD, lambda *_: None)  # as torch's DataLoader does
+held = [build_detector("centerface:threshold=0.1;backend=openvino")]
+held[0].detect(np.zeros((96, 128, 3), np.uint8))
+released = threading.Thread(target=held.clear)
+released.start()
+released.join()
+for _ in range(3):
+    subprocess.run(["true"])
+print("alive")
+"""
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="no OpenVINO")
+def test_a_detector_released_on_another_thread_leaves_signals_deliverable():
+    """OpenVINO's CPU plugin swaps the compiling thread's signal stack; released elsewhere it
+    left that stack unmapped and the next handled signal killed the process (SIGSEGV)."""
+    done = subprocess.run([sys.executable, "-c", _RELEASED_ELSEWHERE], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and "alive" in done.stdout, (done.returncode, done.stderr[-500:])

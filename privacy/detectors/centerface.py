@@ -42,6 +42,26 @@ PRECISIONS = ("auto", "f32", "bf16")
 _COMPILED_SHAPES = 4
 
 
+_OPENVINO_CORE: list = []
+_OPENVINO_LOCK = threading.Lock()
+
+
+def _openvino_core(openvino):
+    """The process's one OpenVINO ``Core``, never released.
+
+    OpenVINO's CPU plugin gives the thread that first compiles on it an alternate signal
+    stack of its own and unmaps it when the plugin is released, restoring the old stack on
+    whichever thread releases it. A detector released on another thread (a Beam worker, a
+    garbage collection) left the first thread's signal stack pointing at unmapped memory,
+    and the process died of SIGSEGV at its next signal with a handler (a child's exit
+    under torch's DataLoader). Keeping one plugin for the process's life avoids that.
+    """
+    with _OPENVINO_LOCK:
+        if not _OPENVINO_CORE:
+            _OPENVINO_CORE.append(openvino.Core())
+        return _OPENVINO_CORE[0]
+
+
 def default_backend() -> str:
     """``openvino`` where it is installed, else ``opencv``."""
     import importlib.util
@@ -144,7 +164,7 @@ class CenterFaceDetector(Detector):
         except ImportError as exc:
             raise DetectorError("backend=openvino needs OpenVINO: pip install openvino") \
                 from exc
-        core = openvino.Core()
+        core = _openvino_core(openvino)
         # OpenVINO reads the initializers listed as inputs as the constants they are.
         model = core.read_model(self.weights_path)
         config = {"PERFORMANCE_HINT": "LATENCY"}
