@@ -23,12 +23,18 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-from privacy.detectors.factory import DEFAULT_DETECTOR, DetectorSpec, on_device
+from privacy.detectors.factory import (
+    DEFAULT_DETECTOR,
+    DEFAULT_PLATE_DETECTOR,
+    DEFAULT_TEXT_DETECTOR,
+    DetectorSpec,
+    on_device,
+)
 from privacy.redaction import RedactionConfig
 from privacy.schedule import DetectionSchedule
 from privacy.stereo import CrossViewConfig
 from privacy.verification import VerificationConfig
-from schemas.detections import DETECTION_CLASSES, FACE
+from schemas.detections import DETECTION_CLASSES, FACE, PLATE, TEXT
 
 # A segment that fails verification is redacted again with this detector, the
 # verifier's own detector added, and this mask scale; if it fails again it is
@@ -50,6 +56,22 @@ MAX_FACE_DETECT_EVERY = 4
 # by 10-16 grey levels from one to the next); 8 covers it, for 14% more detections on
 # arcade_1080p.mp4 than 12.
 DEFAULT_FACE_SCHEDULE = DetectionSchedule(every=4, motion=8.0)
+
+# Plates and text (bench/plates.py chose the detectors, bench/classes.py the schedules:
+# results/plates.md, results/classes.md). PP-OCR costs about 3x CenterFace per 1080p frame,
+# so these classes are detected on sparse keyframes and their boxes carried between them.
+DEFAULT_PLATE_SCHEDULE = DetectionSchedule(every=8, motion=0.0)
+DEFAULT_TEXT_SCHEDULE = DetectionSchedule(every=8, motion=0.0)
+# The second pass after a failed verification: the same networks on every frame with a
+# lower binarization threshold and box score (more, and larger, regions).
+STRONG_PLATE_DETECTOR = ("ppocr-plates:model=v4;threshold=0.2;box_threshold=0.4"
+                         "+ppocr-plates:model=v5;threshold=0.2;box_threshold=0.4")
+STRONG_TEXT_DETECTOR = "ppocr-text:model=v4;threshold=0.2;box_threshold=0.4"
+
+# What ``--redact`` names, and the classes redacted by default: faces and plates (EgoBlur's
+# pair); text is opt-in (it also removes every sign, label and screen: bench/results/plates.md).
+REDACT_NAMES = {"faces": FACE, "plates": PLATE, "text": TEXT}
+DEFAULT_REDACT = ("faces", "plates")
 
 
 @dataclass(slots=True, frozen=True)
@@ -79,9 +101,11 @@ class ClassPolicy:
         if self.detection_class not in DETECTION_CLASSES:
             raise ValueError(f"unknown detection class {self.detection_class!r}; choose from "
                              f"{', '.join(DETECTION_CLASSES)}")
-        DetectorSpec.parse(self.detector)  # raises ValueError naming the problem
-        if self.strong_detector is not None:
-            DetectorSpec.parse(self.strong_detector)
+        for spec in filter(None, (self.detector, self.strong_detector)):
+            found = DetectorSpec.parse(spec).detection_class  # ValueError naming the problem
+            if found != self.detection_class:
+                raise ValueError(f"detector {spec!r} finds {found}, not "
+                                 f"{self.detection_class}")
         if not 0 <= self.temporal_window <= MAX_TEMPORAL_WINDOW:
             raise ValueError(f"temporal_window must be in [0, {MAX_TEMPORAL_WINDOW}], got "
                              f"{self.temporal_window}")
@@ -91,6 +115,70 @@ class ClassPolicy:
         if not self.schedule.is_every_frame and self.temporal_window < 1:
             raise ValueError("a class detected on keyframes needs temporal_window >= 1: the "
                              "frames between keyframes borrow their boxes")
+
+
+_DEFAULT_POLICIES = {
+    PLATE: ClassPolicy(PLATE, DEFAULT_PLATE_DETECTOR, strong_detector=STRONG_PLATE_DETECTOR,
+                       cross_view=True, schedule=DEFAULT_PLATE_SCHEDULE),
+    TEXT: ClassPolicy(TEXT, DEFAULT_TEXT_DETECTOR, strong_detector=STRONG_TEXT_DETECTOR,
+                      cross_view=True, schedule=DEFAULT_TEXT_SCHEDULE),
+}
+
+
+def default_policy(detection_class: str) -> ClassPolicy:
+    """The default policy of a class besides faces (faces' is ``AnonymizationConfig``'s own
+    fields): its chosen detector, the default solid mask at scale 1.4 (the scale its
+    coverage was measured at), a temporal window of 2 detected frames, its keyframe
+    schedule, a stronger detector for the second pass, and cross-view search on.
+
+    Raises:
+        ValueError: faces, or an unknown class.
+    """
+    if detection_class not in _DEFAULT_POLICIES:
+        raise ValueError(f"no default policy besides faces' for {detection_class!r}; choose "
+                         f"from {', '.join(_DEFAULT_POLICIES)}")
+    return _DEFAULT_POLICIES[detection_class]
+
+
+def class_policy(detection_class: str, detector: str | None = None,
+                 schedule: DetectionSchedule | None = None,
+                 mode: str | None = None) -> ClassPolicy:
+    """A class's default policy with its detector, schedule or redaction mode replaced.
+
+    A detector other than the default is kept in the stronger second pass too, beside
+    the default's stronger one, so that the second pass finds at least what it finds.
+
+    Raises:
+        ValueError: an unknown class, or a detector spec that does not parse or finds
+            another class.
+    """
+    policy = default_policy(detection_class)
+    changes: dict = {}
+    if detector is not None and detector != policy.detector:
+        changes.update(detector=detector, strong_detector=f"{detector}+{policy.strong_detector}")
+    if schedule is not None:
+        changes["schedule"] = schedule
+    if mode is not None:
+        changes["redaction"] = dataclasses.replace(policy.redaction, mode=mode)
+    return dataclasses.replace(policy, **changes)
+
+
+def redact_classes(text: str) -> tuple[str, ...]:
+    """The detection classes a ``--redact`` list names (``faces,plates,text``), faces first.
+
+    Raises:
+        ValueError: an unknown or repeated name, or a list without faces.
+    """
+    names = [n.strip().lower() for n in text.split(",")]
+    unknown = [n for n in names if n not in REDACT_NAMES]
+    if unknown:
+        raise ValueError(f"--redact: unknown class {unknown[0]!r}; choose from "
+                         f"{', '.join(REDACT_NAMES)}")
+    if len(set(names)) != len(names):
+        raise ValueError("--redact names a class twice")
+    if "faces" not in names:
+        raise ValueError("--redact must include faces: faces are always redacted")
+    return tuple(REDACT_NAMES[n] for n in REDACT_NAMES if n in names)
 
 
 @dataclass(slots=True, frozen=True)
@@ -108,7 +196,8 @@ class AnonymizationConfig:
             verification (the verifier's detector is added to it).
         detect_batch_size: frames per detector call (raise it on a GPU backend).
         cross_view: how a face found in one eye of a stereo pair is searched for in the other.
-        other_classes: the policies of the classes redacted besides faces (plates, text).
+        other_classes: the policies of the classes redacted besides faces (default:
+            plates, ``default_policy(PLATE)``; ``()`` for faces only).
         face_schedule: which frames the face detector runs on. Every frame when
             ``every`` is 1; the stronger second pass always detects every frame.
         device: where detection and decoding run, ``cpu`` or ``cuda`` (set by
@@ -124,7 +213,7 @@ class AnonymizationConfig:
     strong_detector: str = STRONG_DETECTOR
     detect_batch_size: int = 1
     cross_view: CrossViewConfig = field(default_factory=CrossViewConfig)
-    other_classes: tuple[ClassPolicy, ...] = ()
+    other_classes: tuple[ClassPolicy, ...] = (_DEFAULT_POLICIES[PLATE],)
     face_schedule: DetectionSchedule = DEFAULT_FACE_SCHEDULE
     device: str = "cpu"
 
@@ -181,16 +270,18 @@ class AnonymizationConfig:
     def strong(self) -> AnonymizationConfig:
         """The configuration of the second pass after a failed verification.
 
-        Faces get the stronger detector with the verifier's own detector added, and a
-        solid mask of at least ``STRONG_MASK_SCALE``; other classes their own stronger
-        detector where their policy names one. Every class is detected on every frame.
+        Faces get the stronger detector with the verifier's own detector added; other
+        classes their own stronger detector where their policy names one. Every class gets
+        a solid mask of at least ``STRONG_MASK_SCALE`` and is detected on every frame.
         """
         spec = self.strong_detector
         if self.verification.enabled:
             spec = f"{spec}+{self.verification.verifier}"
-        others = tuple(dataclasses.replace(p, detector=p.strong_detector or p.detector,
-                                           schedule=DetectionSchedule())
-                       for p in self.other_classes)
+        others = tuple(dataclasses.replace(
+            p, detector=p.strong_detector or p.detector, schedule=DetectionSchedule(),
+            redaction=RedactionConfig(mode="solid", mask_scale=max(STRONG_MASK_SCALE,
+                                                                   p.redaction.mask_scale)))
+            for p in self.other_classes)
         return dataclasses.replace(
             self, detector=spec,
             redaction=RedactionConfig(mode="solid",
