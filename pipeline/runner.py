@@ -216,7 +216,8 @@ def _describe_models(anonymization: AnonymizationConfig) -> tuple[dict, dict]:
 
     classes = {}
     for policy in anonymization.policies:
-        flag = "--detector" if policy.detection_class == FACE else "--redact"
+        flag = "--detector" if policy.detection_class == FACE else \
+            f"--{policy.detection_class}-detector"
         try:
             detector = build_detector(policy.detector).describe()
         except Exception as exc:  # noqa: BLE001 - a detector that does not load is a user problem
@@ -224,9 +225,12 @@ def _describe_models(anonymization: AnonymizationConfig) -> tuple[dict, dict]:
         classes[policy.detection_class] = scrub_paths({
             "detector": detector, "redaction": dataclasses.asdict(policy.redaction),
             "temporal_window": policy.temporal_window, "cross_view": policy.cross_view,
-            "schedule": dataclasses.asdict(policy.schedule)})
+            "schedule": dataclasses.asdict(policy.schedule),
+            "strong_detector": policy.strong_detector})
     try:
-        verification = describe_verification(anonymization.verification)
+        verification = describe_verification(
+            anonymization.verification, tuple(p.detection_class for p in
+                                              anonymization.other_classes))
     except Exception as exc:  # noqa: BLE001 - a verifier that does not load is a user problem
         raise UserError(f"--verifier cannot be loaded: {str(exc).splitlines()[0]}") from None
     return classes, verification

@@ -12,6 +12,7 @@ both commands (stereo cross-view search included).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -19,8 +20,10 @@ from typing import Generic, Protocol, TypeVar
 from privacy.anonymizer import ClassDetector, SegmentAnonymizer
 from privacy.config import AnonymizationConfig, ClassPolicy
 from privacy.detectors import Detector, build_detector
+from privacy.detectors.factory import on_crops
 from privacy.stereo import CrossViewSearch
 from privacy.verification import RedactionVerifier, VerificationSummary
+from schemas.detections import FACE
 from schemas.latents import QA_REREDACTED_VERIFIED, QA_UNVERIFIED, QA_VERIFIED
 
 
@@ -33,8 +36,7 @@ class VerificationFailed(Exception):
     """
 
     def __init__(self, first: VerificationSummary, second: VerificationSummary) -> None:
-        super().__init__(f"{second.output_faces} faces found and {second.linkable_faces} "
-                         "linkable after the stronger pass")
+        super().__init__(f"{second.findings()} after the stronger pass")
         self.first = first
         self.second = second
 
@@ -79,8 +81,12 @@ def build_class_detector(policy: ClassPolicy, config: AnonymizationConfig,
     search = None
     if policy.cross_view:
         band = config.cross_view
-        search = CrossViewSearch(band, build_detector(band.detector)
-                                 if band.detector != "none" else None)
+        # Faces: CenterFace at a low threshold on the band. Plates and text: their own
+        # detector, its frame-relative size limits lifted (the band is a crop), after the
+        # template match that comes first for every class.
+        spec = band.detector if policy.detection_class == FACE or band.detector == "none" \
+            else on_crops(policy.detector)
+        search = CrossViewSearch(band, build_detector(spec) if spec != "none" else None)
     return ClassDetector(detector, policy.redaction, policy.temporal_window, search,
                          policy.schedule)
 
@@ -110,16 +116,17 @@ class VerifiedAnonymization:
     Args:
         config: the run's anonymization settings.
         factories: detectors by class, instead of the configured ones (tests).
-        verifier_factory: the verifier's independent detector, instead of the configured
-            one (tests).
+        verifier_factories: by class, the detectors verification runs on redacted frames,
+            instead of the configured ones (tests): for ``face`` the independent
+            detector, for the other classes their own detector's second instance.
     """
 
     def __init__(self, config: AnonymizationConfig,
                  factories: dict[str, DetectorFactory] | None = None,
-                 verifier_factory: DetectorFactory | None = None) -> None:
+                 verifier_factories: dict[str, DetectorFactory] | None = None) -> None:
         self.config = config
         self._factories = factories
-        self._verifier_factory = verifier_factory
+        self._verifier_factories = verifier_factories or {}
         self.verifier: RedactionVerifier | None = None
         self._primary: SegmentAnonymizer | None = None
         self._strong: SegmentAnonymizer | None = None
@@ -132,8 +139,14 @@ class VerifiedAnonymization:
         """
         verification = self.config.verification
         if verification.enabled and self.verifier is None:
+            injected = self._verifier_factories
+            # Plates and text are checked with their configured detector (never the one
+            # that may have been injected for detection), the same in both passes.
+            classes = {p.detection_class: injected.get(p.detection_class)
+                       or functools.partial(build_detector, p.detector)
+                       for p in self.config.other_classes}
             self.verifier = RedactionVerifier(
-                verification, self._verifier_factory() if self._verifier_factory else None)
+                verification, injected[FACE]() if FACE in injected else None, classes)
         if self._primary is None:
             self._primary = build_anonymizer(self.config, self.verifier, self._factories)
 

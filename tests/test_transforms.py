@@ -167,7 +167,7 @@ def test_unverifiable_segments_are_quarantined(folder, key, key_file, tmp_path):
     plan = _plan(write_clips=True)
     # An independent detector that still sees a face after any redaction.
     fn = AnonymizeSegmentFn(AnonymizationConfig(), plan, key_file, str(tmp_path / "clips"),
-                            "cfg", verifier_factory=HallucinatingFactory())
+                            "cfg", verifier_factories={"face": HallucinatingFactory()})
     with TestPipeline() as p:
         out = p | beam.Create(plan_segments(rec, plan.span, 1.0)) | AnonymizeSegments(fn)
         assert_that(out.clips, equal_to([]))
