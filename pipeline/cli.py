@@ -136,7 +136,8 @@ def _cmd_redact(args) -> int:
     if v.frames_checked:
         log.info("verified %d frames: %d faces unlinkable, no face found by the independent "
                  "detector%s%s", v.frames_checked, v.faces_checked,
-                 "".join(f", no {name} region found by its detector" for name in sorted(v.found)),
+                 "".join(f", every {name} region its detector found covered"
+                         for name in sorted(v.checked)),
                  " (after a stronger second pass)" if stats.reredacted else "")
     return 0
 

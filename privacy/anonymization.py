@@ -4,8 +4,9 @@ One policy for every unit of work, whether it is a segment of ``egoveil run`` or
 a whole file of ``egoveil redact``: the unit is anonymized with the configured
 detectors; if verification of the output fails, everything of that attempt is
 discarded and the unit is anonymized again with the stronger configuration
-(``AnonymizationConfig.strong``); if that fails too, the unit is quarantined
-(``VerificationFailed``) and nothing of it may be released. The anonymizers are
+(``AnonymizationConfig.strong``, for the classes whose checks failed); if that
+fails too, the unit is quarantined (``VerificationFailed``) and nothing of it may
+be released. The anonymizers are
 built here from the configuration, one detector per class, the same way for
 both commands (stereo cross-view search included).
 """
@@ -129,7 +130,8 @@ class VerifiedAnonymization:
         self._verifier_factories = verifier_factories or {}
         self.verifier: RedactionVerifier | None = None
         self._primary: SegmentAnonymizer | None = None
-        self._strong: SegmentAnonymizer | None = None
+        # By the set of classes whose checks failed: only those are strengthened.
+        self._strong: dict[frozenset[str], SegmentAnonymizer] = {}
 
     def load(self) -> None:
         """Load the verifier and the primary anonymizer (in ``DoFn.setup``).
@@ -155,11 +157,13 @@ class VerifiedAnonymization:
         self.load()
         return self._primary
 
-    @property
-    def strong(self) -> SegmentAnonymizer:
-        if self._strong is None:  # always the configured detectors, never injected ones
-            self._strong = build_anonymizer(self.config.strong(), self.verifier)
-        return self._strong
+    def strong(self, failed: frozenset[str]) -> SegmentAnonymizer:
+        """The second pass's anonymizer, stronger for the ``failed`` classes (all of them
+        when the summary named none)."""
+        if failed not in self._strong:  # always the configured detectors, never injected
+            self._strong[failed] = build_anonymizer(self.config.strong(failed or None),
+                                                    self.verifier)
+        return self._strong[failed]
 
     def run(self, work: Callable[[SegmentAnonymizer], A]) -> Verified[A]:
         """Anonymize one unit with ``work``, verified, redone stronger once if needed.
@@ -179,7 +183,7 @@ class VerifiedAnonymization:
         if first.passed:
             return Verified(attempt, QA_VERIFIED if self.verifier else QA_UNVERIFIED, first)
         attempt.discard()
-        strong = self.strong
+        strong = self.strong(first.failed_classes())
         attempt = work(strong)
         if not strong.verification.passed:
             attempt.discard()
@@ -190,13 +194,15 @@ class VerifiedAnonymization:
     @property
     def broken(self) -> bool:
         """Whether a detector timed out and must be rebuilt before the next unit."""
-        return any(a is not None and a.broken for a in (self._primary, self._strong))
+        return any(a is not None and a.broken
+                   for a in (self._primary, *self._strong.values()))
 
     def close(self) -> None:
-        for anonymizer in (self._primary, self._strong):
+        for anonymizer in (self._primary, *self._strong.values()):
             if anonymizer is not None:
                 anonymizer.close()
-        self._primary = self._strong = None
+        self._primary = None
+        self._strong = {}
 
     def reset_if_broken(self) -> None:
         """Drop anonymizers whose detector timed out; they are rebuilt on next use."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 
 from privacy.detectors.factory import (
@@ -267,21 +268,30 @@ class AnonymizationConfig:
         """Every class redacted, faces first."""
         return (self.face_policy(), *self.other_classes)
 
-    def strong(self) -> AnonymizationConfig:
+    def strong(self, classes: Collection[str] | None = None) -> AnonymizationConfig:
         """The configuration of the second pass after a failed verification.
 
-        Faces get the stronger detector with the verifier's own detector added; other
-        classes their own stronger detector where their policy names one. Every class gets
-        a solid mask of at least ``STRONG_MASK_SCALE`` and is detected on every frame.
+        Each class strengthened gets a solid mask of at least ``STRONG_MASK_SCALE``, is
+        detected on every frame, and gets its stronger detector: faces
+        ``strong_detector`` with the verifier's own detector added, the other classes the
+        one their policy names. The others keep their settings, whose checks passed.
+
+        Args:
+            classes: the classes to strengthen (those whose checks failed); None for all.
         """
-        spec = self.strong_detector
-        if self.verification.enabled:
-            spec = f"{spec}+{self.verification.verifier}"
+        def chosen(name: str) -> bool:
+            return classes is None or name in classes
+
         others = tuple(dataclasses.replace(
             p, detector=p.strong_detector or p.detector, schedule=DetectionSchedule(),
             redaction=RedactionConfig(mode="solid", mask_scale=max(STRONG_MASK_SCALE,
                                                                    p.redaction.mask_scale)))
-            for p in self.other_classes)
+            if chosen(p.detection_class) else p for p in self.other_classes)
+        if not chosen(FACE):
+            return dataclasses.replace(self, other_classes=others)
+        spec = self.strong_detector
+        if self.verification.enabled:
+            spec = f"{spec}+{self.verification.verifier}"
         return dataclasses.replace(
             self, detector=spec,
             redaction=RedactionConfig(mode="solid",

@@ -177,9 +177,10 @@ def _parse_options(name: str, opts: str) -> BackendSpec:
 
 
 def on_device(text: str, device: str) -> str:
-    """The spec with every CenterFace member that names no backend on ``device``.
+    """The spec with every CenterFace and PP-OCR member that names no backend on ``device``.
 
-    ``cuda`` runs them through onnxruntime's CUDA (or TensorRT) provider; ``cpu`` leaves
+    ``cuda`` runs them through onnxruntime's CUDA (or TensorRT) provider (PP-OCR's
+    onnxruntime session takes the GPU when onnxruntime-gpu is installed); ``cpu`` leaves
     the spec as it is. Other detectors keep their own runtime.
 
     Raises:
@@ -194,8 +195,12 @@ def on_device(text: str, device: str) -> str:
     for part in text.split("+"):
         name, sep, opts = part.strip().partition(":")
         keys = {o.partition("=")[0].strip() for o in opts.split(";") if o.strip()}
-        if name.strip().lower() == "centerface" and not keys & {"backend", "device"}:
+        kind = name.strip().lower()
+        if kind == "centerface" and not keys & {"backend", "device"}:
             extra = "backend=onnxruntime;device=cuda"
+            part = f"{name}:{opts};{extra}" if sep and opts.strip() else f"{name}:{extra}"
+        elif kind in ("ppocr-text", "ppocr-plates") and "backend" not in keys:
+            extra = "backend=onnxruntime"
             part = f"{name}:{opts};{extra}" if sep and opts.strip() else f"{name}:{extra}"
         parts.append(part.strip())
     return "+".join(parts)
