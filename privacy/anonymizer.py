@@ -415,7 +415,8 @@ class SegmentAnonymizer:
                                                  image.shape[1], image.shape[0])
                            for cls in self.classes if cls.name != FACE}
                 self._checks.append(self._verify_pool.submit(
-                    self.verifier.check, original, image.copy(), faces, painted))
+                    self.verifier.check, original, image.copy(), faces, painted,
+                    frozenset(item.dets)))
             outputs[view] = FrameOut(
                 item.frames.time_s, image,
                 detected={cls.name: item.own.get(cls.name, {}).get(view, 0)

@@ -143,7 +143,7 @@ def failed_classes(checks: dict) -> list[str]:
     failed = ["face"] if checks.get("output_faces") or checks.get("linkable_faces") else []
     failed += sorted(key[len("output_"):] for key, value in checks.items()
                      if key.startswith("output_") and key != "output_faces"
-                     and not key.endswith("_in_mask") and isinstance(value, int) and value)
+                     and isinstance(value, int) and value)
     return failed
 
 

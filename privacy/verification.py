@@ -15,15 +15,23 @@ redaction:
   only then does the redaction carry identity.
 
 Plates and text have no independent detector and no recognition check. On the same
-sampled frames, each class's own detector runs on the frame before redaction, and every
-region it finds there must lie under the class's masks (at least ``COVERED`` of its
-box painted); a region that does not is a leak. On a frame the class's detector ran on
-this always holds; on a frame between keyframes, which borrowed its boxes from the
-keyframes around it, it catches a plate that came into view or moved off the
-interpolated path. The detector is not re-run on the redacted frame: the solid masks'
-own edges read as plate-shaped text lines to PP-OCR (on ``arcade_1080p.mp4`` it found
-such regions on every one of 27 checked redacted frames, keyframes included;
-``bench/classes.py --verification``), so a find there cannot tell a leak from the mask.
+sampled frames, each class's own detector (an instance of its own, built from the
+configured spec, never an injected one) runs on the frame before redaction, and every
+region of ``MIN_REGION_PX`` or more it finds there must lie under the class's masks (at
+least ``COVERED`` of its box painted). On a frame the class's detector ran on (a keyframe
+of its schedule) a region that does not is a leak and fails the unit: the detection
+there missed what the configured detector sees (a broken or silently blind instance). On
+a frame between keyframes, which borrowed its boxes from the keyframes around it, such a
+region is counted (``<class>_between_keyframes``) and does not fail: on
+``arcade_1080p.mp4`` every one was a region the detector did not find on the keyframes
+around it either (it comes and goes from frame to frame on signs), and failing on them
+sent the default run through the every-frame second pass at 5.7x the faces-only time.
+What a schedule misses between keyframes is measured instead, on hand-labelled plates
+(``bench/classes.py --coverage``). The detector is not re-run on the redacted frame: the
+solid masks' own edges read as plate-shaped text lines to PP-OCR (on
+``arcade_1080p.mp4`` it found such regions on every one of 27 checked redacted frames,
+keyframes included; ``bench/classes.py --verification``), so a find there cannot tell a
+leak from the mask.
 
 A segment that fails is redacted again more strongly or quarantined by the
 caller; the counts go to the run's audit events.
@@ -58,7 +66,8 @@ MIN_REGION_PX = 20
 # How a class besides faces is verified, as the record of processing says it.
 CLASS_CHECK = (f"its own detector re-run on each checked frame before redaction; a region "
                f"of at least {MIN_REGION_PX} px (sqrt of its box's area) found there with "
-               f"less than {COVERED:.0%} of its box painted fails the frame")
+               f"less than {COVERED:.0%} of its box painted fails a frame the class was "
+               f"detected on, and is counted on a frame between keyframes")
 
 
 @dataclass(slots=True, frozen=True)
@@ -99,8 +108,10 @@ class VerificationSummary:
     Attributes:
         checked: by class besides faces, the regions its own detector found on the
             checked frames before redaction.
-        uncovered: how many of those the class's masks did not cover (each fails the
-            unit: it was released readable).
+        uncovered: how many of those the class's masks did not cover on frames the
+            class was detected on (each fails the unit).
+        between_keyframes: how many they did not cover on frames between the class's
+            keyframes (counted, not failing).
     """
 
     frames_checked: int = 0
@@ -109,6 +120,7 @@ class VerificationSummary:
     output_faces: int = 0
     checked: dict[str, int] = field(default_factory=dict)
     uncovered: dict[str, int] = field(default_factory=dict)
+    between_keyframes: dict[str, int] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -121,18 +133,21 @@ class VerificationSummary:
         self.linkable_faces += other.linkable_faces
         self.output_faces += other.output_faces
         for mine, theirs in ((self.checked, other.checked),
-                             (self.uncovered, other.uncovered)):
+                             (self.uncovered, other.uncovered),
+                             (self.between_keyframes, other.between_keyframes)):
             for name, count in theirs.items():
                 mine[name] = mine.get(name, 0) + count
 
     def to_dict(self) -> dict:
         """Flat counts (audit events); a class checked besides faces adds
-        ``<class>_checked`` and ``output_<class>`` (the uncovered ones)."""
+        ``<class>_checked``, ``output_<class>`` (uncovered where it was detected: these
+        fail) and ``<class>_between_keyframes`` (uncovered between its keyframes)."""
         out = {"frames_checked": self.frames_checked, "faces_checked": self.faces_checked,
                "linkable_faces": self.linkable_faces, "output_faces": self.output_faces}
         for name in sorted(self.checked):
             out[f"{name}_checked"] = self.checked[name]
             out[f"output_{name}"] = self.uncovered.get(name, 0)
+            out[f"{name}_between_keyframes"] = self.between_keyframes.get(name, 0)
         return out
 
     def failed_classes(self) -> frozenset[str]:
@@ -237,7 +252,8 @@ class RedactionVerifier:
         return described
 
     def check(self, original: np.ndarray, redacted: np.ndarray, face_boxes: np.ndarray,
-              masks: Mapping[str, np.ndarray] | None = None) -> VerificationSummary:
+              masks: Mapping[str, np.ndarray] | None = None,
+              detected_here: frozenset[str] | None = None) -> VerificationSummary:
         """Verify one frame.
 
         Args:
@@ -246,6 +262,7 @@ class RedactionVerifier:
             face_boxes: the faces the pipeline found (unscaled boxes).
             masks: by class besides faces, the regions painted (pixel bounds, as
                 ``privacy.redaction.scale_boxes`` gives them).
+            detected_here: the classes whose detector ran on this frame (None: all).
         """
         self.wait()
         summary = VerificationSummary(frames_checked=1)
@@ -254,8 +271,11 @@ class RedactionVerifier:
             found = detector.detect(original).boxes
             found = found[face_size(found) >= MIN_REGION_PX]
             summary.checked[name] = int(found.shape[0])
-            summary.uncovered[name] = int((painted_shares(found, masks.get(name),
-                                                          original.shape[:2]) < COVERED).sum())
+            missed = int((painted_shares(found, masks.get(name), original.shape[:2])
+                          < COVERED).sum())
+            keyframe = detected_here is None or name in detected_here
+            summary.uncovered[name] = missed if keyframe else 0
+            summary.between_keyframes[name] = 0 if keyframe else missed
         cfg = self.config
         if self._detector is not None:
             found = self._detector.detect(redacted)

@@ -84,9 +84,19 @@ class BlindDetector(Detector):
         return Detections.empty()
 
 
+class BlindPlateDetector(BlindDetector):
+    """Never finds a plate."""
+
+    name = "blind-plates"
+    detection_class = PLATE
+
+
 class BlindFactory:
+    def __init__(self, detection_class: str = FACE) -> None:
+        self.detection_class = detection_class
+
     def __call__(self) -> BlindDetector:
-        return BlindDetector()
+        return BlindPlateDetector() if self.detection_class == PLATE else BlindDetector()
 
 
 class HallucinatingDetector(Detector):

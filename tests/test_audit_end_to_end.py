@@ -192,7 +192,7 @@ def test_the_default_classes_paint_the_plate_in_every_clip_frame(published, cli,
     assert "verification failures by class: none" in result.stdout
     page = report.read_text()
     assert "plate detections redacted" in page and "ppocr-plates" in page
-    assert "plate regions its own detector found in published output" in page
+    assert "plate regions its own detector found, uncovered, between its keyframes" in page
 
 
 def test_no_personal_data_in_any_output(published, key_file, tmp_path):
