@@ -64,6 +64,10 @@ def _print_summary(summary) -> None:
     log = logging.getLogger("egoveil")
     log.info("%d segments anonymized, %d frames, %d face detections redacted",
              summary.segments, summary.frames, summary.faces_detected)
+    others = {k: v for k, v in summary.detected_by_class.items() if k != "face"}
+    if others:
+        log.info("other classes: %s", ", ".join(f"{n} {name} detections redacted"
+                                                 for name, n in sorted(others.items())))
     if summary.consent_excluded:
         log.info("%d recordings excluded without reading them (no valid consent)",
                  summary.consent_excluded)

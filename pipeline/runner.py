@@ -95,6 +95,7 @@ class RunSummary:
     contract: dict = field(default_factory=dict)
     rows_by_view: dict = field(default_factory=dict)
     cross_view_recovered: int = 0
+    detected_by_class: dict = field(default_factory=dict)  # classes besides faces too
     vrs_files: list = field(default_factory=list)  # the vrs_streams events' counts
     # Local runs: seconds the anonymize stage spent in all (busy_s) and waiting on the
     # decoder (decode_s), summed over segments.
@@ -437,6 +438,9 @@ def summarize(output: str, wall_s: float) -> RunSummary:
                 summary.frames += event["counts"].get("frames_emitted", 0)
                 summary.faces_detected += event["counts"].get("faces_detected", 0)
                 summary.cross_view_recovered += event["counts"].get("cross_view_recovered", 0)
+                for name, figures in (event["counts"].get("classes") or {}).items():
+                    summary.detected_by_class[name] = \
+                        summary.detected_by_class.get(name, 0) + figures.get("detected", 0)
             elif event["kind"] == "segment_cached":
                 summary.segments_cached += 1
             elif event["kind"] == "segment_cache_rejected":

@@ -148,6 +148,7 @@ def test_the_run_records_its_processing(published, key):
         outcomes["frames_detected_by_class"]["face"] <= outcomes["frames_decoded"]
     assert outcomes["verification_checks"]["plate_checked"] >= 1
     assert outcomes["verification_checks"]["output_plate"] == 0
+    assert "plate detections redacted" in published.stderr
 
     entries = _entries(out)
     kinds = [e["kind"] for e in entries]
