@@ -203,7 +203,8 @@ TIMED = ("centerface:threshold=0.1",
          "ppocr-plates:model=v4", "ppocr-plates:model=v4;scale=0.75",
          "ppocr-plates:model=v4;scale=0.5", "ppocr-plates:model=v4;backend=opencv",
          "ppocr-plates:model=v5", "ppocr-plates:model=v5;scale=0.75",
-         "ppocr-plates:model=v5;scale=0.5")
+         "ppocr-plates:model=v5;scale=0.5", "ppocr-plates:model=v4;backend=openvino",
+         "ppocr-plates:model=v5;backend=openvino")
 
 
 def timings(plate_model: str | None) -> dict:
@@ -247,6 +248,10 @@ def candidates(plate_model: str | None) -> tuple[dict, dict]:
         plates[f"ppocr-plates {model}"] = {"net": {"model": model}, "plate_shape": shape}
     plates["ppocr-plates v4 + v5"] = {
         "union": [plates["ppocr-plates v4"], plates["ppocr-plates v5"]]}
+    # The same networks on OpenVINO (bfloat16 where the CPU computes it natively).
+    plates["ppocr-plates v4 + v5, openvino"] = {"union": [
+        {"net": {"model": model, "backend": "openvino"}, "plate_shape": shape}
+        for model in ("v4", "v5")]}
     if plate_model:
         for size in (640, 1280):
             plates[f"plate-onnx size {size}"] = {
@@ -263,6 +268,7 @@ def candidates(plate_model: str | None) -> tuple[dict, dict]:
     text: dict = {}
     for model in ("v4", "v5"):
         text[f"ppocr-text {model}"] = {"net": {"model": model}}
+    text["ppocr-text v4, openvino"] = {"net": {"model": "v4", "backend": "openvino"}}
     return {**plates, **refs}, {**text, **refs}
 
 

@@ -228,7 +228,8 @@ def main() -> None:
               "command": "python bench/videos.py" + (" --egoveil-only" if args.egoveil_only
                                                      else ""),
               "date": time.strftime("%Y-%m-%d"),
-              "egoveil_config": AnonymizationConfig().describe(), "results": results}
+              "egoveil_config": AnonymizationConfig(other_classes=()).describe(),
+              "results": results}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     if not args.videos:
         with open(committed, "w") as handle:

@@ -7,12 +7,25 @@ Beam. Every default comes from ``privacy.config``'s dataclasses.
 from __future__ import annotations
 
 from pipeline.errors import UserError
-from privacy.config import AnonymizationConfig
+from privacy.config import (
+    DEFAULT_REDACT,
+    AnonymizationConfig,
+    class_policy,
+    default_policy,
+    redact_classes,
+)
 from privacy.redaction import MIN_MASK_SCALE, MODES, RedactionConfig
 from privacy.schedule import DetectionSchedule
 from privacy.verification import VerificationConfig
+from schemas.detections import PLATE, TEXT
 
 _ANON = AnonymizationConfig()
+_PLATES = default_policy(PLATE)
+_TEXT = default_policy(TEXT)
+
+
+def _schedule_text(schedule: DetectionSchedule) -> str:
+    return f"{schedule.every}:{schedule.motion:g}"
 
 
 def add_anonymization_args(group) -> None:
@@ -36,14 +49,37 @@ def add_anonymization_args(group) -> None:
                        default=_ANON.temporal_window,
                        help="detected frames on each side whose detections also cover a "
                             "frame (default %(default)s)")
-    schedule = _ANON.face_schedule
+    group.add_argument("--redact", dest="redact", default=",".join(DEFAULT_REDACT),
+                       help="classes to redact, a comma list of faces, plates, text (faces "
+                            "always; text is opt-in: it also removes signs, labels and "
+                            "screens; default %(default)s)")
+    group.add_argument("--plate-detector", dest="plate_detector", default=_PLATES.detector,
+                       help="plate detector spec, e.g. 'ppocr-plates:model=v5', "
+                            "'ppocr-plates+plate-onnx:path=FILE' (default %(default)s)")
+    group.add_argument("--text-detector", dest="text_detector", default=_TEXT.detector,
+                       help="text detector spec (with --redact ...,text; default %(default)s)")
     group.add_argument("--face-schedule", dest="face_schedule",
-                       default=f"{schedule.every}:{schedule.motion:g}",
+                       default=_schedule_text(_ANON.face_schedule),
                        help="EVERY[:MOTION]: run the face detector on at least every EVERY-th "
                             "frame (at most every 4th; 1 for every frame), and out of turn on "
                             "a frame whose thumbnail changed by more than MOTION grey levels; "
                             "the frames between borrow the boxes of the detected frames around "
                             "them (default %(default)s)")
+    group.add_argument("--plate-schedule", dest="plate_schedule",
+                       default=_schedule_text(_PLATES.schedule),
+                       help="EVERY[:MOTION] for the plate detector, as --face-schedule (at "
+                            "most every 8th frame; default %(default)s)")
+    group.add_argument("--text-schedule", dest="text_schedule",
+                       default=_schedule_text(_TEXT.schedule),
+                       help="EVERY[:MOTION] for the text detector (default %(default)s)")
+
+
+def _flag(flag: str, parse, *args):
+    """``parse(*args)``, its ValueError prefixed with the flag it came from."""
+    try:
+        return parse(*args)
+    except ValueError as exc:
+        raise ValueError(f"{flag}: {exc}") from None
 
 
 def anonymization_config(args) -> AnonymizationConfig:
@@ -53,11 +89,26 @@ def anonymization_config(args) -> AnonymizationConfig:
         UserError: a setting out of range or a detector spec that does not parse.
     """
     try:
+        classes = redact_classes(args.redact)
+        others = []
+        for name, flag in ((PLATE, "plate"), (TEXT, "text")):
+            # Checked whether or not the class is redacted: a typo never waits for the day
+            # the class is switched on.
+            schedule = _flag(f"--{flag}-schedule", DetectionSchedule.parse,
+                             getattr(args, f"{flag}_schedule"))
+            spec = getattr(args, f"{flag}_detector")
+            # The class's mode follows --redaction; its mask scale is its own (the one its
+            # coverage was measured at).
+            policy = _flag(f"--{flag}-detector", class_policy, name, spec, schedule,
+                           args.redaction)
+            if name in classes:
+                others.append(policy)
         return AnonymizationConfig(
             detector=args.detector,
             redaction=RedactionConfig(mode=args.redaction, mask_scale=args.mask_scale),
             temporal_window=args.temporal_window,
             face_schedule=DetectionSchedule.parse(args.face_schedule),
-            verification=VerificationConfig(verifier=args.verifier))
+            verification=VerificationConfig(verifier=args.verifier),
+            other_classes=tuple(others))
     except ValueError as exc:
         raise UserError(str(exc)) from None

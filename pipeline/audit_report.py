@@ -124,6 +124,17 @@ def build_report(store: OutputStore, *, thumbnails: int = 12) -> AuditReport:
         exports=export_status(entries))
 
 
+def record_classes(record: dict) -> dict[str, dict]:
+    """The record's classes (``classes``), or for a record written before detections had
+    classes, faces alone as its ``detector`` and ``anonymization`` describe them."""
+    if record.get("classes"):
+        return record["classes"]
+    anonymization = record.get("anonymization") or {}
+    return {"face": {"detector": record.get("detector") or {},
+                     "redaction": anonymization.get("redaction") or {},
+                     "temporal_window": anonymization.get("temporal_window")}}
+
+
 def _flat(value: object, prefix: str = "") -> list[tuple[str, str]]:
     if isinstance(value, dict):
         rows = []
@@ -170,8 +181,11 @@ def render_html(report: AuditReport) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined)
     record = report.record
+    classes = record_classes(record)
     models = {
         "Face detector": record.get("detector") or {},
+        **{f"{name.capitalize()} detector": cls.get("detector") or {}
+           for name, cls in classes.items() if name != "face"},
         "Verification": record.get("verification") or {},
         "Encoder": record.get("encoder") or {},
         "Anonymization": record.get("anonymization") or {},
@@ -179,7 +193,7 @@ def render_html(report: AuditReport) -> str:
         "Decoding caps": record.get("caps") or {},
     }
     return env.get_template("audit_report.html.j2").render(
-        r=report, o=report.outcomes, record=record, charts=_charts(report),
+        r=report, o=report.outcomes, record=record, classes=classes, charts=_charts(report),
         models={name: _flat(value) for name, value in models.items()},
         thumbs=[(t, base64.b64encode(t.jpeg).decode()) for t in report.thumbnails])
 
@@ -203,6 +217,8 @@ def render_text(report: AuditReport) -> str:
         + (f" ({o.faces_per_minute:.1f} per minute)" if o.faces_per_minute is not None else ""),
         "detections by class: " + (", ".join(f"{k} {n}" for k, n in o.by_class(
             "detected_by_class").items()) or "none"),
+        "verification failures by class: " + (", ".join(
+            f"{k} {n}" for k, n in sorted(o.verification_failed_by_class.items())) or "none"),
         "dead letters: " + (", ".join(f"{k} {n}" for k, n in sorted(o.deadletters.items()))
                             or "none"),
         "verification: segments " + (", ".join(f"{k} {n}" for k, n in sorted(

@@ -64,6 +64,10 @@ def _print_summary(summary) -> None:
     log = logging.getLogger("egoveil")
     log.info("%d segments anonymized, %d frames, %d face detections redacted",
              summary.segments, summary.frames, summary.faces_detected)
+    others = {k: v for k, v in summary.detected_by_class.items() if k != "face"}
+    if others:
+        log.info("other classes: %s", ", ".join(f"{n} {name} detections redacted"
+                                                 for name, n in sorted(others.items())))
     if summary.consent_excluded:
         log.info("%d recordings excluded without reading them (no valid consent)",
                  summary.consent_excluded)
@@ -119,6 +123,7 @@ def _cmd_demo(args) -> int:
 def _cmd_redact(args) -> int:
     from pipeline.anonymization_options import anonymization_config
     from pipeline.redact import redact_file
+    from schemas.detections import FACE
 
     config = anonymization_config(args)
     if args.device == "cuda":
@@ -127,10 +132,16 @@ def _cmd_redact(args) -> int:
     log = logging.getLogger("egoveil")
     log.info("%d frames, %d face detections redacted, %.1f s (%.1f frames/s)", stats.frames,
              stats.faces_detected, stats.wall_s, stats.frames_per_second)
+    others = {name: n for name, n in stats.detected.items() if name != FACE}
+    if others:
+        log.info("other classes: %s", ", ".join(f"{n} {name} detections redacted"
+                                                 for name, n in sorted(others.items())))
     v = stats.verification
     if v.frames_checked:
         log.info("verified %d frames: %d faces unlinkable, no face found by the independent "
-                 "detector%s", v.frames_checked, v.faces_checked,
+                 "detector%s%s", v.frames_checked, v.faces_checked,
+                 "".join(f", every {name} region its detector found covered"
+                         for name in sorted(v.checked)),
                  " (after a stronger second pass)" if stats.reredacted else "")
     return 0
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -46,11 +47,18 @@ STEREO_CHOICES = ("none", *_PACKING)
 
 @dataclass(slots=True)
 class RedactStats:
+    """What ``redact_file`` did.
+
+    Attributes:
+        detected: detections by class (frames a class's detector skipped count none).
+    """
+
     frames: int
     faces_detected: int
     wall_s: float
     verification: VerificationSummary
     reredacted: bool = False
+    detected: dict[str, int] = field(default_factory=dict)
 
     @property
     def frames_per_second(self) -> float:
@@ -64,6 +72,7 @@ class _Written:
     path: str
     frames: int
     faces: int
+    detected: Counter = field(default_factory=Counter)
 
     def discard(self) -> None:
         if os.path.exists(self.path):
@@ -84,11 +93,13 @@ def _write(source: FrameSource, rec: Recording, temp: str, dst_ext: str,
     frames: Iterator[ViewFrames] = (ViewFrames(i.time_s, i.views()) for i, _ in instants)
     outputs = anonymizer.process_views(frames, pairs=rec.stereo_pairs)
     count = faces = 0
+    detected: Counter = Counter()
     if rec.layout == "image":
         for outs in outputs:
             write_image(_packed(outs, rec.views, None), temp)
             count, faces = 1, outs[rec.view].detected.get(FACE, 0)
-        return _Written(temp, count, faces)
+            detected.update(outs[rec.view].detected)
+        return _Written(temp, count, faces, detected)
     info = rec.video
     width = info.width * (2 if axis == 1 else 1)
     height = info.height * (2 if axis == 0 else 1)
@@ -98,9 +109,11 @@ def _write(source: FrameSource, rec: Recording, temp: str, dst_ext: str,
             writer.write(_packed(outs, rec.views, axis), next(iter(outs.values())).time_s)
             count += 1
             faces += sum(out.detected.get(FACE, 0) for out in outs.values())
+            for out in outs.values():
+                detected.update(out.detected)
     finally:
         writer.close()
-    return _Written(temp, count, faces)
+    return _Written(temp, count, faces, detected)
 
 
 def _recording(source_path: str, stereo: str, caps: DecodeCaps) -> tuple[FrameSource, Recording]:
@@ -169,10 +182,10 @@ def redact_file(source: str, dest: str, config: AnonymizationConfig | None = Non
         raise UserError(f"detection failed, nothing was written: {exc}") from None
     except VerificationFailed as exc:
         raise UserError("redaction could not be verified even after the stronger pass "
-                        f"({exc.second.output_faces} faces found, {exc.second.linkable_faces} "
-                        "linkable); nothing was written") from None
+                        f"({exc.second.findings()}); nothing was written") from None
     written = verified.attempt
     return RedactStats(frames=written.frames, faces_detected=written.faces,
                        wall_s=time.perf_counter() - started,
                        verification=verified.verification,
-                       reredacted=verified.failed_first is not None)
+                       reredacted=verified.failed_first is not None,
+                       detected=dict(written.detected))

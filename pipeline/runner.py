@@ -95,6 +95,7 @@ class RunSummary:
     contract: dict = field(default_factory=dict)
     rows_by_view: dict = field(default_factory=dict)
     cross_view_recovered: int = 0
+    detected_by_class: dict = field(default_factory=dict)  # classes besides faces too
     vrs_files: list = field(default_factory=list)  # the vrs_streams events' counts
     # Local runs: seconds the anonymize stage spent in all (busy_s) and waiting on the
     # decoder (decode_s), summed over segments.
@@ -216,7 +217,8 @@ def _describe_models(anonymization: AnonymizationConfig) -> tuple[dict, dict]:
 
     classes = {}
     for policy in anonymization.policies:
-        flag = "--detector" if policy.detection_class == FACE else "--redact"
+        flag = "--detector" if policy.detection_class == FACE else \
+            f"--{policy.detection_class}-detector"
         try:
             detector = build_detector(policy.detector).describe()
         except Exception as exc:  # noqa: BLE001 - a detector that does not load is a user problem
@@ -224,9 +226,12 @@ def _describe_models(anonymization: AnonymizationConfig) -> tuple[dict, dict]:
         classes[policy.detection_class] = scrub_paths({
             "detector": detector, "redaction": dataclasses.asdict(policy.redaction),
             "temporal_window": policy.temporal_window, "cross_view": policy.cross_view,
-            "schedule": dataclasses.asdict(policy.schedule)})
+            "schedule": dataclasses.asdict(policy.schedule),
+            "strong_detector": policy.strong_detector})
     try:
-        verification = describe_verification(anonymization.verification)
+        verification = describe_verification(
+            anonymization.verification, tuple(p.detection_class for p in
+                                              anonymization.other_classes))
     except Exception as exc:  # noqa: BLE001 - a verifier that does not load is a user problem
         raise UserError(f"--verifier cannot be loaded: {str(exc).splitlines()[0]}") from None
     return classes, verification
@@ -433,6 +438,9 @@ def summarize(output: str, wall_s: float) -> RunSummary:
                 summary.frames += event["counts"].get("frames_emitted", 0)
                 summary.faces_detected += event["counts"].get("faces_detected", 0)
                 summary.cross_view_recovered += event["counts"].get("cross_view_recovered", 0)
+                for name, figures in (event["counts"].get("classes") or {}).items():
+                    summary.detected_by_class[name] = \
+                        summary.detected_by_class.get(name, 0) + figures.get("detected", 0)
             elif event["kind"] == "segment_cached":
                 summary.segments_cached += 1
             elif event["kind"] == "segment_cache_rejected":

@@ -99,12 +99,42 @@ def _paste(frame: np.ndarray, face: np.ndarray, cx: float, cy: float,
     return (cx1, cy1, cx2, cy2)
 
 
+@dataclass(slots=True, frozen=True)
+class Sticker:
+    """A flat patch fixed in the scene (a licence plate, a name badge): it pans with the
+    background, so it moves in the frame as the camera does.
+
+    Args:
+        detection_class: what it is (``plate``, ``text``), the key of its boxes.
+        patch: RGB uint8 (``plate_patch``, ``badge_patch``).
+        at: its top-left corner in the panned background, as shares of the frame's
+            width and height (``(0.62, 0.69)`` stays in view whatever the pan).
+    """
+
+    detection_class: str
+    patch: np.ndarray
+    at: tuple[float, float] = (0.62, 0.69)
+
+
 def make_recording(path: str, width: int = 640, height: int = 360, fps: int = 15,
                    seconds: float = 3.0, tracks: tuple[FaceTrack, ...] | None = None,
                    audio: bool = True, metadata: dict | None = None, rotation: int = 0,
                    seed: int = 0, side_tracks: bool = False, metadata_atoms: str = "mdta"
                    ) -> list[list[tuple[int, int, int, int]]]:
-    """Write a sample recording and return the face boxes drawn in each frame.
+    """Write a sample recording and return the face boxes drawn in each frame (see
+    ``make_scene_recording``)."""
+    return make_scene_recording(path, width, height, fps, seconds, tracks, audio=audio,
+                                metadata=metadata, rotation=rotation, seed=seed,
+                                side_tracks=side_tracks, metadata_atoms=metadata_atoms)["face"]
+
+
+def make_scene_recording(path: str, width: int = 640, height: int = 360, fps: int = 15,
+                         seconds: float = 3.0, tracks: tuple[FaceTrack, ...] | None = None,
+                         stickers: tuple[Sticker, ...] = (), audio: bool = True,
+                         metadata: dict | None = None, rotation: int = 0, seed: int = 0,
+                         side_tracks: bool = False, metadata_atoms: str = "mdta"
+                         ) -> dict[str, list[list[tuple[int, int, int, int]]]]:
+    """Write a sample recording and return, by class, the boxes drawn in each frame.
 
     Args:
         path: output file (.mp4 or .mov).
@@ -117,9 +147,11 @@ def make_recording(path: str, width: int = 640, height: int = 360, fps: int = 15
             ``com.apple.quicktime.*``); ``udta`` as classic user-data atoms (``©xyz``,
             ``©mak``, ``©nam``, ...).
 
+        stickers: plates and badges fixed in the scene.
+
     Returns:
-        For each frame, the boxes (x1, y1, x2, y2) of the faces drawn in it, in the
-        displayed orientation.
+        ``face`` and each sticker's class: for each frame, the boxes (x1, y1, x2, y2)
+        drawn in it, in the displayed orientation (stickers are for upright videos).
     """
     tracks = tracks if tracks is not None else (
         FaceTrack("astronaut", (0.15, 0.45), (0.55, 0.5), int(height * 0.30)),
@@ -128,6 +160,13 @@ def make_recording(path: str, width: int = 640, height: int = 360, fps: int = 15
     rng = np.random.default_rng(seed)
     faces = {t.face: portrait(t.face) for t in tracks}
     background = scene(int(width * 1.6), int(height * 1.4))
+    placed = []
+    for sticker in stickers:
+        x, y = round(sticker.at[0] * width), round(sticker.at[1] * height)
+        paste_patch(background, sticker.patch, x, y)
+        ph, pw = sticker.patch.shape[:2]
+        placed.append((sticker.detection_class, (x, y, x + pw, y + ph)))
+    drawn: dict[str, list] = {"face": [], **{s.detection_class: [] for s in stickers}}
     frames_total = max(1, round(seconds * fps))
     container = av.open(path, mode="w", options={"movflags": "use_metadata_tags"}
                         if metadata_atoms == "mdta" else {})
@@ -146,7 +185,6 @@ def make_recording(path: str, width: int = 640, height: int = 360, fps: int = 15
         sound = container.add_stream("aac", rate=16000)
         sound.layout = "mono"
     side = _SideTracks(container, video, fps, frames_total) if side_tracks else None
-    boxes_per_frame = []
     samples_per_frame = 16000 // fps
     for i in range(frames_total):
         t = i / max(1, frames_total - 1)
@@ -157,14 +195,20 @@ def make_recording(path: str, width: int = 640, height: int = 360, fps: int = 15
         x0 = int(np.clip(pan_x, 0, background.shape[1] - width))
         y0 = int(np.clip(pan_y, 0, background.shape[0] - height))
         frame = background[y0:y0 + height, x0:x0 + width].copy()
-        boxes = []
+        for name in drawn:
+            drawn[name].append([])
+        for name, (bx1, by1, bx2, by2) in placed:
+            box = (max(0, bx1 - x0), max(0, by1 - y0), min(width, bx2 - x0),
+                   min(height, by2 - y0))
+            if box[2] > box[0] and box[3] > box[1]:
+                drawn[name][-1].append(box)
+        boxes = drawn["face"][-1]
         for track in tracks:
             cx = (track.start[0] + (track.end[0] - track.start[0]) * t) * width
             cy = (track.start[1] + (track.end[1] - track.start[1]) * t) * height
             box = _paste(frame, faces[track.face], cx, cy, track.size)
             if box is not None:
                 boxes.append(box)
-        boxes_per_frame.append(boxes)
         stored = np.ascontiguousarray(np.rot90(frame, k=-(rotation // 90))) if rotation else frame
         vf = av.VideoFrame.from_ndarray(stored, format="rgb24")
         vf.pts = i
@@ -187,7 +231,7 @@ def make_recording(path: str, width: int = 640, height: int = 360, fps: int = 15
             for packet in stream.encode():
                 container.mux(packet)
     container.close()
-    return boxes_per_frame
+    return drawn
 
 
 class _SideTracks:
@@ -241,6 +285,49 @@ class StereoFace:
     height: int
     disparity: float
     hard_in: str | None = None
+
+
+def plate_patch(text: str = "KA 482 TB", height: int = 40) -> np.ndarray:
+    """A white licence plate with a dark border and black characters (RGB uint8), drawn
+    with Pillow's bundled font, ``height`` pixels high and as wide as its text needs."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=max(8, round(height * 0.72)))
+    probe = ImageDraw.Draw(Image.new("RGB", (8, 8)))
+    x1, y1, x2, y2 = probe.textbbox((0, 0), text, font=font)
+    pad = max(3, height // 4)
+    image = Image.new("RGB", (x2 - x1 + 2 * pad, height), (245, 245, 245))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 0, image.width - 1, height - 1), outline=(10, 10, 10),
+                   width=max(1, height // 20))
+    draw.text((pad - x1, (height - (y2 - y1)) / 2 - y1), text, fill=(10, 10, 10), font=font)
+    return np.asarray(image)
+
+
+def badge_patch(name: str = "Maria Kowalski", height: int = 30) -> np.ndarray:
+    """A name badge: a dark name on a light card (RGB uint8), one line ``height`` high."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=height)
+    probe = ImageDraw.Draw(Image.new("RGB", (8, 8)))
+    x1, y1, x2, y2 = probe.textbbox((0, 0), name, font=font)
+    pad = height
+    image = Image.new("RGB", (x2 - x1 + 2 * pad, y2 - y1 + 2 * pad), (250, 250, 248))
+    ImageDraw.Draw(image).text((pad - x1, pad - y1), name, fill=(15, 15, 20), font=font)
+    return np.asarray(image)
+
+
+def paste_patch(frame: np.ndarray, patch: np.ndarray, x: int, y: int
+                ) -> tuple[int, int, int, int] | None:
+    """``patch`` pasted into ``frame`` in place with its top-left corner at (x, y), cut
+    at the frame's edges; its box (x1, y1, x2, y2) there, or None outside the frame."""
+    h, w = patch.shape[:2]
+    H, W = frame.shape[:2]
+    x1, y1, x2, y2 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
+    if x2 <= x1 or y2 <= y1:
+        return None
+    frame[y1:y2, x1:x2] = patch[y1 - y:y2 - y, x1 - x:x2 - x]
+    return (x1, y1, x2, y2)
 
 
 def degrade_face(face: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -4,14 +4,16 @@ One policy for every unit of work, whether it is a segment of ``egoveil run`` or
 a whole file of ``egoveil redact``: the unit is anonymized with the configured
 detectors; if verification of the output fails, everything of that attempt is
 discarded and the unit is anonymized again with the stronger configuration
-(``AnonymizationConfig.strong``); if that fails too, the unit is quarantined
-(``VerificationFailed``) and nothing of it may be released. The anonymizers are
+(``AnonymizationConfig.strong``, for the classes whose checks failed); if that
+fails too, the unit is quarantined (``VerificationFailed``) and nothing of it may
+be released. The anonymizers are
 built here from the configuration, one detector per class, the same way for
 both commands (stereo cross-view search included).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -19,8 +21,10 @@ from typing import Generic, Protocol, TypeVar
 from privacy.anonymizer import ClassDetector, SegmentAnonymizer
 from privacy.config import AnonymizationConfig, ClassPolicy
 from privacy.detectors import Detector, build_detector
+from privacy.detectors.factory import on_crops
 from privacy.stereo import CrossViewSearch
 from privacy.verification import RedactionVerifier, VerificationSummary
+from schemas.detections import FACE
 from schemas.latents import QA_REREDACTED_VERIFIED, QA_UNVERIFIED, QA_VERIFIED
 
 
@@ -33,8 +37,7 @@ class VerificationFailed(Exception):
     """
 
     def __init__(self, first: VerificationSummary, second: VerificationSummary) -> None:
-        super().__init__(f"{second.output_faces} faces found and {second.linkable_faces} "
-                         "linkable after the stronger pass")
+        super().__init__(f"{second.findings()} after the stronger pass")
         self.first = first
         self.second = second
 
@@ -79,8 +82,12 @@ def build_class_detector(policy: ClassPolicy, config: AnonymizationConfig,
     search = None
     if policy.cross_view:
         band = config.cross_view
-        search = CrossViewSearch(band, build_detector(band.detector)
-                                 if band.detector != "none" else None)
+        # Faces: CenterFace at a low threshold on the band. Plates and text: their own
+        # detector, its frame-relative size limits lifted (the band is a crop), after the
+        # template match that comes first for every class.
+        spec = band.detector if policy.detection_class == FACE or band.detector == "none" \
+            else on_crops(policy.detector)
+        search = CrossViewSearch(band, build_detector(spec) if spec != "none" else None)
     return ClassDetector(detector, policy.redaction, policy.temporal_window, search,
                          policy.schedule)
 
@@ -110,19 +117,21 @@ class VerifiedAnonymization:
     Args:
         config: the run's anonymization settings.
         factories: detectors by class, instead of the configured ones (tests).
-        verifier_factory: the verifier's independent detector, instead of the configured
-            one (tests).
+        verifier_factories: by class, the detectors verification runs on redacted frames,
+            instead of the configured ones (tests): for ``face`` the independent
+            detector, for the other classes their own detector's second instance.
     """
 
     def __init__(self, config: AnonymizationConfig,
                  factories: dict[str, DetectorFactory] | None = None,
-                 verifier_factory: DetectorFactory | None = None) -> None:
+                 verifier_factories: dict[str, DetectorFactory] | None = None) -> None:
         self.config = config
         self._factories = factories
-        self._verifier_factory = verifier_factory
+        self._verifier_factories = verifier_factories or {}
         self.verifier: RedactionVerifier | None = None
         self._primary: SegmentAnonymizer | None = None
-        self._strong: SegmentAnonymizer | None = None
+        # By the set of classes whose checks failed: only those are strengthened.
+        self._strong: dict[frozenset[str], SegmentAnonymizer] = {}
 
     def load(self) -> None:
         """Load the verifier and the primary anonymizer (in ``DoFn.setup``).
@@ -132,8 +141,14 @@ class VerifiedAnonymization:
         """
         verification = self.config.verification
         if verification.enabled and self.verifier is None:
+            injected = self._verifier_factories
+            # Plates and text are checked with their configured detector (never the one
+            # that may have been injected for detection), the same in both passes.
+            classes = {p.detection_class: injected.get(p.detection_class)
+                       or functools.partial(build_detector, p.detector)
+                       for p in self.config.other_classes}
             self.verifier = RedactionVerifier(
-                verification, self._verifier_factory() if self._verifier_factory else None)
+                verification, injected[FACE]() if FACE in injected else None, classes)
         if self._primary is None:
             self._primary = build_anonymizer(self.config, self.verifier, self._factories)
 
@@ -142,11 +157,13 @@ class VerifiedAnonymization:
         self.load()
         return self._primary
 
-    @property
-    def strong(self) -> SegmentAnonymizer:
-        if self._strong is None:  # always the configured detectors, never injected ones
-            self._strong = build_anonymizer(self.config.strong(), self.verifier)
-        return self._strong
+    def strong(self, failed: frozenset[str]) -> SegmentAnonymizer:
+        """The second pass's anonymizer, stronger for the ``failed`` classes (all of them
+        when the summary named none)."""
+        if failed not in self._strong:  # always the configured detectors, never injected
+            self._strong[failed] = build_anonymizer(self.config.strong(failed or None),
+                                                    self.verifier)
+        return self._strong[failed]
 
     def run(self, work: Callable[[SegmentAnonymizer], A]) -> Verified[A]:
         """Anonymize one unit with ``work``, verified, redone stronger once if needed.
@@ -166,7 +183,7 @@ class VerifiedAnonymization:
         if first.passed:
             return Verified(attempt, QA_VERIFIED if self.verifier else QA_UNVERIFIED, first)
         attempt.discard()
-        strong = self.strong
+        strong = self.strong(first.failed_classes())
         attempt = work(strong)
         if not strong.verification.passed:
             attempt.discard()
@@ -177,13 +194,15 @@ class VerifiedAnonymization:
     @property
     def broken(self) -> bool:
         """Whether a detector timed out and must be rebuilt before the next unit."""
-        return any(a is not None and a.broken for a in (self._primary, self._strong))
+        return any(a is not None and a.broken
+                   for a in (self._primary, *self._strong.values()))
 
     def close(self) -> None:
-        for anonymizer in (self._primary, self._strong):
+        for anonymizer in (self._primary, *self._strong.values()):
             if anonymizer is not None:
                 anonymizer.close()
-        self._primary = self._strong = None
+        self._primary = None
+        self._strong = {}
 
     def reset_if_broken(self) -> None:
         """Drop anonymizers whose detector timed out; they are rebuilt on next use."""

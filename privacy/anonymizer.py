@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from privacy.detectors.base import Detections, Detector, DetectorError, nms
-from privacy.redaction import RedactionConfig, redact
+from privacy.redaction import RedactionConfig, redact, scale_boxes
 from privacy.schedule import DetectionSchedule, Scheduler
 from privacy.stereo import CrossViewCounts, CrossViewSearch, unrectified
 from privacy.tracking import propagated_boxes
@@ -245,11 +245,13 @@ class SegmentAnonymizer:
         instant of the stream is always detected (one instant of look-ahead tells it).
         """
         # The other eye is searched on every instant the detector runs on, and a face one
-        # eye's detector misses is recovered instant by instant: with pairs, a class
-        # searched across views is detected on every instant, whatever its schedule.
+        # eye's detector misses is recovered instant by instant: with pairs, faces are
+        # detected on every instant, whatever their schedule. Plates and text keep theirs
+        # (PP-OCR costs three CenterFace passes a view): their other eye is searched on
+        # their keyframes, and what it recovers is carried between them like their own boxes.
         schedulers = [(cls.name, Scheduler(
-            DetectionSchedule() if pairs and cls.cross_view is not None else cls.schedule,
-            step)) for cls in self.classes]
+            DetectionSchedule() if pairs and cls.cross_view is not None and cls.name == FACE
+            else cls.schedule, step)) for cls in self.classes]
         batch: list[tuple[ViewFrames, frozenset[str]]] = []
         detected = 0
         iterator = iter(frames)
@@ -409,8 +411,12 @@ class SegmentAnonymizer:
                     self._verify_pool = concurrent.futures.ThreadPoolExecutor(
                         1, "egoveil-verify")
                 faces = _faces_to_check(item, view, masked)
+                painted = {cls.name: scale_boxes(masked[cls.name], cls.redaction.mask_scale,
+                                                 image.shape[1], image.shape[0])
+                           for cls in self.classes if cls.name != FACE}
                 self._checks.append(self._verify_pool.submit(
-                    self.verifier.check, original, image.copy(), faces))
+                    self.verifier.check, original, image.copy(), faces, painted,
+                    frozenset(item.dets)))
             outputs[view] = FrameOut(
                 item.frames.time_s, image,
                 detected={cls.name: item.own.get(cls.name, {}).get(view, 0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from privacy.verification import VerificationConfig
+from privacy.verification import CLASS_CHECK, VerificationConfig
 
 # A path inside a setting: after '=' or ':' or at the start, up to ';', ',', '+' or the end.
 _PATH_VALUE = re.compile(r"(?P<lead>^|[=:])(?P<path>(?:[A-Za-z]:\\|~/|/|\.{1,2}/)[^;,+]*)"
@@ -45,9 +45,11 @@ def _file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def describe_verification(config: VerificationConfig) -> dict:
+def describe_verification(config: VerificationConfig, classes: tuple[str, ...] = ()) -> dict:
     """The verification pass as the record names it: its independent detector and the
-    face-recognition models of the unlinkability check, each with its weights' sha256.
+    face-recognition models of the unlinkability check, each with its weights' sha256,
+    and how each class besides faces in ``classes`` is checked (its own detector, named
+    under the record's ``classes``).
 
     Raises:
         Exception: the verifier cannot be loaded (the caller turns it into a user error).
@@ -60,6 +62,8 @@ def describe_verification(config: VerificationConfig) -> dict:
     models = import_face_recognition_models()
 
     described = {"enabled": True, **RedactionVerifier(config).describe()}
+    if classes:
+        described["classes"] = {name: CLASS_CHECK for name in classes}
     described["face_encoder"] = {
         "name": "dlib_face_recognition_resnet_model_v1",
         "weights_sha256": _file_sha256(models.face_recognition_model_location())}

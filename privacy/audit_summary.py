@@ -23,6 +23,7 @@ class RecordingFigures:
     boxes_redacted: int = 0
     detected_by_class: Counter = field(default_factory=Counter)
     redacted_by_class: Counter = field(default_factory=Counter)
+    frames_detected_by_class: Counter = field(default_factory=Counter)
 
     @property
     def anonymized_s(self) -> float | None:
@@ -52,6 +53,9 @@ class Outcomes:
     segment_failures: Counter = field(default_factory=Counter)
     verification: Counter = field(default_factory=Counter)
     verification_checks: Counter = field(default_factory=Counter)
+    # Verification passes (first passes redone, second passes quarantined) that failed on
+    # each class: faces found or linkable, plates or text regions found.
+    verification_failed_by_class: Counter = field(default_factory=Counter)
     erasures: list[dict] = field(default_factory=list)
     other_kinds: Counter = field(default_factory=Counter)
 
@@ -83,7 +87,8 @@ class Outcomes:
         return sum(getattr(r, name) or 0 for r in self.recordings.values())
 
     def by_class(self, name: str) -> dict[str, int]:
-        """``detected_by_class`` or ``redacted_by_class`` summed over recordings."""
+        """``detected_by_class``, ``redacted_by_class`` or ``frames_detected_by_class``
+        summed over recordings."""
         total: Counter = Counter()
         for rec in self.recordings.values():
             total.update(getattr(rec, name))
@@ -121,12 +126,25 @@ class Outcomes:
             "boxes_redacted": int(self.total("boxes_redacted")),
             "detections_by_class": self.by_class("detected_by_class"),
             "boxes_redacted_by_class": self.by_class("redacted_by_class"),
+            "frames_detected_by_class": self.by_class("frames_detected_by_class"),
             "video_seconds_admitted": round(self.total("duration_s"), 3),
             "video_seconds_anonymized": round(self.total("anonymized_s"), 3),
             "deadletters_by_reason": dict(sorted(self.deadletters.items())),
             "segments_by_verification": dict(sorted(self.verification.items())),
             "verification_checks": dict(sorted(self.verification_checks.items())),
+            "verification_failed_by_class": dict(sorted(
+                self.verification_failed_by_class.items())),
         }
+
+
+def failed_classes(checks: dict) -> list[str]:
+    """The classes a verification pass's counts (``VerificationSummary.to_dict``) failed on:
+    ``face`` for faces found or linkable, each other class for regions found."""
+    failed = ["face"] if checks.get("output_faces") or checks.get("linkable_faces") else []
+    failed += sorted(key[len("output_"):] for key, value in checks.items()
+                     if key.startswith("output_") and key != "output_faces"
+                     and isinstance(value, int) and value)
+    return failed
 
 
 def count_outcomes(events: Iterable[dict], deadletters: Iterable[dict] = ()) -> Outcomes:
@@ -156,6 +174,8 @@ def count_outcomes(events: Iterable[dict], deadletters: Iterable[dict] = ()) -> 
             for name, figures in classes.items():
                 fig.detected_by_class[name] += figures.get("detected", 0)
                 fig.redacted_by_class[name] += figures.get("redacted", 0)
+                if "frames_detected" in figures:
+                    fig.frames_detected_by_class[name] += figures["frames_detected"]
             if counts.get("qa_status"):
                 out.verification[counts["qa_status"]] += 1
             for key, value in counts.items():
@@ -168,6 +188,7 @@ def count_outcomes(events: Iterable[dict], deadletters: Iterable[dict] = ()) -> 
             out.segment_failures[counts.get("reason", "unknown")] += 1
             if counts.get("reason") == "verification_failed":
                 out.verification["quarantined"] += 1
+                out.verification_failed_by_class.update(failed_classes(counts))
         elif kind == "consent_excluded":
             out.consent_excluded[counts.get("reason", "unknown")] += 1
         elif kind == "duplicate_input":
@@ -176,6 +197,7 @@ def count_outcomes(events: Iterable[dict], deadletters: Iterable[dict] = ()) -> 
             out.erased_skipped[counts.get("match", "unknown")] += 1
         elif kind == "verification_failed":
             out.verification["first_pass_failed"] += 1
+            out.verification_failed_by_class.update(failed_classes(counts))
         elif kind == "erasure":
             out.erasures.append(event)
         elif kind == "deadletter":

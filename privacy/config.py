@@ -21,14 +21,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 
-from privacy.detectors.factory import DEFAULT_DETECTOR, DetectorSpec, on_device
+from privacy.detectors.factory import (
+    DEFAULT_DETECTOR,
+    DEFAULT_PLATE_DETECTOR,
+    DEFAULT_TEXT_DETECTOR,
+    DetectorSpec,
+    on_device,
+)
 from privacy.redaction import RedactionConfig
 from privacy.schedule import DetectionSchedule
 from privacy.stereo import CrossViewConfig
 from privacy.verification import VerificationConfig
-from schemas.detections import DETECTION_CLASSES, FACE
+from schemas.detections import DETECTION_CLASSES, FACE, PLATE, TEXT
 
 # A segment that fails verification is redacted again with this detector, the
 # verifier's own detector added, and this mask scale; if it fails again it is
@@ -50,6 +57,31 @@ MAX_FACE_DETECT_EVERY = 4
 # by 10-16 grey levels from one to the next); 8 covers it, for 14% more detections on
 # arcade_1080p.mp4 than 12.
 DEFAULT_FACE_SCHEDULE = DetectionSchedule(every=4, motion=8.0)
+
+# Plates and text (bench/plates.py chose the detectors, bench/classes.py the schedules:
+# results/plates.md, results/classes.md). PP-OCR costs more than CenterFace per 1080p frame,
+# so these classes are detected on keyframes, and a frame between borrows the boxes of the
+# one keyframe on each side: for plates at least every 8th frame (the cap), which on the
+# hand-labelled Aria clip covers 99.1% of the readable plates (mean over the 8 phases the
+# keyframes can fall on; worst 96.3%) and paints 28.7% of the frame, against 59.1% with
+# two keyframes on each side (carried boxes grow with distance). It costs 1.52x the
+# faces-only time on arcade_1080p.mp4; the settings within 1.3x cost coverage (v4 alone
+# 93.5%, PP-OCR at 0.75 scale 83.2%). Text boxes hug the line (a plate's are grown to the plate), and under a fast
+# pan (23 px a frame at 640 px) every 8th frame left a third of a plate's characters
+# unpainted for 3 frames where every 4th left none (tests/test_classes.py's scene).
+DEFAULT_PLATE_SCHEDULE = DetectionSchedule(every=8, motion=0.0)
+DEFAULT_TEXT_SCHEDULE = DetectionSchedule(every=4, motion=0.0)
+CLASS_TEMPORAL_WINDOW = 1
+# The second pass after a failed verification: the same networks on every frame with a
+# lower binarization threshold and box score (more, and larger, regions).
+STRONG_PLATE_DETECTOR = ("ppocr-plates:model=v4;threshold=0.2;box_threshold=0.4"
+                         "+ppocr-plates:model=v5;threshold=0.2;box_threshold=0.4")
+STRONG_TEXT_DETECTOR = "ppocr-text:model=v4;threshold=0.2;box_threshold=0.4"
+
+# What ``--redact`` names, and the classes redacted by default: faces and plates (EgoBlur's
+# pair); text is opt-in (it also removes every sign, label and screen: bench/results/plates.md).
+REDACT_NAMES = {"faces": FACE, "plates": PLATE, "text": TEXT}
+DEFAULT_REDACT = ("faces", "plates")
 
 
 @dataclass(slots=True, frozen=True)
@@ -79,9 +111,11 @@ class ClassPolicy:
         if self.detection_class not in DETECTION_CLASSES:
             raise ValueError(f"unknown detection class {self.detection_class!r}; choose from "
                              f"{', '.join(DETECTION_CLASSES)}")
-        DetectorSpec.parse(self.detector)  # raises ValueError naming the problem
-        if self.strong_detector is not None:
-            DetectorSpec.parse(self.strong_detector)
+        for spec in filter(None, (self.detector, self.strong_detector)):
+            found = DetectorSpec.parse(spec).detection_class  # ValueError naming the problem
+            if found != self.detection_class:
+                raise ValueError(f"detector {spec!r} finds {found}, not "
+                                 f"{self.detection_class}")
         if not 0 <= self.temporal_window <= MAX_TEMPORAL_WINDOW:
             raise ValueError(f"temporal_window must be in [0, {MAX_TEMPORAL_WINDOW}], got "
                              f"{self.temporal_window}")
@@ -91,6 +125,72 @@ class ClassPolicy:
         if not self.schedule.is_every_frame and self.temporal_window < 1:
             raise ValueError("a class detected on keyframes needs temporal_window >= 1: the "
                              "frames between keyframes borrow their boxes")
+
+
+_DEFAULT_POLICIES = {
+    PLATE: ClassPolicy(PLATE, DEFAULT_PLATE_DETECTOR, temporal_window=CLASS_TEMPORAL_WINDOW,
+                       strong_detector=STRONG_PLATE_DETECTOR, cross_view=True,
+                       schedule=DEFAULT_PLATE_SCHEDULE),
+    TEXT: ClassPolicy(TEXT, DEFAULT_TEXT_DETECTOR, temporal_window=CLASS_TEMPORAL_WINDOW,
+                      strong_detector=STRONG_TEXT_DETECTOR, cross_view=True,
+                      schedule=DEFAULT_TEXT_SCHEDULE),
+}
+
+
+def default_policy(detection_class: str) -> ClassPolicy:
+    """The default policy of a class besides faces (faces' is ``AnonymizationConfig``'s own
+    fields): its chosen detector, the default solid mask at scale 1.4 (the scale its
+    coverage was measured at), a temporal window of 1 detected frame on each side, its
+    keyframe schedule, a stronger detector for the second pass, and cross-view search on.
+
+    Raises:
+        ValueError: faces, or an unknown class.
+    """
+    if detection_class not in _DEFAULT_POLICIES:
+        raise ValueError(f"no default policy besides faces' for {detection_class!r}; choose "
+                         f"from {', '.join(_DEFAULT_POLICIES)}")
+    return _DEFAULT_POLICIES[detection_class]
+
+
+def class_policy(detection_class: str, detector: str | None = None,
+                 schedule: DetectionSchedule | None = None,
+                 mode: str | None = None) -> ClassPolicy:
+    """A class's default policy with its detector, schedule or redaction mode replaced.
+
+    A detector other than the default is kept in the stronger second pass too, beside
+    the default's stronger one, so that the second pass finds at least what it finds.
+
+    Raises:
+        ValueError: an unknown class, or a detector spec that does not parse or finds
+            another class.
+    """
+    policy = default_policy(detection_class)
+    changes: dict = {}
+    if detector is not None and detector != policy.detector:
+        changes.update(detector=detector, strong_detector=f"{detector}+{policy.strong_detector}")
+    if schedule is not None:
+        changes["schedule"] = schedule
+    if mode is not None:
+        changes["redaction"] = dataclasses.replace(policy.redaction, mode=mode)
+    return dataclasses.replace(policy, **changes)
+
+
+def redact_classes(text: str) -> tuple[str, ...]:
+    """The detection classes a ``--redact`` list names (``faces,plates,text``), faces first.
+
+    Raises:
+        ValueError: an unknown or repeated name, or a list without faces.
+    """
+    names = [n.strip().lower() for n in text.split(",")]
+    unknown = [n for n in names if n not in REDACT_NAMES]
+    if unknown:
+        raise ValueError(f"--redact: unknown class {unknown[0]!r}; choose from "
+                         f"{', '.join(REDACT_NAMES)}")
+    if len(set(names)) != len(names):
+        raise ValueError("--redact names a class twice")
+    if "faces" not in names:
+        raise ValueError("--redact must include faces: faces are always redacted")
+    return tuple(REDACT_NAMES[n] for n in REDACT_NAMES if n in names)
 
 
 @dataclass(slots=True, frozen=True)
@@ -108,7 +208,8 @@ class AnonymizationConfig:
             verification (the verifier's detector is added to it).
         detect_batch_size: frames per detector call (raise it on a GPU backend).
         cross_view: how a face found in one eye of a stereo pair is searched for in the other.
-        other_classes: the policies of the classes redacted besides faces (plates, text).
+        other_classes: the policies of the classes redacted besides faces (default:
+            plates, ``default_policy(PLATE)``; ``()`` for faces only).
         face_schedule: which frames the face detector runs on. Every frame when
             ``every`` is 1; the stronger second pass always detects every frame.
         device: where detection and decoding run, ``cpu`` or ``cuda`` (set by
@@ -124,7 +225,7 @@ class AnonymizationConfig:
     strong_detector: str = STRONG_DETECTOR
     detect_batch_size: int = 1
     cross_view: CrossViewConfig = field(default_factory=CrossViewConfig)
-    other_classes: tuple[ClassPolicy, ...] = ()
+    other_classes: tuple[ClassPolicy, ...] = (_DEFAULT_POLICIES[PLATE],)
     face_schedule: DetectionSchedule = DEFAULT_FACE_SCHEDULE
     device: str = "cpu"
 
@@ -178,19 +279,30 @@ class AnonymizationConfig:
         """Every class redacted, faces first."""
         return (self.face_policy(), *self.other_classes)
 
-    def strong(self) -> AnonymizationConfig:
+    def strong(self, classes: Collection[str] | None = None) -> AnonymizationConfig:
         """The configuration of the second pass after a failed verification.
 
-        Faces get the stronger detector with the verifier's own detector added, and a
-        solid mask of at least ``STRONG_MASK_SCALE``; other classes their own stronger
-        detector where their policy names one. Every class is detected on every frame.
+        Each class strengthened gets a solid mask of at least ``STRONG_MASK_SCALE``, is
+        detected on every frame, and gets its stronger detector: faces
+        ``strong_detector`` with the verifier's own detector added, the other classes the
+        one their policy names. The others keep their settings, whose checks passed.
+
+        Args:
+            classes: the classes to strengthen (those whose checks failed); None for all.
         """
+        def chosen(name: str) -> bool:
+            return classes is None or name in classes
+
+        others = tuple(dataclasses.replace(
+            p, detector=p.strong_detector or p.detector, schedule=DetectionSchedule(),
+            redaction=RedactionConfig(mode="solid", mask_scale=max(STRONG_MASK_SCALE,
+                                                                   p.redaction.mask_scale)))
+            if chosen(p.detection_class) else p for p in self.other_classes)
+        if not chosen(FACE):
+            return dataclasses.replace(self, other_classes=others)
         spec = self.strong_detector
         if self.verification.enabled:
             spec = f"{spec}+{self.verification.verifier}"
-        others = tuple(dataclasses.replace(p, detector=p.strong_detector or p.detector,
-                                           schedule=DetectionSchedule())
-                       for p in self.other_classes)
         return dataclasses.replace(
             self, detector=spec,
             redaction=RedactionConfig(mode="solid",

@@ -1,4 +1,5 @@
-"""Cross-view face search: a face found in one eye is looked for in the other.
+"""Cross-view search: a face (or plate, or text line) found in one eye is looked for in
+the other.
 
 The two views of a stereo pair see the same faces from a few centimetres apart,
 so a face lies on about the same rows in both, shifted sideways by its
@@ -9,6 +10,10 @@ that the face is at least ``min_search_px`` tall), then, where that finds
 nothing, by normalised cross-correlation with the face's own pixels from the
 first view. A hit is redacted in the second view like any detection, so a miss
 in one eye (blur, glare, a smudged lens, a darker sensor) is caught by the other.
+
+Plates and text are searched the same way, template first (a plate is rigid and flat,
+so its pixels match well across the eyes), then with the class's own detector on the
+band, its limits relative to the frame lifted (``privacy.detectors.factory.on_crops``).
 
 Recovered boxes only ever add redaction. A band detector that fails raises
 ``DetectorError``, which fails the frame like the main detector does.
@@ -38,7 +43,8 @@ class CrossViewConfig:
 
     Args:
         enabled: search at all (off only for measuring what the search adds).
-        detector: detector spec run on the band (``none`` for template matching only).
+        detector: detector spec run on the band for faces (plates and text use their own
+            detector); ``none`` for template matching only, for every class.
         max_disparity: largest horizontal shift searched, as a share of the view's width.
         row_slack: rows searched above and below the face, in face heights (rectified
             pairs need little; unrectified ones, such as Aria's front SLAM cameras, more).

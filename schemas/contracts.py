@@ -150,6 +150,11 @@ def latents_embeddings_suite(name: str, embedding_dim: int, itemsize: int):
     ])
 
 
+# A published segment's counts with a verification finding above zero: its checks
+# (``verify_output_faces``, ``verify_linkable_faces``, ``verify_output_<class>``) all pass.
+PUBLISHED_LEAK_REGEX = r'"verify_(?:output|linkable)_[a-z_]+":[1-9]'
+
+
 def audit_events_suite(name: str):
     """The event log's entries: chain fields well formed, kinds and operations closed."""
     import great_expectations.expectations as gxe
@@ -173,6 +178,10 @@ def audit_events_suite(name: str):
         gxe.ExpectColumnValuesToNotMatchRegex(
             column="counts", regex=PATH_LIKE_REGEX,
             description="no paths or URLs in the log (PRIVACY.md 14, 20)"),
+        gxe.ExpectColumnValuesToNotMatchRegex(
+            column="counts", regex=PUBLISHED_LEAK_REGEX,
+            description="no segment was published whose verification still found a face, "
+                        "a linkable face, a plate or a text region (PRIVACY.md 5, 6)"),
     ])
 
 
@@ -219,11 +228,14 @@ def audit_record_suite(name: str, columns: list[str], string_columns: list[str],
         gxe.ExpectColumnValuesToMatchRegex(column="config_sha256", regex=SHA256_REGEX),
         gxe.ExpectColumnValuesToMatchRegex(column="purpose", regex=PURPOSE_REGEX),
         gxe.ExpectColumnValuesToBeInSet(column="consent_checked", value_set=[True, False]),
-        gxe.ExpectColumnValuesToBeInSet(column="anonymization.redaction.mode",
-                                        value_set=["solid", "pixelate", "blur"]),
-        gxe.ExpectColumnValuesToBeBetween(
-            column="anonymization.redaction.mask_scale", min_value=MIN_MASK_SCALE,
-            description="masks cover the face box scaled at least 1.3 (PRIVACY.md 1)"),
+        # Faces' settings (``anonymization.redaction``) and each class's (``classes.<class>
+        # .redaction``, in records written since detections had classes).
+        *[gxe.ExpectColumnValuesToBeInSet(column=c, value_set=["solid", "pixelate", "blur"])
+          for c in columns if c.endswith("redaction.mode")],
+        *[gxe.ExpectColumnValuesToBeBetween(
+            column=c, min_value=MIN_MASK_SCALE,
+            description="masks cover the detected box scaled at least 1.3 (PRIVACY.md 1)")
+          for c in columns if c.endswith("redaction.mask_scale")],
         *[gxe.ExpectColumnValuesToMatchRegex(column=c, regex=SHA256_REGEX,
                                              description="model weights named by their hash")
           for c in ending("weights_sha256")],

@@ -11,6 +11,8 @@ import time
 import numpy as np
 
 from privacy.detectors import Detections, Detector, build_detector
+from privacy.detectors.factory import DEFAULT_PLATE_DETECTOR
+from schemas.detections import FACE, PLATE
 
 
 class FaultyDetector(Detector):
@@ -23,9 +25,10 @@ class FaultyDetector(Detector):
     """
 
     name = "faulty"
+    spec = "centerface"
 
     def __init__(self, fault: str, at: int = 3, hang_s: float = 5.0, sticky: bool = False):
-        self.inner = build_detector("centerface")
+        self.inner = build_detector(self.spec)
         self.fault, self.at, self.hang_s, self.sticky = fault, at, hang_s, sticky
         self.calls = 0
 
@@ -49,14 +52,27 @@ class FaultyDetector(Detector):
         return self.inner._detect(frame)
 
 
-class FaultyFactory:
-    """A picklable factory, so a DoFn can build the faulty detector in ``setup()``."""
+class FaultyPlateDetector(FaultyDetector):
+    """The same faults around the default plate detector (PP-OCR)."""
 
-    def __init__(self, fault: str, at: int = 3, **kwargs):
+    name = "faulty-plates"
+    spec = DEFAULT_PLATE_DETECTOR
+    detection_class = PLATE
+
+
+class FaultyFactory:
+    """A picklable factory, so a DoFn can build the faulty detector in ``setup()``.
+
+    Args:
+        detection_class: ``face`` (around CenterFace) or ``plate`` (around PP-OCR).
+    """
+
+    def __init__(self, fault: str, at: int = 3, detection_class: str = FACE, **kwargs):
         self.fault, self.at, self.kwargs = fault, at, kwargs
+        self.cls = FaultyPlateDetector if detection_class == PLATE else FaultyDetector
 
     def __call__(self) -> FaultyDetector:
-        return FaultyDetector(self.fault, self.at, **self.kwargs)
+        return self.cls(self.fault, self.at, **self.kwargs)
 
 
 class BlindDetector(Detector):
@@ -68,9 +84,19 @@ class BlindDetector(Detector):
         return Detections.empty()
 
 
+class BlindPlateDetector(BlindDetector):
+    """Never finds a plate."""
+
+    name = "blind-plates"
+    detection_class = PLATE
+
+
 class BlindFactory:
+    def __init__(self, detection_class: str = FACE) -> None:
+        self.detection_class = detection_class
+
     def __call__(self) -> BlindDetector:
-        return BlindDetector()
+        return BlindPlateDetector() if self.detection_class == PLATE else BlindDetector()
 
 
 class HallucinatingDetector(Detector):
@@ -82,6 +108,20 @@ class HallucinatingDetector(Detector):
         return Detections(np.array([[0, 0, 60, 60]], np.float32), np.ones(1, np.float32))
 
 
+class HallucinatingPlateDetector(HallucinatingDetector):
+    """Always sees a 60 x 20 px plate in the top-left corner."""
+
+    name = "hallucinating-plates"
+    detection_class = PLATE
+
+    def _detect(self, frame):
+        return Detections(np.array([[0, 0, 60, 20]], np.float32), np.ones(1, np.float32))
+
+
 class HallucinatingFactory:
+    def __init__(self, detection_class: str = FACE) -> None:
+        self.detection_class = detection_class
+
     def __call__(self) -> HallucinatingDetector:
-        return HallucinatingDetector()
+        return HallucinatingPlateDetector() if self.detection_class == PLATE else \
+            HallucinatingDetector()

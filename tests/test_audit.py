@@ -316,3 +316,78 @@ def test_a_null_where_none_is_allowed_fails_the_contract():
     assert ("latents_rows", "expect_column_values_to_not_be_null", "fps") in failed
     assert ("latents_fields", "expect_column_pair_values_to_be_equal", "nullable,"
             "expected_nullable") in failed
+
+
+# ---------------------------------------------------------------- classes besides faces
+
+
+def test_outcomes_count_every_class_and_the_verification_failures_of_each():
+    events = [
+        {"kind": "recording_admitted", "recording_id": REC, "counts": {"duration_s": 8.0}},
+        {"kind": "verification_failed", "recording_id": REC, "segment_index": 0,
+         "counts": {"pass": "first", "frames_checked": 2, "output_faces": 0,
+                    "linkable_faces": 0, "plate_checked": 3, "output_plate": 1}},
+        {"kind": "segment_anonymized", "recording_id": REC, "segment_index": 0,
+         "counts": {"faces_detected": 4, "boxes_redacted": 9, "frames_decoded": 100,
+                    "qa_status": "reredacted_verified", "verify_frames_checked": 2,
+                    "verify_plate_checked": 3, "verify_output_plate": 0,
+                    "classes": {"face": {"detected": 4, "redacted": 6, "frames_detected": 30},
+                                "plate": {"detected": 2, "redacted": 3,
+                                          "frames_detected": 100}}}},
+        {"kind": "segment_failed", "recording_id": REC, "segment_index": 1,
+         "counts": {"reason": "verification_failed", "pass": "second", "output_faces": 1,
+                    "linkable_faces": 0, "plate_checked": 2, "output_plate": 2}},
+        # Written before classes existed: faces only.
+        {"kind": "segment_anonymized", "recording_id": REC, "segment_index": 2,
+         "counts": {"faces_detected": 5, "boxes_redacted": 7, "frames_decoded": 100}},
+    ]
+    out = count_outcomes(events)
+    record = out.to_record()
+    assert record["detections_by_class"] == {"face": 9, "plate": 2}
+    assert record["boxes_redacted_by_class"] == {"face": 13, "plate": 3}
+    assert record["frames_detected_by_class"] == {"face": 30, "plate": 100}
+    assert record["verification_failed_by_class"] == {"face": 1, "plate": 2}
+    assert out.verification_checks["output_plate"] == 0
+    assert out.verification_checks["plate_checked"] == 3
+
+
+def test_the_contract_checks_every_class_and_that_nothing_failing_was_published():
+    table = rows_to_table(_rows(), latent_schema(DIM, {"encoder": "random:test"}))
+    record = dict(_record(), classes={
+        "face": {"redaction": {"mode": "solid", "mask_scale": 1.4}},
+        "plate": {"detector": {"name": "ppocr-plates", "threshold": 0.3},
+                  "redaction": {"mode": "smudge", "mask_scale": 1.1}}})
+    log = _log(2)
+    log.append("segment_anonymized", op="run", op_id=RUN, at="2026-05-01T10:00:00+00:00",
+               recording_id=REC, segment_index=2,
+               counts={"qa_status": "verified", "verify_output_faces": 0,
+                       "verify_output_plate": 1})
+    # A quarantined segment's counts are no publication: they name what was found.
+    log.append("segment_failed", op="run", op_id=RUN, at="2026-05-01T10:00:00+00:00",
+               recording_id=REC, segment_index=3,
+               counts={"reason": "verification_failed", "pass": "second", "output_plate": 2})
+    failed = _failed(_validate(table, record=record, log=log))
+    assert ("audit_record", "expect_column_values_to_be_between",
+            "classes.plate.redaction.mask_scale") in failed
+    assert ("audit_record", "expect_column_values_to_be_in_set",
+            "classes.plate.redaction.mode") in failed
+    assert ("audit_events", "expect_column_values_to_not_match_regex", "counts") in failed
+    assert ("audit_record", "expect_column_values_to_be_between",
+            "classes.face.redaction.mask_scale") not in failed
+    clean = _log(2)
+    clean.append("segment_failed", op="run", op_id=RUN, at="2026-05-01T10:00:00+00:00",
+                 recording_id=REC, segment_index=3,
+                 counts={"reason": "verification_failed", "pass": "second", "output_plate": 2})
+    assert _validate(table, log=clean).success
+
+
+def test_the_report_reads_a_record_written_before_classes_as_faces():
+    from pipeline.audit_report import record_classes
+
+    old = _record()
+    assert record_classes(old) == {"face": {"detector": old["detector"],
+                                            "redaction": old["anonymization"]["redaction"],
+                                            "temporal_window": None}}
+    new = dict(old, classes={"face": {"detector": {"name": "centerface"}},
+                             "plate": {"detector": {"name": "ppocr-plates"}}})
+    assert list(record_classes(new)) == ["face", "plate"]

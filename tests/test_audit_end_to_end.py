@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.samples import make_recording
+from pipeline.samples import Sticker, make_recording, make_scene_recording, plate_patch
 from privacy.audit_chain import check_chain, entry_line, files_digest, make_entry
 from privacy.audit_seal import seal_signer_key, sign_seal, signed_note
 from privacy.pseudonyms import PseudonymKey
@@ -63,15 +63,20 @@ class Published:
     argv: list[str]
     boxes: list
     stderr: str
+    plates: list
 
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory, key_file, tiny_encoder) -> Published:
-    """One real run: a consented recording with faces, a withdrawn wearer, a broken file."""
+    """One real run with the default classes: a consented recording with faces and a
+    licence plate, a withdrawn wearer, a broken file."""
     root = tmp_path_factory.mktemp("audited")
     inputs = root / "inputs"
     inputs.mkdir()
-    boxes = make_recording(str(inputs / "walk alice.mp4"), seconds=2.0, fps=FPS)
+    # The plate sits low in the scene, below the faces' paths.
+    drawn = make_scene_recording(str(inputs / "walk alice.mp4"), seconds=2.0, fps=FPS,
+                                 stickers=(Sticker("plate", plate_patch("KA 482 TB", 30),
+                                                   at=(0.62, 0.92)),))
     make_recording(str(inputs / "street_bob.mov"), seconds=1.0, fps=FPS, seed=1)
     (inputs / "broken.mp4").write_bytes(os.urandom(4096))
     lines = [{"uri": "walk alice.mp4", "wearer_id": "wearer-alice",
@@ -89,7 +94,7 @@ def published(tmp_path_factory, key_file, tiny_encoder) -> Published:
     out = root / "out"
     result = egoveil(*argv, "--output", str(out))
     assert result.returncode == 0, result.stderr
-    return Published(out, inputs, argv, boxes, result.stderr)
+    return Published(out, inputs, argv, drawn["face"], result.stderr, drawn["plate"])
 
 
 @pytest.fixture
@@ -130,6 +135,20 @@ def test_the_run_records_its_processing(published, key):
     assert sum(outcomes["segments_by_verification"].values()) >= outcomes["segments_anonymized"]
     assert outcomes["verification_checks"]["frames_checked"] >= 1
     assert outcomes["video_seconds_admitted"] == pytest.approx(2.0, abs=0.1)
+    # Plates beside faces by default, each class with its detector, policy and counts.
+    assert list(record["classes"]) == ["face", "plate"]
+    plates = record["classes"]["plate"]
+    assert plates["detector"]["class"] == "plate" and plates["schedule"]["every"] > 1
+    assert all(re.fullmatch(r"[0-9a-f]{64}", m["weights_sha256"])
+               for m in plates["detector"]["members"])
+    assert record["anonymization"]["other_classes"][0]["detection_class"] == "plate"
+    assert set(verification["classes"]) == {"plate"}
+    assert outcomes["detections_by_class"]["plate"] > 0
+    assert 0 < outcomes["frames_detected_by_class"]["plate"] < \
+        outcomes["frames_detected_by_class"]["face"] <= outcomes["frames_decoded"]
+    assert outcomes["verification_checks"]["plate_checked"] >= 1
+    assert outcomes["verification_checks"]["output_plate"] == 0
+    assert "plate detections redacted" in published.stderr
 
     entries = _entries(out)
     kinds = [e["kind"] for e in entries]
@@ -150,6 +169,31 @@ def test_the_run_records_its_processing(published, key):
     assert validation["success"] and validation["failed"] == 0
     assert entries[-2]["counts"]["success"] is True
     assert f"audit log head {entries[-1]['hash']}" in published.stderr
+
+
+def test_the_default_classes_paint_the_plate_in_every_clip_frame(published, cli, tmp_path):
+    import av
+
+    clips = sorted((published.out / "clips").glob("*.mp4"))
+    checked = 0
+    for clip in clips:
+        with av.open(str(clip)) as container:
+            for frame in container.decode(video=0):
+                (box,) = published.plates[round(frame.time * FPS)]
+                x1, y1, x2, y2 = box
+                region = frame.to_ndarray(format="rgb24")[y1:y2, x1:x2].astype(int)
+                assert (np.abs(region - 128) <= 12).all(axis=-1).mean() > 0.95, clip.name
+                checked += 1
+    assert checked >= 20
+    # The report counts each class.
+    report = tmp_path / "report.html"
+    result = cli("audit", "report", str(published.out), "--html", str(report))
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"detections by class: face \d+, plate [1-9]\d*", result.stdout)
+    assert "verification failures by class: none" in result.stdout
+    page = report.read_text()
+    assert "plate detections redacted" in page and "ppocr-plates" in page
+    assert "plate regions its own detector found, uncovered, between its keyframes" in page
 
 
 def test_no_personal_data_in_any_output(published, key_file, tmp_path):

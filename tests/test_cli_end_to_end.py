@@ -36,8 +36,9 @@ def _redacted_share(frame: np.ndarray, box: tuple[int, int, int, int]) -> float:
 def run_output(tmp_path_factory, sample_video, key_file, saved_encoder):
     video, boxes = sample_video
     out = tmp_path_factory.mktemp("run") / "out"
+    # Faces only: the default classes' run is tests/test_audit_end_to_end.py's.
     result = egoveil("run", "--input", video, "--output", str(out), "--key-file", key_file,
-                     "--encoder", saved_encoder, "--clips", "--no-progress")
+                     "--encoder", saved_encoder, "--clips", "--no-progress", "--redact", "faces")
     assert result.returncode == 0, result.stderr
     return out, boxes, result
 
@@ -95,7 +96,7 @@ def test_output_names_and_logs_hold_no_input_path(run_output, sample_video):
 def test_redact_video_keeps_frames_and_timing(tmp_path, sample_video):
     video, boxes = sample_video
     dest = tmp_path / "redacted.mov"
-    result = egoveil("redact", video, str(dest))
+    result = egoveil("redact", video, str(dest), "--redact", "faces")
     assert result.returncode == 0, result.stderr
     with av.open(video) as src, av.open(str(dest)) as dst:
         src_times = [round(f.time, 3) for f in src.decode(video=0)]
@@ -114,7 +115,7 @@ def test_redact_image(tmp_path):
     src = tmp_path / "astronaut.png"
     Image.fromarray(data.astronaut()).save(src)
     dest = tmp_path / "out.jpg"
-    result = egoveil("redact", str(src), str(dest))
+    result = egoveil("redact", str(src), str(dest), "--redact", "faces")
     assert result.returncode == 0, result.stderr
     image = np.asarray(Image.open(dest).convert("RGB"))
     assert _redacted_share(image, (190, 70, 260, 170)) > 0.9
@@ -125,7 +126,9 @@ def test_redact_image(tmp_path):
      "--input #1 matches no file"),
     (["run", "--input", "{video}", "--output", "{tmp}/o"], "no pseudonym key"),
     (["run", "--input", "{video}", "--output", "{tmp}/o", "--key-file", "{key}",
-      "--encoder", "{tmp}"], "cannot load the --encoder folder"),
+      "--encoder", "{tmp}", "--redact", "faces"], "cannot load the --encoder folder"),
+    (["run", "--input", "{video}", "--output", "{tmp}/o", "--key-file", "{key}",
+      "--redact", "plates,text"], "--redact must include faces"),
     (["run", "--input", "{video}", "--output", "{tmp}/o", "--key-file", "{key}",
       "--encoder", "random:vjepa2-tiny", "--frobnicate"], "unknown option --frobnicate"),
     (["run", "--input", "{video}", "--output", "{tmp}/o", "--key-file", "{key}",

@@ -175,7 +175,7 @@ def test_schedules_are_per_class_and_off_is_left_out_of_the_fingerprint():
         "every": DEFAULT_FACE_SCHEDULE.every, "motion": DEFAULT_FACE_SCHEDULE.motion}
     assert every_frame.fingerprint() != AnonymizationConfig().fingerprint()
     # The stronger second pass detects every frame of every class.
-    plates = ClassPolicy(PLATE, "centerface", schedule=DetectionSchedule(every=8))
+    plates = ClassPolicy(PLATE, "ppocr-plates", schedule=DetectionSchedule(every=8))
     config = AnonymizationConfig(other_classes=(plates,))
     assert config.describe()["other_classes"][0]["schedule"] == {"every": 8, "motion": 0.0}
     strong = config.strong()

@@ -33,6 +33,9 @@ from transforms.publish import Publish
 from transforms.segments import PlanSegments, plan_segments
 from transforms.write_shards import WriteLatentShards
 
+# These stages' tests are about faces; plates have theirs in tests/test_classes.py.
+FACES_ONLY = AnonymizationConfig(other_classes=())
+
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
@@ -120,7 +123,7 @@ def _plan(encoder: str = "random:vjepa2-tiny", write_clips: bool = False) -> Cli
 def test_anonymize_emits_encoder_sized_clips(folder, key, key_file, tmp_path):
     rec = _recording(str(folder / "a.mp4"), key)
     plan = _plan(write_clips=True)
-    fn = AnonymizeSegmentFn(AnonymizationConfig(), plan, key_file, str(tmp_path / "clips"), "cfg")
+    fn = AnonymizeSegmentFn(FACES_ONLY, plan, key_file, str(tmp_path / "clips"), "cfg")
     segments = plan_segments(rec, plan.span, 1.0)
     with TestPipeline() as p:
         out = p | beam.Create(segments) | AnonymizeSegments(fn)
@@ -135,7 +138,7 @@ def test_anonymize_emits_encoder_sized_clips(folder, key, key_file, tmp_path):
 def test_anonymize_fails_closed_when_detection_fails(folder, key, key_file, tmp_path, fault):
     rec = _recording(str(folder / "a.mp4"), key)
     plan = _plan(write_clips=True)
-    config = AnonymizationConfig(detect_timeout_s=1.0)
+    config = AnonymizationConfig(detect_timeout_s=1.0, other_classes=())
     fn = AnonymizeSegmentFn(config, plan, key_file, str(tmp_path / "clips"),
                             "cfg", detector_factories={
                                 "face": FaultyFactory(fault, at=6, hang_s=3.0)})
@@ -152,7 +155,7 @@ def test_a_silently_blind_detector_is_caught_and_the_segment_redacted_again(
         folder, key, key_file, tmp_path):
     rec = _recording(str(folder / "a.mp4"), key)
     plan = _plan(write_clips=True)
-    fn = AnonymizeSegmentFn(AnonymizationConfig(), plan, key_file, str(tmp_path / "clips"),
+    fn = AnonymizeSegmentFn(FACES_ONLY, plan, key_file, str(tmp_path / "clips"),
                             "cfg", detector_factories={"face": BlindFactory()})
     with TestPipeline() as p:
         out = p | beam.Create(plan_segments(rec, plan.span, 1.0)) | AnonymizeSegments(fn)
@@ -166,8 +169,8 @@ def test_unverifiable_segments_are_quarantined(folder, key, key_file, tmp_path):
     rec = _recording(str(folder / "a.mp4"), key)
     plan = _plan(write_clips=True)
     # An independent detector that still sees a face after any redaction.
-    fn = AnonymizeSegmentFn(AnonymizationConfig(), plan, key_file, str(tmp_path / "clips"),
-                            "cfg", verifier_factory=HallucinatingFactory())
+    fn = AnonymizeSegmentFn(FACES_ONLY, plan, key_file, str(tmp_path / "clips"),
+                            "cfg", verifier_factories={"face": HallucinatingFactory()})
     with TestPipeline() as p:
         out = p | beam.Create(plan_segments(rec, plan.span, 1.0)) | AnonymizeSegments(fn)
         assert_that(out.clips, equal_to([]))

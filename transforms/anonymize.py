@@ -170,7 +170,8 @@ class AnonymizeSegmentFn(beam.DoFn):
             moves them into ``DIR/clips``, so a run that dies leaves none there).
         detector_factories: detectors by class to use instead of the configured ones
             (tests inject faulty detectors this way).
-        verifier_factory: the verifier's independent detector instead of the configured one.
+        verifier_factories: by class, the detectors verification runs instead of the
+            configured ones (``face``: the independent detector).
         caps: the decoding caps; a segment whose frames pass its frame limit or the
             duration cap becomes a ``too_large`` dead letter.
     """
@@ -179,13 +180,13 @@ class AnonymizeSegmentFn(beam.DoFn):
                  clips_dir: str | None, config_fingerprint: str,
                  progress: ProgressReporter | None = None,
                  detector_factories: dict[str, DetectorFactory] | None = None,
-                 verifier_factory: DetectorFactory | None = None,
+                 verifier_factories: dict[str, DetectorFactory] | None = None,
                  cache: SegmentCache | None = None, caps: DecodeCaps | None = None) -> None:
         self._config = config
         self._caps = caps or DecodeCaps()
         self._cache = cache
         self._factories = detector_factories
-        self._verifier_factory = verifier_factory
+        self._verifier_factories = verifier_factories
         self._plan = plan
         self._key_file = key_file
         self._clips_dir = clips_dir
@@ -205,7 +206,7 @@ class AnonymizeSegmentFn(beam.DoFn):
         use_decode_device(self._config.device)
         self._key = load_key(self._key_file)
         self._policy = VerifiedAnonymization(self._config, self._factories,
-                                             self._verifier_factory)
+                                             self._verifier_factories)
         self._policy.load()
 
     def teardown(self) -> None:
@@ -242,9 +243,12 @@ class AnonymizeSegmentFn(beam.DoFn):
                 wearer_id=rec.wearer_id))
             for event in events:
                 yield beam.pvalue.TaggedOutput(AUDIT, event)
+            failed = {"reason": reason}
+            if isinstance(exc, VerificationFailed):  # what the stronger pass still found
+                failed.update({"pass": "second", **exc.second.to_dict()})
             yield beam.pvalue.TaggedOutput(AUDIT, AuditEvent(
                 kind="segment_failed", recording_id=rec.recording_id,
-                segment_index=segment.index, counts={"reason": reason}))
+                segment_index=segment.index, counts=failed))
             return
         attempt, status = verified.attempt, verified.qa_status
         counts = dict(attempt.counts, qa_status=status,
@@ -314,7 +318,9 @@ class AnonymizeSegmentFn(beam.DoFn):
                   "clips": len(builder.clips),
                   "classes": {name: {"detected": builder.detected.get(name, 0),
                                      "redacted": builder.redacted.get(name, 0),
-                                     "frames_detected": builder.ran.get(name, 0)}
+                                     "frames_detected": builder.ran.get(name, 0),
+                                     **({"recovered_cross_view": builder.recovered_by.get(
+                                         name, 0)} if len(rec.views) > 1 else {})}
                               for name in builder.redacted}}
         if len(rec.views) > 1:
             counts.update(views=len(rec.views),
@@ -352,6 +358,7 @@ class _ClipBuilder:
         self.detected: Counter = Counter()  # by detection class
         self.redacted: Counter = Counter()
         self.ran: Counter = Counter()  # frames each class's detector ran on (schedules)
+        self.recovered_by: Counter = Counter()  # by class: boxes the other eye gave
         self._temp: list[tuple[str, str, int]] = []  # (temp path, clip id, frames)
         self._index = 0
         self._reset()
@@ -394,6 +401,7 @@ class _ClipBuilder:
             self.redacted.update(out.redacted)
             self.ran.update(out.ran)
             self.recovered += out.recovered.get(FACE, 0)
+            self.recovered_by.update(out.recovered)
         if take:
             self._times.append(time_s)
         self._count += 1

@@ -25,13 +25,13 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import warnings
 from collections import OrderedDict
 
 import cv2
 import numpy as np
 
 from privacy.detectors.base import MAX_FRAME_PIXELS, Detections, Detector, DetectorError, nms
+from privacy.detectors.openvino_core import openvino_core
 
 _OUTPUTS = ["537", "538", "539", "540"]  # heatmap, scale, offset, landmarks
 _STRIDE = 4
@@ -40,26 +40,6 @@ DEVICES = ("cpu", "cuda")
 PRECISIONS = ("auto", "f32", "bf16")
 # Compiled OpenVINO models kept per input shape (video frames share one shape).
 _COMPILED_SHAPES = 4
-
-
-_OPENVINO_CORE: list = []
-_OPENVINO_LOCK = threading.Lock()
-
-
-def _openvino_core(openvino):
-    """The process's one OpenVINO ``Core``, never released.
-
-    OpenVINO's CPU plugin gives the thread that first compiles on it an alternate signal
-    stack of its own and unmaps it when the plugin is released, restoring the old stack on
-    whichever thread releases it. A detector released on another thread (a Beam worker, a
-    garbage collection) left the first thread's signal stack pointing at unmapped memory,
-    and the process died of SIGSEGV at its next signal with a handler (a child's exit
-    under torch's DataLoader). Keeping one plugin for the process's life avoids that.
-    """
-    with _OPENVINO_LOCK:
-        if not _OPENVINO_CORE:
-            _OPENVINO_CORE.append(openvino.Core())
-        return _OPENVINO_CORE[0]
 
 
 def default_backend() -> str:
@@ -158,13 +138,10 @@ class CenterFaceDetector(Detector):
 
     def _load_openvino(self):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                import openvino
+            core = openvino_core()
         except ImportError as exc:
             raise DetectorError("backend=openvino needs OpenVINO: pip install openvino") \
                 from exc
-        core = _openvino_core(openvino)
         # OpenVINO reads the initializers listed as inputs as the constants they are.
         model = core.read_model(self.weights_path)
         config = {"PERFORMANCE_HINT": "LATENCY"}

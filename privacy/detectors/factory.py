@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from privacy.detectors.base import Detections, Detector, nms
+from schemas.detections import FACE, PLATE, TEXT
 
 FACE_BACKENDS = ("centerface", "yunet", "hog", "cnn")
 
@@ -47,6 +48,9 @@ OPTIONS = {
     "plate-onnx": {"path": str, "threshold": float, "size": int, "nms_iou": float},
 }
 BACKENDS = FACE_BACKENDS + tuple(OPTIONS)
+# The class each backend finds (``schemas.detections``), known before anything is built.
+BACKEND_CLASSES = {**{name: FACE for name in FACE_BACKENDS}, "ppocr-text": TEXT,
+                   "ppocr-plates": PLATE, "plate-onnx": PLATE}
 
 # Chosen by measurement; see bench/ and DESIGN.md. On WIDER dev (bench/results/wider.json)
 # threshold 0.1 covered 0.9525 / 0.8813 of faces >= 20 px / 10-20 px in float32 and
@@ -79,6 +83,19 @@ class DetectorSpec:
     """What to build on each worker; parsed once on the launcher so typos fail early."""
 
     backends: tuple[BackendSpec, ...]
+
+    @property
+    def detection_class(self) -> str:
+        """The class the spec's detectors find.
+
+        Raises:
+            ValueError: backends of different classes joined in one ensemble.
+        """
+        classes = sorted({BACKEND_CLASSES[b.kind] for b in self.backends})
+        if len(classes) != 1:
+            raise ValueError(f"an ensemble's detectors must find one class, got "
+                             f"{', '.join(classes)}")
+        return classes[0]
 
     @staticmethod
     def parse(text: str) -> DetectorSpec:
@@ -160,9 +177,10 @@ def _parse_options(name: str, opts: str) -> BackendSpec:
 
 
 def on_device(text: str, device: str) -> str:
-    """The spec with every CenterFace member that names no backend on ``device``.
+    """The spec with every CenterFace and PP-OCR member that names no backend on ``device``.
 
-    ``cuda`` runs them through onnxruntime's CUDA (or TensorRT) provider; ``cpu`` leaves
+    ``cuda`` runs them through onnxruntime's CUDA (or TensorRT) provider (PP-OCR's
+    onnxruntime session takes the GPU when onnxruntime-gpu is installed); ``cpu`` leaves
     the spec as it is. Other detectors keep their own runtime.
 
     Raises:
@@ -177,8 +195,35 @@ def on_device(text: str, device: str) -> str:
     for part in text.split("+"):
         name, sep, opts = part.strip().partition(":")
         keys = {o.partition("=")[0].strip() for o in opts.split(";") if o.strip()}
-        if name.strip().lower() == "centerface" and not keys & {"backend", "device"}:
+        kind = name.strip().lower()
+        if kind == "centerface" and not keys & {"backend", "device"}:
             extra = "backend=onnxruntime;device=cuda"
+            part = f"{name}:{opts};{extra}" if sep and opts.strip() else f"{name}:{extra}"
+        elif kind in ("ppocr-text", "ppocr-plates") and "backend" not in keys:
+            extra = "backend=onnxruntime"
+            part = f"{name}:{opts};{extra}" if sep and opts.strip() else f"{name}:{extra}"
+        parts.append(part.strip())
+    return "+".join(parts)
+
+
+def on_crops(text: str) -> str:
+    """The spec with its limits relative to the frame lifted, for detection on a crop.
+
+    ``ppocr-plates`` keeps lines up to 15% of the frame's height and 30% of its width; on
+    the band a stereo search crops around a plate, the plate fills most of the crop, so
+    its members get ``max_height=1;max_width=1`` (where the spec sets neither). Other
+    detectors have no such limits and are returned unchanged.
+
+    Raises:
+        ValueError: the spec does not parse.
+    """
+    DetectorSpec.parse(text)
+    parts = []
+    for part in text.split("+"):
+        name, sep, opts = part.strip().partition(":")
+        keys = {o.partition("=")[0].strip() for o in opts.split(";") if o.strip()}
+        if name.strip().lower() == "ppocr-plates" and not keys & {"max_height", "max_width"}:
+            extra = "max_height=1;max_width=1"
             part = f"{name}:{opts};{extra}" if sep and opts.strip() else f"{name}:{extra}"
         parts.append(part.strip())
     return "+".join(parts)
