@@ -137,11 +137,7 @@ class CenterFaceDetector(Detector):
         return run
 
     def _load_openvino(self):
-        try:
-            core = openvino_core()
-        except ImportError as exc:
-            raise DetectorError("backend=openvino needs OpenVINO: pip install openvino") \
-                from exc
+        core = openvino_core()
         # OpenVINO reads the initializers listed as inputs as the constants they are.
         model = core.read_model(self.weights_path)
         config = {"PERFORMANCE_HINT": "LATENCY"}

@@ -13,6 +13,8 @@ from __future__ import annotations
 import threading
 import warnings
 
+from privacy.detectors.base import DetectorError
+
 _LOCK = threading.Lock()
 _CORE: list = []
 
@@ -21,12 +23,16 @@ def openvino_core():
     """The shared ``openvino.Core``.
 
     Raises:
-        ImportError: OpenVINO is not installed.
+        DetectorError: OpenVINO is not installed.
     """
     with _LOCK:
         if not _CORE:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                import openvino
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    import openvino
+            except ImportError as exc:
+                raise DetectorError("backend=openvino needs OpenVINO: pip install openvino") \
+                    from exc
             _CORE.append(openvino.Core())
         return _CORE[0]

@@ -167,11 +167,7 @@ class PPOCRTextDetector(Detector):
         return run
 
     def _load_openvino(self):
-        try:
-            core = openvino_core()
-        except ImportError as exc:
-            raise DetectorError("backend=openvino needs OpenVINO: pip install openvino") \
-                from exc
+        core = openvino_core()
         try:
             model = core.read_model(self.weights_path)
         except Exception as exc:  # OpenVINO raises its own exception types
