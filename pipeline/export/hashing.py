@@ -1,9 +1,10 @@
 """SHA-256 on a thread of its own, so that an export hashes while it reads and writes.
 
-An export hashes every byte twice: the source files it reads (against the manifest)
-and the files it writes (for the lineage). ``hashlib`` releases the GIL on large
-buffers, so a thread that hashes runs beside the one that parses and writes: on two
-cores the hashing costs almost no wall time (bench/export.py).
+An export hashes the shards it reads (against the manifest) and the files it writes
+(for the lineage): about two bytes hashed per byte exported. ``hashlib`` releases the
+GIL on large buffers, so a thread that hashes runs beside the one that parses and
+writes, and on two free cores most of the hashing overlaps the rest
+(bench/export.py).
 
 Buffers handed to ``update`` are hashed later, in order: they must not change after
 they are handed over (bytes, Arrow buffers, views of arrays nobody writes to). Small
@@ -21,7 +22,7 @@ from collections import deque
 _SMALL = 64 * 1024
 # The bytes queued and not yet hashed, at most: the caller waits beyond this, so what
 # the hashing holds is bounded whatever the size of the export.
-_BACKLOG = 64 * 1024**2
+_BACKLOG = 32 * 1024**2
 # The bytes queued before the thread is woken.
 _WAKE = 4 * 1024**2
 

@@ -10,10 +10,10 @@
    by split, into files of about ``--target-shard-mb``, named
    ``<split>-<source shard>-<part>``. Small exports run in this process; large ones
    run as a Beam job with one element per source shard, and give the same bytes.
-   A shard is read a row group at a time; two threads hash beside the one that
-   parses and writes (the bytes read, against the manifest, and the files written,
-   for the lineage), and the shard's rows are picked again from the bytes that were
-   hashed, which must pick what the plan picked.
+   A shard is read a row group at a time, parsed from the bytes that are hashed; a
+   second thread hashes those bytes (against the manifest) and the files written (for
+   the lineage) while this one parses and writes. The shard's rows are picked again
+   from the hashed bytes, and must be the ones the plan picked.
 4. ``finish`` records the export in the source's audit log (an ``export`` event:
    export id, rows, files and their digests), then writes the dataset card and,
    last, ``egoveil-export.json``, the lineage that ``--sync`` reads.
@@ -159,7 +159,8 @@ def plan(source: ExportSource, request: ExportRequest) -> tuple[list[ShardTask],
     seen: dict[str, str] = {}
     for number, shard in enumerate(source.shards):
         with source.store.open(shard.path) as handle:
-            table = pq.read_table(handle, columns=list(DECISION_COLUMNS))
+            table = pq.ParquetFile(handle).read(columns=list(DECISION_COLUMNS),
+                                                use_threads=False)
         total += table.num_rows
         selected = np.flatnonzero(request.filter.mask(table).to_numpy(zero_copy_only=False))
         if not len(selected):

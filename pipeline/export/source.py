@@ -8,7 +8,10 @@ clips (sha256, size, rows) to the reading, which hashes every byte as it reads i
 before it is used, a shard (parsed a row group at a time) before the export
 records anything; the files it does not read are checked on their own
 (``check_unread``). A file that differs stops the export, which then removes what it
-wrote: nothing derived from it is published.
+wrote: nothing derived from it is published. A shard's row count is checked from the
+footer it was parsed with; an exported clip's frame count (which ``audit verify``
+counts with PyAV, half a millisecond a clip) is not recounted: the manifest's count
+is sealed with the clip's sha256, and a clip with that sha256 is the file it counts.
 """
 
 from __future__ import annotations
