@@ -22,7 +22,7 @@ from collections import deque
 _SMALL = 64 * 1024
 # The bytes queued and not yet hashed, at most: the caller waits beyond this, so what
 # the hashing holds is bounded whatever the size of the export.
-_BACKLOG = 32 * 1024**2
+_BACKLOG = 16 * 1024**2
 # The bytes queued before the thread is woken.
 _WAKE = 4 * 1024**2
 

@@ -419,6 +419,7 @@ def export_shard(cfg: ExportConfig, task: ShardTask, clip_sizes: dict | None = N
                     _write_group(cfg, task, writers, table, local, splits[lo:hi], clips,
                                  layout, schema, hashes, clip_sizes or {})
                 offset += n
+                del table  # before the next row group is read: one is held at a time
             if len(selected) and selected[-1] >= offset:
                 raise shard.refuse(_changed("a shard has fewer rows than planned"))
             shard.finish()

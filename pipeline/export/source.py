@@ -254,6 +254,9 @@ class ClipReader:
         return data
 
 
+_EMPTY = pa.py_buffer(b"")
+
+
 class _Window:
     """The part of a shard held in memory, as the file object pyarrow reads: a read
     outside it fails, so that nothing is parsed from bytes that are not hashed."""
@@ -261,7 +264,7 @@ class _Window:
     def __init__(self, size: int) -> None:
         self._size = size
         self._pos = 0
-        self._offset, self._buffer = 0, pa.py_buffer(b"")
+        self._offset, self._buffer = 0, _EMPTY
         self.closed = False
 
     def hold(self, offset: int, buffer: pa.Buffer) -> None:
@@ -300,12 +303,19 @@ class _Window:
 
 
 class _RandomAccess:
-    """Reads at offsets: pyarrow's own file for a local path (its buffers come from
-    Arrow's memory pool, reused from one row group to the next), else Beam's."""
+    """Reads at offsets: pyarrow's own file for a local path (no copy through Python
+    bytes), else Beam's.
+
+    A window is freed by the hashing thread, not the one that read it: from the
+    system allocator it goes back at once, where Arrow's default pool (mimalloc) kept
+    such buffers for a while and a 10x export's peak memory grew by one or two
+    windows (bench/export.py).
+    """
 
     def __init__(self, path: str) -> None:
         self._local = "://" not in path
-        self._handle = pa.OSFile(path, "rb") if self._local else open_read(path)
+        self._handle = pa.OSFile(path, "rb", memory_pool=pa.system_memory_pool()) \
+            if self._local else open_read(path)
         if self._local:
             self.size = self._handle.size()
         else:
@@ -396,17 +406,19 @@ class ShardReader:
     def row_groups(self, columns: Sequence[str]) -> Iterator[pa.Table]:
         """Every row group's ``columns``, in order, parsed from the bytes that are hashed."""
         try:
-            held: tuple[int, int] | None = None
-            for number, (start, stop) in enumerate(self._windows()):
-                if (start, stop) != held:
+            windows = self._windows()
+            for number, (start, stop) in enumerate(windows):
+                if not number or windows[number - 1] != (start, stop):  # else: one window
                     window = self._file.read(start, stop - start)
                     self._digest.update(window)
                     self._hashed = stop
                     self._window.hold(start, window)
-                    held = (start, stop)
-                yield self.parquet.read_row_group(number, columns=list(columns),
-                                                  use_threads=False)
-            self._window.hold(0, pa.py_buffer(b""))
+                    del window  # held by the window and the hashing only
+                table = self.parquet.read_row_group(number, columns=list(columns),
+                                                    use_threads=False)
+                if number + 1 == len(windows) or windows[number + 1] != (start, stop):
+                    self._window.hold(0, _EMPTY)  # parsed: freed once hashed
+                yield table
         except UserError:
             raise
         except Exception as exc:  # noqa: BLE001 - tampered or not Parquet: which, the hash says
