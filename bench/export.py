@@ -201,17 +201,19 @@ def main(argv: list[str] | None = None) -> int:
             size = {"rows": rows, "source_bytes": source_bytes(source),
                     "make_source_s": round(made, 1), "export": [], "copy": [],
                     "unhashed": []}
-            # Alternating, so that all see the same machine load and page cache.
+            # Alternating, so that all see the same machine load and page cache, each
+            # repeat in another order, so that none always follows the same one.
             for repeat in range(args.repeats):
                 dest = os.path.join(work, f"wds-{label}-{repeat}")
-                size["export"].append(child_rss(export_code, source, dest, "webdataset",
-                                                "local", key_file, "timed"))
                 copy_dest = os.path.join(work, f"copy-{label}-{repeat}")
-                size["copy"].append(child_rss(copy_code, source, copy_dest))
                 unhashed = os.path.join(work, f"unhashed-{label}-{repeat}")
-                size["unhashed"].append(child_rss(export_code, source, unhashed,
-                                                  "webdataset", "local", key_file,
-                                                  "unhashed"))
+                runs = [("export", (export_code, source, dest, "webdataset", "local",
+                                    key_file, "timed")),
+                        ("copy", (copy_code, source, copy_dest)),
+                        ("unhashed", (export_code, source, unhashed, "webdataset", "local",
+                                      key_file, "unhashed"))]
+                for name, child in runs[repeat % 3:] + runs[:repeat % 3]:
+                    size[name].append(child_rss(*child))
                 if repeat:
                     shutil.rmtree(dest)
                 shutil.rmtree(copy_dest)
@@ -296,8 +298,9 @@ def render(results: dict, labels: list[str]) -> str:
         "writer, publish step, data contract and audit log; real clip videos), made once per "
         "size rather than by running the video pipeline. A row: 1024-value float16 embedding, "
         "4x8x8x1024 float16 token grid (512 KB), an 8-frame 256x256 clip. Medians of "
-        f"{len(results['sizes'][labels[0]]['export'])} alternating runs, each in a fresh "
-        "process; seconds are measured inside the process (no interpreter start).",
+        f"{len(results['sizes'][labels[0]]['export'])} alternating runs (export, copy, export "
+        "without source hashing, in a rotating order), each in a fresh process; seconds are "
+        "measured inside the process (no interpreter start).",
         "",
         "| dataset | rows | source MB | export s | plain tar copy s | export MB/s | copy MB/s "
         "| export / copy throughput | export peak RSS MB | Beam job s | hf export s |",
