@@ -112,17 +112,14 @@ class Sha256:
         self._small = bytearray()
 
     def update(self, data) -> None:
-        view = memoryview(data)
-        if view.nbytes < _SMALL:
-            self._small += view
-            if len(self._small) < _SMALL:
-                return
-            data, view = bytes(self._small), None
-            self._small = bytearray()
-            self._thread._put(self._sha, data, len(data))
+        size = memoryview(data).nbytes
+        if size < _SMALL:
+            self._small += data
+            if len(self._small) >= _SMALL:
+                self._flush_small()
             return
         self._flush_small()
-        self._thread._put(self._sha, data, view.nbytes)
+        self._thread._put(self._sha, data, size)
 
     def _flush_small(self) -> None:
         if self._small:
