@@ -19,6 +19,11 @@ Checks, in this order, and reports every problem with the first one first:
    names what a record must name, and agrees with the manifest's totals unless a
    later operation (an erasure) resealed the folder.
 
+A reader that reads some listed files anyway (``egoveil export``) may take their
+content check over (``read_later``): it hashes each as it reads it and checks it
+with ``content_findings``, the same check, so every byte it uses is checked and
+none is read twice.
+
 Without ``key`` the seals are checked against the key they name: that catches a
 seal appended by anyone else, but not a forger who re-signs every seal and rewrites
 the record with a key of their own. ``key`` (or a head kept from an earlier check,
@@ -30,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -122,13 +128,17 @@ def count_rows(store: OutputStore, rel: str, kind: str | None) -> int | None:
 
 
 def verify_output(store: OutputStore, expect_head: str | None = None,
-                  key: SealKey | None = None) -> VerifyReport:
+                  key: SealKey | None = None,
+                  read_later: Collection[str] = ()) -> VerifyReport:
     """Verify the published folder in ``store``; see the module docstring for the checks.
 
     Args:
         store: the output folder.
         expect_head: a log head kept outside the folder from an earlier check.
         key: the folder owner's public audit key; every seal must be signed with it.
+        read_later: listed files whose content (sha256, size, rows) the caller checks
+            as it reads them, with ``content_findings`` (or ``check_files`` for those it
+            ends up not reading); here they are only required to exist.
     """
     report = VerifyReport(key_checked=key is not None)
     if not store.exists(MANIFEST):
@@ -155,7 +165,7 @@ def verify_output(store: OutputStore, expect_head: str | None = None,
 
     chain = _check_log(store, manifest, listed, report, expect_head)
     sealed_by = _check_seal(chain, listed, manifest, report, key)
-    _check_files(store, listed, report, chain, sealed_by)
+    _check_files(store, listed, report, chain, sealed_by, set(read_later))
     _check_record(store, manifest, chain, report)
     return report
 
@@ -258,44 +268,73 @@ def _check_signatures(seals: list[dict], report: VerifyReport,
     return first
 
 
-def _file_findings(store, path: str, entry: dict) -> tuple[bool, list[tuple[str, str]]]:
+def content_findings(path: str, entry: dict, sha256: str, size: int,
+                     rows: int | None = None) -> list[Finding]:
+    """What does not hold about a listed file's content: its sha256 (checked first: a
+    file that differs is altered, whatever else is said of it), its size and, when the
+    caller counted them, its rows.
+
+    Args:
+        path: the file, as listed.
+        entry: its ``manifest.json`` entry.
+        sha256, size: of the bytes read.
+        rows: the rows counted in those bytes (None: not counted).
+    """
+    if sha256 != entry["sha256"]:
+        return [Finding(path, "sha256 differs from manifest.json: the file was altered")]
+    found = []
+    if entry.get("bytes") is not None and size != entry["bytes"]:
+        found.append(Finding(path, f"{size} bytes, manifest.json says {entry['bytes']}"))
+    if rows is not None and entry.get("rows") is not None and rows != entry["rows"]:
+        found.append(Finding(path, f"{rows} rows, manifest.json says {entry['rows']}"))
+    return found
+
+
+def _file_findings(store, path: str, entry: dict) -> tuple[bool, list[Finding]]:
     """Whether ``path`` could be read, and what does not hold about it."""
     try:
         sha, size = _sha256_and_size(store, path)
     except OSError as exc:
-        return False, [(path, f"unreadable ({type(exc).__name__})")]
-    if sha != entry["sha256"]:
-        return True, [(path, "sha256 differs from manifest.json: the file was altered")]
-    found = []
-    if entry.get("bytes") is not None and size != entry["bytes"]:
-        found.append((path, f"{size} bytes, manifest.json says {entry['bytes']}"))
-    if entry.get("rows") is not None:
+        return False, [Finding(path, f"unreadable ({type(exc).__name__})")]
+    rows = None
+    if sha == entry["sha256"] and entry.get("rows") is not None:
         try:
             rows = count_rows(store, path, entry.get("kind"))
         except Exception as exc:  # noqa: BLE001 - a file that does not parse as its kind
-            return True, found + [(path, f"cannot be read as {entry.get('kind')} "
-                                         f"({type(exc).__name__})")]
-        if rows is not None and rows != entry["rows"]:
-            found.append((path, f"{rows} rows, manifest.json says {entry['rows']}"))
-    return True, found
+            return True, content_findings(path, entry, sha, size) + [
+                Finding(path, f"cannot be read as {entry.get('kind')} ({type(exc).__name__})")]
+    return True, content_findings(path, entry, sha, size, rows)
 
 
-def _check_files(store, listed, report, chain, sealed_by: SealKey | None) -> None:
-    present = set(store.list_files())
-    # Hashing and demuxing run outside the GIL: files are checked on every core, and
-    # the findings reported in path order.
-    paths = [p for p in sorted(listed) if p in present]
+def check_files(store: OutputStore, listed: dict[str, dict]) -> dict[str, tuple[bool, list]]:
+    """The content check of ``verify_output`` for the listed files given (path -> entry),
+    each file's sha256, size and rows: path -> (whether it could be read, its findings).
+
+    Hashing and demuxing run outside the GIL: files are checked on every core.
+    """
+    paths = sorted(listed)
+    if not paths:
+        return {}
     with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1, len(paths)))) as pool:
-        checked = dict(zip(paths, pool.map(lambda p: _file_findings(store, p, listed[p]),
-                                           paths)))
+        return dict(zip(paths, pool.map(lambda p: _file_findings(store, p, listed[p]),
+                                        paths)))
+
+
+def _check_files(store, listed, report, chain, sealed_by: SealKey | None,
+                 read_later: set[str]) -> None:
+    present = set(store.list_files())
+    # Reported in path order, whichever thread found them.
+    checked = check_files(store, {p: e for p, e in listed.items()
+                                  if p in present and p not in read_later})
     for path in sorted(listed):
-        if path not in checked:
+        if path not in present:
             report.add(path, "missing (listed in manifest.json)")
+            continue
+        if path in read_later:
             continue
         read, found = checked[path]
         report.files_checked += read
-        for where, problem in found:
-            report.add(where, problem)
+        report.findings.extend(found)
     unlisted = sorted(p for p in present - set(listed) - {MANIFEST, SUCCESS, OUTPUT_LOCK}
                       if not p.startswith(WORK_PREFIXES))
     excused = _cut_short(store, present, chain, sealed_by, report) if unlisted else {}

@@ -275,6 +275,89 @@ def test_an_output_that_does_not_verify_is_not_exported(source, tmp_path):
         export(source, ExportRequest(to="hf", dest=os.path.join(source, "export")))
 
 
+def _flip(path: str, offset: int) -> None:
+    data = bytearray(open(path, "rb").read())
+    data[offset] ^= 1
+    open(path, "wb").write(bytes(data))
+
+
+def _manifest_paths(out: str, kind: str) -> list[str]:
+    manifest = json.loads(open(os.path.join(out, "manifest.json")).read())
+    return sorted(f["path"] for f in manifest["files"] if f["kind"] == kind)
+
+
+@pytest.mark.parametrize("to", ["webdataset", "hf"])
+def test_a_shard_altered_where_only_its_hash_shows_it_stops_the_export(source, tmp_path, to):
+    """A token value flipped in an exported shard parses as well as the true one: the
+    export reads and writes the shard's rows, finds its digest wrong at the end of the
+    shard, refuses, records nothing and removes what it wrote."""
+    rows = _source_rows(source)
+    shard = next(p for p in _manifest_paths(source, "latents")
+                 if any(r["qa_status"] in PASSED
+                        for r in pq.read_table(os.path.join(source, p)).to_pylist()))
+    path = os.path.join(source, shard)
+    meta = pq.read_metadata(path)
+    column = meta.row_group(meta.num_row_groups - 1).column(
+        meta.schema.to_arrow_schema().get_field_index("tokens"))
+    _flip(path, column.data_page_offset + column.total_compressed_size - 3)
+    assert pq.read_table(path).num_rows == meta.num_rows  # still parses
+    dest = tmp_path / "dest"
+    with pytest.raises(UserError, match=f"DIR does not verify \\({shard}: sha256 differs"):
+        export(source, ExportRequest(to=to, dest=str(dest)))
+    assert not dest.exists()
+    assert export_status(_entries(source)) == [] and rows
+
+
+def test_an_altered_clip_stops_the_export_whether_it_is_exported_or_not(source, tmp_path):
+    rows = _source_rows(source)
+    exported = next(c for c, r in rows.items() if r["qa_status"] in PASSED)
+    left_out = next(c for c, r in rows.items() if r["qa_status"] not in PASSED)
+    for number, clip_id in enumerate((exported, left_out)):
+        path = os.path.join(source, "clips", f"{clip_id}.mp4")
+        true_bytes = open(path, "rb").read()
+        _flip(path, len(true_bytes) // 2)
+        dest = tmp_path / f"dest-{number}"
+        with pytest.raises(UserError, match=f"DIR does not verify \\(clips/{clip_id}.mp4: "
+                                            "sha256 differs"):
+            export(source, ExportRequest(to="webdataset", dest=str(dest)))
+        assert not dest.exists()
+        open(path, "wb").write(true_bytes)
+    assert export_status(_entries(source)) == []
+    assert export(source, ExportRequest(to="webdataset", dest=str(tmp_path / "ok"))).rows
+
+
+def test_rows_that_are_not_the_planned_ones_stop_the_export(source, tmp_path):
+    """The plan reads the shards' small columns before they are hashed; the rows the
+    hashed bytes pick must be the ones it planned (else the shard changed in between)."""
+    from pipeline.export.job import configure, export_shard
+    from pipeline.export.source import open_source
+
+    opened = open_source(source, content_on_read=True)
+    cfg, tasks = configure(opened, ExportRequest(to="webdataset", dest=str(tmp_path / "d")))
+    task = tasks[0]
+    task.rows, task.splits = task.rows[1:], task.splits[1:]  # as a plan of other bytes
+    with pytest.raises(UserError, match="DIR changed while it was being exported"):
+        export_shard(cfg, task)
+
+
+def test_hashing_beside_the_writer_gives_hashlib_digests():
+    from pipeline.export.hashing import HashThread
+
+    rng = np.random.default_rng(0)
+    pieces = [rng.bytes(n) for n in (0, 1, 511, 70_000, 3, 64 * 1024, 2 * 1024**2)] \
+        + [rng.bytes(6 * 1024**2)] * 15  # more than the backlog: the writer waits
+    expected = [hashlib.sha256(), hashlib.sha256()]
+    with HashThread() as thread:
+        digests = [thread.sha256(), thread.sha256()]
+        for number, piece in enumerate(pieces):
+            for digest in (digests[number % 2], expected[number % 2]):
+                digest.update(memoryview(piece) if number % 3 else piece)
+        assert [d.hexdigest() for d in digests] == [d.hexdigest() for d in expected]
+        digests[0].update(b"more")
+        expected[0].update(b"more")
+        assert digests[0].hexdigest() == expected[0].hexdigest()
+
+
 def test_policy_values_are_checked():
     for text, message in (("train=0.9", "add up to 1"), ("train=0.5,train=0.5", "twice"),
                           ("Train=1", "not a split name"), ("train", "NAME=SHARE"),

@@ -10,6 +10,7 @@ by ``templates/dataset_card.md.j2``; the lineage adds what this export holds.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jinja2
@@ -86,13 +87,30 @@ def _features(source, lineage):
         lineage.selection.get("clips", False))
 
 
-def render_card(source, lineage) -> str:
-    """The whole ``README.md``: YAML header, contents, privacy, provenance, how to load."""
-    features = _features(source, lineage)
+@functools.lru_cache(maxsize=1)
+def _template() -> jinja2.Template:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=False,
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True)
-    body = env.get_template("dataset_card.md.j2").render(
+    return env.get_template("dataset_card.md.j2")
+
+
+def prepare() -> None:
+    """Import and compile what the card needs (about 0.1 s), so that an export can do it
+    while its files are being written rather than after. A failure here is met again,
+    and reported, when the card is written."""
+    try:
+        from huggingface_hub import DatasetCardData  # noqa: F401
+
+        _template()
+    except Exception:  # noqa: BLE001 - see above
+        pass
+
+
+def render_card(source, lineage) -> str:
+    """The whole ``README.md``: YAML header, contents, privacy, provenance, how to load."""
+    features = _features(source, lineage)
+    body = _template().render(
         facts=privacy_facts(source.record, source.entries, source.manifest), lx=lineage,
         selection=lineage.selection, features=features, verified_head=lineage.source[
             "audit_head"])

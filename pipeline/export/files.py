@@ -16,21 +16,29 @@ from contextlib import contextmanager
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.export.hashing import HashThread
 from pipeline.output_files import delete_if_present
 
 
 class HashingSink:
-    """A binary file object that hashes and counts what goes through it."""
+    """A binary file object that hashes and counts what goes through it.
 
-    def __init__(self, handle) -> None:
+    Args:
+        handle: the file written to.
+        hashes: a ``HashThread`` that hashes beside the writer (what is written must
+            then not change afterwards: bytes, or views of arrays nobody writes to);
+            without one the writer hashes itself.
+    """
+
+    def __init__(self, handle, hashes: HashThread | None = None) -> None:
         self._handle = handle
-        self._sha = hashlib.sha256()
+        self._sha = hashes.sha256() if hashes is not None else hashlib.sha256()
         self.size = 0
         self.closed = False
 
     def write(self, data) -> int:
-        self._sha.update(data)
         self._handle.write(data)
+        self._sha.update(data)
         n = memoryview(data).nbytes
         self.size += n
         return n
@@ -66,15 +74,17 @@ def ensure_folder(path: str) -> None:
 
 
 @contextmanager
-def created(path: str, replace: bool = False) -> Iterator[HashingSink]:
+def created(path: str, replace: bool = False,
+            hashes: HashThread | None = None) -> Iterator[HashingSink]:
     """A new file at ``path``; with ``replace``, written beside it and renamed over it
-    at the end, so that a reader sees the old bytes or the new ones."""
+    at the end, so that a reader sees the old bytes or the new ones. ``hashes``: see
+    ``HashingSink``."""
     ensure_folder(path.rsplit("/", 1)[0])
     target = f"{path}.tmp-{secrets.token_hex(4)}" if replace else path
     try:
         with FileSystems.create(target,
                                 compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            sink = HashingSink(handle)
+            sink = HashingSink(handle, hashes)
             yield sink
     except BaseException:
         delete_if_present([target])

@@ -1,7 +1,8 @@
 """``egoveil export DIR --to webdataset|hf DEST``: plan, write the shards, record, card.
 
 1. The source is verified as ``egoveil audit verify`` verifies it, and read only
-   through its manifest (``pipeline.export.source``).
+   through its manifest (``pipeline.export.source``); the shards and clips it reads
+   are hashed as they are read, once, and checked before the export is recorded.
 2. A plan reads the small columns of every shard: the filters pick rows, each row's
    identity (wearer pseudonym, else recording) picks its split, and a split left
    empty is refused before anything is written.
@@ -9,6 +10,10 @@
    by split, into files of about ``--target-shard-mb``, named
    ``<split>-<source shard>-<part>``. Small exports run in this process; large ones
    run as a Beam job with one element per source shard, and give the same bytes.
+   A shard is read a row group at a time, parsed from the bytes that are hashed; a
+   second thread hashes those bytes (against the manifest) and the files written (for
+   the lineage) while this one parses and writes. The shard's rows are picked again
+   from the hashed bytes, and must be the ones the plan picked.
 4. ``finish`` records the export in the source's audit log (an ``export`` event:
    export id, rows, files and their digests), then writes the dataset card and,
    last, ``egoveil-export.json``, the lineage that ``--sync`` reads.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -28,7 +34,8 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import UserError
 from pipeline.export import hf, webdataset
-from pipeline.export.files import HashingSink, created, open_read
+from pipeline.export.files import HashingSink, created
+from pipeline.export.hashing import HashThread
 from pipeline.export.lineage import (
     EXPORT_FILE,
     FORMATS,
@@ -36,7 +43,16 @@ from pipeline.export.lineage import (
     record_in_source,
     write_card_and_lineage,
 )
-from pipeline.export.source import ExportSource, open_source, owner_signer
+from pipeline.export.source import (
+    ClipReader,
+    ExportSource,
+    ShardReader,
+    SourceChecks,
+    SourceFile,
+    check_unread,
+    open_source,
+    owner_signer,
+)
 from pipeline.output_files import confined
 from privacy.export_policy import (
     DECISION_COLUMNS,
@@ -47,7 +63,7 @@ from privacy.export_policy import (
     erasure_tag,
     identities,
 )
-from schemas.latents import LATENT_COLUMNS, LatentLayout, decode_latents
+from schemas.latents import LATENT_COLUMNS, LatentLayout, decode_latents, shard_metadata
 from transforms.discover import normalize_uri
 
 log = logging.getLogger("egoveil")
@@ -57,8 +73,6 @@ DEFAULT_BEAM_ABOVE_GB = 4.0
 # Clip bytes held at once while a batch of rows is written (bounds memory whatever the
 # row-group size).
 _BATCH_BYTES = 16 * 1024**2
-# Latent bytes read from a source shard at a time.
-_READ_BYTES = 8 * 1024**2
 
 
 @dataclass(slots=True)
@@ -85,10 +99,10 @@ class ShardTask:
     """One source shard's part of the export: which rows, to which split, with which clips."""
 
     number: int
-    path: str
+    shard: SourceFile
     rows: list[int]
     splits: list[str]
-    clips: dict[str, str]  # clip_id -> path in the source, for the selected rows
+    clips: dict[str, SourceFile]  # clip_id -> its manifest entry, for the selected rows
 
 
 @dataclass(slots=True)
@@ -108,6 +122,8 @@ class ExportConfig:
     key_file: str | None  # a path, never the key: the finishing step loads it itself
     request: dict
     splits: dict  # split -> {"rows": n, "identities": n}
+    filter: ExportFilter = field(default_factory=ExportFilter)
+    split: SplitSpec = field(default_factory=SplitSpec)
 
 
 @dataclass(slots=True)
@@ -144,7 +160,8 @@ def plan(source: ExportSource, request: ExportRequest) -> tuple[list[ShardTask],
     seen: dict[str, str] = {}
     for number, shard in enumerate(source.shards):
         with source.store.open(shard.path) as handle:
-            table = pq.read_table(handle, columns=list(DECISION_COLUMNS))
+            table = pq.ParquetFile(handle).read(columns=list(DECISION_COLUMNS),
+                                                use_threads=False)
         total += table.num_rows
         selected = np.flatnonzero(request.filter.mask(table).to_numpy(zero_copy_only=False))
         if not len(selected):
@@ -162,8 +179,8 @@ def plan(source: ExportSource, request: ExportRequest) -> tuple[list[ShardTask],
         if request.clips:
             for clip_id in chosen.column("clip_id").to_pylist():
                 if clip_id in source.clips:
-                    clips[clip_id] = source.clips[clip_id].path
-        tasks.append(ShardTask(number, shard.path, selected.tolist(), splits, clips))
+                    clips[clip_id] = source.clips[clip_id]
+        tasks.append(ShardTask(number, shard, selected.tolist(), splits, clips))
     if not tasks:
         raise UserError(f"no row of DIR passes the filters ({total} rows, none with "
                         f"{_describe_filter(request.filter)}); nothing was exported")
@@ -202,8 +219,10 @@ def file_name(to: str, split: str, number: int, part: int) -> str:
 class _SplitFiles:
     """The files one source shard writes for one split, rotated at the target size."""
 
-    def __init__(self, cfg: ExportConfig, number: int, split: str, schema: pa.Schema | None):
+    def __init__(self, cfg: ExportConfig, number: int, split: str, schema: pa.Schema | None,
+                 hashes: HashThread):
         self._cfg, self._number, self._split, self._schema = cfg, number, split, schema
+        self._hashes = hashes
         self._stack: ExitStack | None = None
         self._sink: HashingSink | None = None
         self._writer = None
@@ -217,7 +236,7 @@ class _SplitFiles:
         self._stack = ExitStack()
         path = confined(self._cfg.dest, file_name(self._cfg.to, self._split, self._number,
                                                   self._part))
-        self._sink = self._stack.enter_context(created(path))
+        self._sink = self._stack.enter_context(created(path, hashes=self._hashes))
         self._writer = (webdataset.TarWriter(self._sink) if self._cfg.to == "webdataset"
                         else hf.ParquetWriter(self._sink, self._schema))
         self._samples, self._arrow_bytes = [], 0
@@ -260,13 +279,6 @@ class _SplitFiles:
         return self.files
 
 
-def _read_clip(cfg: ExportConfig, rel: str | None) -> bytes | None:
-    if rel is None:
-        return None
-    with open_read(confined(cfg.source, rel)) as handle:
-        return handle.read()
-
-
 def _batches(table: pa.Table, clip_sizes: list[int]) -> list[tuple[int, int]]:
     """Row ranges whose clips and latents stay under ``_BATCH_BYTES`` (at least one row)."""
     per_row = table.nbytes / max(1, table.num_rows)
@@ -289,8 +301,9 @@ def _metadata(table: pa.Table, columns: list[str], layout: LatentLayout) -> list
     return rows
 
 
-def _write_rows(cfg: ExportConfig, files: _SplitFiles, table: pa.Table, clip_paths: dict,
-                layout: LatentLayout, schema: pa.Schema | None, sizes: dict) -> None:
+def _write_rows(cfg: ExportConfig, files: _SplitFiles, table: pa.Table,
+                clips: dict[str, SourceFile], reader: ClipReader, layout: LatentLayout,
+                schema: pa.Schema | None, sizes: dict) -> None:
     clip_ids = table.column("clip_id").to_pylist()
     tags = [{"clip_id": c,
              "wearer_tag": erasure_tag(cfg.salt, c, "wearer", w),
@@ -304,14 +317,14 @@ def _write_rows(cfg: ExportConfig, files: _SplitFiles, table: pa.Table, clip_pat
                    for name in cfg.columns if name in LATENT_COLUMNS}
         for i, meta in enumerate(_metadata(table, cfg.columns, layout)):
             key = clip_ids[i]
-            mp4 = _read_clip(cfg, clip_paths.get(key)) if cfg.clips else None
+            mp4 = reader.read(clips[key]) if cfg.clips and key in clips else None
             members = webdataset.sample_members(key, meta, {n: v[i] for n, v in latents.items()},
                                                 mp4)
             files.add_webdataset(key, members, tags[i])
         return
     for start, stop in _batches(table, [sizes.get(c, 0) for c in clip_ids]):
         batch = table.slice(start, stop - start)
-        mp4 = [_read_clip(cfg, clip_paths.get(c)) for c in clip_ids[start:stop]] \
+        mp4 = [reader.read(clips[c]) if c in clips else None for c in clip_ids[start:stop]] \
             if cfg.clips else None
         files.add_table(hf.to_table(batch, cfg.columns, layout, schema, mp4), tags[start:stop])
 
@@ -320,54 +333,99 @@ def _shape(layout: LatentLayout, name: str) -> tuple[int, ...]:
     return layout.tokens_shape if name == "tokens" else (layout.embedding_dim,)
 
 
-def _open_shard(path: str):
-    """A source shard for reading row groups: a local file through pyarrow's own reader
-    (buffers from Arrow's memory pool, released after each row group), else Beam's."""
-    if "://" not in path:
-        return pa.OSFile(path, "rb")
-    return open_read(path)
+def _layout(cfg: ExportConfig) -> LatentLayout:
+    tokens = cfg.layout.get("tokens_shape")
+    return LatentLayout(embedding_dim=cfg.layout["embedding_dim"], dtype=cfg.layout["dtype"],
+                        token_grid=tuple(tokens[:3]) if tokens else None,
+                        token_dim=tokens[3] if tokens else None)
+
+
+def _layout_of(schema: pa.Schema) -> dict | None:
+    try:
+        return LatentLayout.from_metadata(shard_metadata(schema)).describe()
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _as_planned(cfg: ExportConfig, table: pa.Table, local: np.ndarray,
+                splits: np.ndarray) -> bool:
+    """Whether a row group's hashed bytes pick the rows and splits the plan picked (the
+    plan read the shard before it was hashed)."""
+    picked = np.flatnonzero(cfg.filter.mask(table).to_numpy(zero_copy_only=False))
+    if not np.array_equal(picked, local):
+        return False
+    chosen = table.select(["wearer_id", "recording_id"]).take(pa.array(picked, pa.int64()))
+    who = identities(chosen.column("wearer_id").to_pylist(),
+                     chosen.column("recording_id").to_pylist())
+    return [cfg.split.split_of(i) for i in who] == splits.tolist()
+
+
+def _changed(what: str) -> UserError:
+    return UserError(f"DIR changed while it was being exported ({what}); nothing was "
+                     "recorded: run the command again")
+
+
+def _write_group(cfg: ExportConfig, task: ShardTask, writers: dict, table: pa.Table,
+                 local: np.ndarray, splits: np.ndarray, clips: ClipReader,
+                 layout: LatentLayout, schema: pa.Schema | None, hashes: HashThread,
+                 sizes: dict) -> None:
+    """Write a row group's selected rows (``local``) into their splits' files."""
+    if local[-1] - local[0] + 1 == len(local):  # a run of rows: no copy
+        table = table.slice(int(local[0]), len(local))
+    else:
+        table = table.take(pa.array(local))
+    names = sorted(set(splits.tolist()))
+    for split in names:
+        part = table if len(names) == 1 else table.filter(pa.array(splits == split))
+        files = writers.setdefault(split, _SplitFiles(cfg, task.number, split, schema, hashes))
+        _write_rows(cfg, files, part, task.clips, clips, layout, schema, sizes)
 
 
 def export_shard(cfg: ExportConfig, task: ShardTask, clip_sizes: dict | None = None) -> list[dict]:
-    """Write one source shard's selected rows into the export; returns the files written."""
-    layout = LatentLayout(embedding_dim=cfg.layout["embedding_dim"], dtype=cfg.layout["dtype"],
-                          token_grid=tuple(cfg.layout["tokens_shape"][:3])
-                          if cfg.layout.get("tokens_shape") else None,
-                          token_dim=cfg.layout["tokens_shape"][3]
-                          if cfg.layout.get("tokens_shape") else None)
-    read = list(dict.fromkeys(cfg.columns + ["clip_id", "wearer_id", "recording_id"]))
+    """Write one source shard's selected rows into the export; returns the files written.
+
+    Every source byte used is hashed as it is read and checked against the manifest
+    before this returns.
+
+    Raises:
+        UserError: the shard or a clip is not the file the manifest lists (what was
+            written is left for the caller to remove).
+    """
+    layout = _layout(cfg)
+    read = list(dict.fromkeys(cfg.columns + ["clip_id", "wearer_id", "recording_id"]
+                              + list(DECISION_COLUMNS)))
     selected = np.asarray(task.rows, dtype=np.int64)
     splits = np.asarray(task.splits)
     writers: dict[str, _SplitFiles] = {}
-    # Record batches of about _READ_BYTES of latents, whatever the shards' row groups:
-    # the memory an export holds is the same for every size of dataset.
-    per_batch = max(1, _READ_BYTES // max(1, layout.row_bytes))
-    with _open_shard(confined(cfg.source, task.path)) as handle:
-        parquet = pq.ParquetFile(handle)
-        schema = hf.features(parquet.schema_arrow, cfg.columns, layout, cfg.clips).arrow_schema \
-            if cfg.to == "hf" else None
-        offset = 0
-        for batch in parquet.iter_batches(batch_size=per_batch, columns=read,
-                                          use_threads=False):
-            n = batch.num_rows
-            lo, hi = np.searchsorted(selected, [offset, offset + n])
-            if hi > lo:
-                table = pa.Table.from_batches([batch])
+    # One thread hashes what is read and what is written, beside this one.
+    with HashThread() as hashes:
+        checks = SourceChecks(hashes)
+        clips = ClipReader(cfg.source)
+        with ShardReader(cfg.source, task.shard, checks) as shard:
+            if _layout_of(shard.schema) != cfg.layout:
+                raise shard.refuse(_changed("a shard's layout is not the first shard's"))
+            schema = hf.features(shard.schema, cfg.columns, layout, cfg.clips).arrow_schema \
+                if cfg.to == "hf" else None
+            offset = 0
+            # A row group at a time: the memory an export holds is the same for every size
+            # of dataset (a row group is what a run's shard writer held, schemas.latents).
+            for table in shard.row_groups(read):
+                n = table.num_rows
+                lo, hi = np.searchsorted(selected, [offset, offset + n])
                 local = selected[lo:hi] - offset
-                if local[-1] - local[0] + 1 == len(local):  # a run of rows: no copy
-                    table = table.slice(int(local[0]), len(local))
-                else:
-                    table = table.take(pa.array(local))
-                names = sorted(set(splits[lo:hi].tolist()))
-                for split in names:
-                    part = table if len(names) == 1 else \
-                        table.filter(pa.array(splits[lo:hi] == split))
-                    files = writers.setdefault(split, _SplitFiles(cfg, task.number, split,
-                                                                  schema))
-                    _write_rows(cfg, files, part, task.clips, layout, schema,
-                                clip_sizes or {})
-            offset += n
-    return [f for split in sorted(writers) for f in writers[split].close()]
+                if not _as_planned(cfg, table, local, splits[lo:hi]):
+                    raise shard.refuse(_changed("a shard's rows are not the ones planned"))
+                if hi > lo:
+                    _write_group(cfg, task, writers, table, local, splits[lo:hi], clips,
+                                 layout, schema, hashes, clip_sizes or {})
+                offset += n
+                del table  # before the next row group is read: one is held at a time
+            if len(selected) and selected[-1] >= offset:
+                raise shard.refuse(_changed("a shard has fewer rows than planned"))
+            shard.finish()
+        written = [f for split in sorted(writers) for f in writers[split].close()]
+        checks.check()
+    return written
 
 
 # ------------------------------------------------------------------------------ finishing
@@ -393,10 +451,12 @@ def finish(cfg: ExportConfig, files: list[dict], signer=None) -> Lineage:
 # ------------------------------------------------------------------------------- the job
 
 
-def _dest_is_free(dest: str) -> None:
+def _dest_is_free(dest: str) -> bool:
+    """Refuse a DEST that holds anything; whether it is a local folder still to be made."""
     from apache_beam.io.filesystems import FileSystems
 
     pattern = FileSystems.join(dest, "*") if "://" in dest else None
+    absent = False
     if pattern:
         found = FileSystems.match([pattern])[0].metadata_list
     else:
@@ -404,10 +464,12 @@ def _dest_is_free(dest: str) -> None:
 
         if os.path.exists(dest) and not os.path.isdir(dest):
             raise UserError("DEST exists and is not a folder")
-        found = os.listdir(dest) if os.path.isdir(dest) else []
+        absent = not os.path.exists(dest)
+        found = [] if absent else os.listdir(dest)
     if found:
         raise UserError("DEST is not empty; export into a new folder (an existing export is "
                         "updated with `egoveil export DIR --sync DEST`)")
+    return absent
 
 
 def configure(source: ExportSource, request: ExportRequest) -> tuple[ExportConfig, list[ShardTask]]:
@@ -433,8 +495,13 @@ def configure(source: ExportSource, request: ExportRequest) -> tuple[ExportConfi
                  "clips": request.clips and bool(source.clips),
                  "target_shard_mb": request.target_shard_mb, "license": request.license,
                  "task_categories": list(request.task_categories), "name": request.name},
-        splits=splits)
+        splits=splits, filter=request.filter, split=request.split)
     return cfg, tasks
+
+
+def _read_by(tasks: list[ShardTask]) -> set[str]:
+    """The source files the tasks read (each hashed as it is read)."""
+    return {t.shard.path for t in tasks} | {c.path for t in tasks for c in t.clips.values()}
 
 
 def export(directory: str, request: ExportRequest, beam_argv: list[str] | None = None,
@@ -459,31 +526,46 @@ def export(directory: str, request: ExportRequest, beam_argv: list[str] | None =
     dest, uri = normalize_uri(request.dest).rstrip("/"), normalize_uri(directory).rstrip("/")
     if dest == uri or dest.startswith(uri + "/"):
         raise UserError("DEST must be outside DIR: an export is not part of the output")
-    _dest_is_free(dest)
-    source = open_source(directory)
+    made_dest = _dest_is_free(dest)
+    # Every check of `egoveil audit verify`; the shards and clips the export reads are
+    # checked as they are read (each read once), the others just below.
+    source = open_source(directory, content_on_read=True)
     signer = owner_signer(request.key_file, source)
     with OutputLock(source.uri, "export"):
         check_no_run_in_progress(source.uri, "export")
-        cfg, tasks = configure(source, request)
+        try:
+            cfg, tasks = configure(source, request)
+        except Exception:
+            # The plan read the shards' small columns before they were hashed: a shard
+            # that is not the one listed is refused as such, whatever the plan said.
+            check_unread(source, set())
+            raise
+        check_unread(source, _read_by(tasks))
         engine = request.engine
         if engine == "auto":
             engine = "beam" if source.source_bytes > request.beam_above_gb * 1024**3 else "local"
         sizes = {c: source.clips[c].bytes for c in source.clips}
         try:
             if engine == "local":
+                from pipeline.export import card
+
+                # The card's imports and template, compiled while the files are written.
+                preparing = threading.Thread(target=card.prepare, daemon=True)
+                preparing.start()
                 # Each source shard writes files of its own, so threads give the same bytes
                 # in any order. One by default: measured on 2 shared cores, a second thread
                 # added ~170 MB of peak memory and no speed (bench/export.py).
                 workers = max(1, min(len(tasks), request.workers))
                 with ThreadPoolExecutor(workers, thread_name_prefix="egoveil-export") as pool:
                     done = list(pool.map(lambda task: export_shard(cfg, task, sizes), tasks))
+                preparing.join()
                 lineage = finish(cfg, [f for written in done for f in written], signer)
             else:
                 from pipeline.export.beam_job import run_beam_export
 
                 lineage = run_beam_export(cfg, tasks, sizes, beam_argv or [], test_pipeline)
         except BaseException:
-            _remove_partial(cfg.dest)
+            _remove_partial(cfg.dest, made_dest)
             raise
     return ExportSummary(export_id=cfg.export_id, to=cfg.to, rows=lineage.rows,
                          files=len(lineage.files), bytes=sum(f["bytes"] for f in lineage.files),
@@ -491,8 +573,12 @@ def export(directory: str, request: ExportRequest, beam_argv: list[str] | None =
                          audit_entry=lineage.source.get("audit_entry", ""))
 
 
-def _remove_partial(dest: str) -> None:
-    """An export that failed leaves no files: a half-written export must not be loaded."""
+def _remove_partial(dest: str, made_dest: bool) -> None:
+    """An export that failed leaves no files: a half-written export must not be loaded.
+    A local DEST it made is removed too (with its folders), one that was there is left
+    empty."""
+    import os
+
     from apache_beam.io.filesystems import FileSystems
 
     from pipeline.output_files import delete_if_present
@@ -501,3 +587,10 @@ def _remove_partial(dest: str) -> None:
         return  # finished after all (the failure came later)
     matched = FileSystems.match([FileSystems.join(dest, "**")])[0].metadata_list
     delete_if_present([m.path for m in matched])
+    if "://" not in dest and os.path.isdir(dest):
+        for folder, _, _ in sorted(os.walk(dest), key=lambda w: -len(w[0])):
+            if folder != dest or made_dest:
+                try:
+                    os.rmdir(folder)
+                except OSError:
+                    pass  # not empty: something else was written there

@@ -1,21 +1,39 @@
 """The published output an export reads: verified as ``egoveil audit verify`` verifies it,
 then read only through what its ``manifest.json`` lists.
+
+An export reads each shard and clip once: ``open_source(..., content_on_read=True)``
+runs every check of ``egoveil audit verify`` but leaves the content of the shards and
+clips (sha256, size, rows) to the reading, which hashes every byte as it reads it
+(``ShardReader``, ``ClipReader``) and checks it against the manifest: a clip
+before it is used, a shard (parsed a row group at a time) before the export
+records anything; the files it does not read are checked on their own
+(``check_unread``). A file that differs stops the export, which then removes what it
+wrote: nothing derived from it is published. A shard's row count is checked from the
+footer it was parsed with; an exported clip's frame count (which ``audit verify``
+counts with PyAV, half a millisecond a clip) is not recounted: the manifest's count
+is sealed with the clip's sha256, and a clip with that sha256 is the file it counts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import struct
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.audit_append import check_log
 from pipeline.errors import UserError
+from pipeline.export.files import open_read
+from pipeline.export.hashing import HashThread, Sha256
 from pipeline.output_files import UnsafePath, confined
 from privacy.audit_chain import check_chain
 from privacy.audit_seal import SealSigner
-from privacy.audit_verify import verify_output
+from privacy.audit_verify import Finding, check_files, content_findings, verify_output
 from privacy.pseudonyms import PseudonymKeyError
 from privacy.tombstones import TombstoneError, Tombstones
 from schemas.audit import EVENTS_FILE, MANIFEST, RECORD_FILE
@@ -53,6 +71,7 @@ class ExportSource:
     tombstones: Tombstones
     shards: list[SourceFile] = field(default_factory=list)
     clips: dict[str, SourceFile] = field(default_factory=dict)
+    unchecked: bool = False  # the shards' and clips' content is left to the reading
 
     @property
     def store(self) -> FileSystemsStore:
@@ -78,8 +97,14 @@ class ExportSource:
         return schema, LatentLayout.from_metadata(shard_metadata(schema))
 
 
+def not_verified(finding: Finding | str, action: str = "exported") -> UserError:
+    """The one-line refusal of a folder that does not verify."""
+    return UserError(f"DIR does not verify ({finding}); `egoveil audit verify DIR` says more; "
+                     f"nothing was {action}")
+
+
 def open_source(directory: str, action: str = "exported", *, verify: bool = True,
-                expect_head: str | None = None) -> ExportSource:
+                expect_head: str | None = None, content_on_read: bool = False) -> ExportSource:
     """Verify a published output and read its manifest, record, log and tombstones.
 
     Args:
@@ -89,6 +114,9 @@ def open_source(directory: str, action: str = "exported", *, verify: bool = True
             folder verified earlier in the same command, re-read under its lock),
             ``expect_head`` must be the head that was verified.
         expect_head: the log head the folder must still have.
+        content_on_read: leave the content of the shards and clips to the reading
+            (see the module docstring): the caller reads each through ``ShardReader``
+            or ``ClipReader``, and checks the rest with ``check_unread``.
 
     Raises:
         UserError: not a folder, not published, or anything ``egoveil audit verify``
@@ -103,10 +131,16 @@ def open_source(directory: str, action: str = "exported", *, verify: bool = True
                         f"nothing was {action}")
     head = expect_head
     if verify:
-        report = verify_output(store)
+        read_later = ()
+        if content_on_read:
+            try:
+                read_later = [f["path"] for f in json.loads(store.read(MANIFEST))["files"]
+                              if f.get("kind") in ("latents", "clip")]
+            except Exception:  # noqa: BLE001 - verify_output names what is wrong
+                read_later = ()
+        report = verify_output(store, read_later=read_later)
         if not report.ok:
-            raise UserError(f"DIR does not verify ({report.findings[0]}); `egoveil audit "
-                            f"verify DIR` says more; nothing was {action}")
+            raise not_verified(report.findings[0], action)
         head = report.head
     try:
         manifest = json.loads(store.read(MANIFEST))
@@ -132,7 +166,302 @@ def open_source(directory: str, action: str = "exported", *, verify: bool = True
         raise UserError(f"DIR changed while it was being {action} (its audit log moved on); "
                         "nothing was recorded: run the command again")
     return ExportSource(uri=uri, manifest=manifest, record=record, entries=entries,
-                        head=chain.head, tombstones=tombstones, shards=shards, clips=clips)
+                        head=chain.head, tombstones=tombstones, shards=shards, clips=clips,
+                        unchecked=verify and content_on_read)
+
+
+def check_unread(source: ExportSource, read: set[str], action: str = "exported") -> None:
+    """Check the content of the shards and clips ``read`` does not name, as ``egoveil audit
+    verify`` does (a source opened with ``content_on_read``).
+
+    Raises:
+        UserError: the first one, in path order, that does not hold.
+    """
+    if not source.unchecked:
+        return
+    listed = {f["path"]: f for f in source.manifest["files"]
+              if f.get("kind") in ("latents", "clip") and f["path"] not in read}
+    for _, (_, found) in sorted(check_files(source.store, listed).items()):
+        if found:
+            raise not_verified(found[0], action)
+
+
+def _entry(item: SourceFile, kind: str) -> dict:
+    return {"path": item.path, "kind": kind, "sha256": item.sha256, "bytes": item.bytes,
+            "rows": item.rows}
+
+
+class SourceChecks:
+    """The digests of the shards read, checked against the manifest once they are read.
+
+    Args:
+        hashes: the thread that hashes them, beside the reading and writing.
+        action: what the refusal says was not done.
+    """
+
+    def __init__(self, hashes: HashThread, action: str = "exported") -> None:
+        self._hashes = hashes
+        self.action = action
+        self._pending: list[tuple[SourceFile, str, Sha256, int, int | None]] = []
+
+    def sha256(self) -> Sha256:
+        return self._hashes.sha256()
+
+    def add(self, item: SourceFile, kind: str, digest: Sha256, size: int,
+            rows: int | None = None) -> None:
+        """A file read whole: its digest (still being computed), size and rows counted."""
+        self._pending.append((item, kind, digest, size, rows))
+
+    def altered(self, item: SourceFile, kind: str) -> UserError:
+        """The refusal for a file seen to differ before it was hashed (its size)."""
+        return not_verified(content_findings(item.path, _entry(item, kind), "", -1)[0],
+                            self.action)
+
+    def check(self) -> None:
+        """Wait for the digests and compare each file with its manifest entry.
+
+        Raises:
+            UserError: naming the first file, in path order, that does not hold.
+        """
+        found: list[Finding] = []
+        for item, kind, digest, size, rows in self._pending:
+            found += content_findings(item.path, _entry(item, kind), digest.hexdigest(), size,
+                                      rows)
+        self._pending = []
+        if found:
+            raise not_verified(min(found, key=lambda f: f.where), self.action)
+
+
+class ClipReader:
+    """Clips of the source, each read whole once and checked before it is used: a clip is
+    small, and hashed while it is still in the CPU's cache, by the thread that read it."""
+
+    def __init__(self, root: str, action: str = "exported") -> None:
+        self._root, self._action = root, action
+
+    def read(self, item: SourceFile) -> bytes:
+        """The clip's bytes, once they are the manifest's.
+
+        Raises:
+            UserError: the clip is not the file the manifest lists.
+        """
+        with open_read(confined(self._root, item.path)) as handle:
+            data = handle.read()
+        found = content_findings(item.path, _entry(item, "clip"),
+                                 hashlib.sha256(data).hexdigest(), len(data))
+        if found:
+            raise not_verified(found[0], self._action)
+        return data
+
+
+_EMPTY = pa.py_buffer(b"")
+
+
+class _Window:
+    """The part of a shard held in memory, as the file object pyarrow reads: a read
+    outside it fails, so that nothing is parsed from bytes that are not hashed."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._pos = 0
+        self._offset, self._buffer = 0, _EMPTY
+        self.closed = False
+
+    def hold(self, offset: int, buffer: pa.Buffer) -> None:
+        self._offset, self._buffer = offset, buffer
+
+    def read(self, n: int = -1) -> pa.Buffer:
+        start = self._pos - self._offset
+        if n < 0:
+            n = self._size - self._pos
+        if start < 0 or start + n > self._buffer.size:
+            raise OSError("a read outside the row group's bytes")
+        self._pos += n
+        return self._buffer.slice(start, n)  # a view: parsed from the hashed bytes
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self._pos = pos if whence == 0 else (self._pos + pos if whence == 1 else self._size + pos)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def size(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _RandomAccess:
+    """Reads at offsets: pyarrow's own file for a local path (no copy through Python
+    bytes), else Beam's.
+
+    A window is freed by the hashing thread, not the one that read it: from the
+    system allocator it goes back at once, where Arrow's default pool (mimalloc) kept
+    such buffers for a while and a 10x export's peak memory grew by one or two
+    windows (bench/export.py).
+    """
+
+    def __init__(self, path: str) -> None:
+        self._local = "://" not in path
+        self._handle = pa.OSFile(path, "rb", memory_pool=pa.system_memory_pool()) \
+            if self._local else open_read(path)
+        if self._local:
+            self.size = self._handle.size()
+        else:
+            self._handle.seek(0, os.SEEK_END)
+            self.size = self._handle.tell()
+
+    def read(self, offset: int, n: int) -> pa.Buffer:
+        self._handle.seek(offset)
+        if self._local:
+            data = self._handle.read_buffer(n)
+        else:
+            data = pa.py_buffer(self._handle.read(n))
+        if data.size != n:
+            raise OSError("the file ended early")
+        return data
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+_FOOTER_END = 8  # the footer's length (uint32) and the magic "PAR1"
+
+
+class ShardReader:
+    """A source shard read once, front to back, a row group at a time.
+
+    Each row group's bytes are read once, queued for hashing and parsed from that same
+    buffer; the footer is read first (Parquet's index is at the end) and hashed last,
+    where it lies. ``check`` compares the digest, size and row count with the manifest.
+    Memory held: one row group's bytes and its table, whatever the shard's size.
+
+    Args:
+        root: the source folder.
+        item: the shard as the manifest lists it.
+        checks: where the digest goes.
+    """
+
+    def __init__(self, root: str, item: SourceFile, checks: SourceChecks) -> None:
+        self._root, self._item, self._checks = root, item, checks
+        self._file: _RandomAccess | None = _RandomAccess(confined(root, item.path))
+        self._digest = checks.sha256()
+        self._hashed = 0
+        if self._file.size != item.bytes:
+            self.close()
+            raise checks.altered(item, "latents")
+        try:
+            if self._file.size < 12:
+                raise OSError("too short for Parquet")
+            end = self._file.read(self._file.size - _FOOTER_END, _FOOTER_END)
+            length = struct.unpack("<I", end.to_pybytes()[:4])[0]
+            self._footer_at = self._file.size - _FOOTER_END - length
+            if self._footer_at < 4:
+                raise OSError("not a Parquet file")
+            self._footer = self._file.read(self._footer_at, length + _FOOTER_END)
+            self.metadata = pq.read_metadata(pa.BufferReader(b"PAR1" + self._footer))
+            self._window = _Window(self._file.size)
+            self.parquet = pq.ParquetFile(pa.PythonFile(self._window, mode="r"),
+                                          metadata=self.metadata, pre_buffer=False)
+        except Exception as exc:  # noqa: BLE001 - tampered or not Parquet: which, the hash says
+            raise self._failed(exc) from None
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self.parquet.schema_arrow
+
+    def _windows(self) -> list[tuple[int, int]]:
+        """Byte ranges that tile the shard up to its footer, one per row group (each
+        holding that row group's column chunks); one range for a file laid out otherwise."""
+        meta, bounds, start = self.metadata, [], 0
+        for i in range(meta.num_row_groups):
+            group = meta.row_group(i)
+            chunks = []
+            for j in range(group.num_columns):
+                column = group.column(j)
+                first = column.dictionary_page_offset if column.has_dictionary_page \
+                    else column.data_page_offset
+                chunks.append((first, first + column.total_compressed_size))
+            low = min(c[0] for c in chunks) if chunks else start
+            high = max(c[1] for c in chunks) if chunks else start
+            if low < start or high > self._footer_at:
+                return [(0, self._footer_at)] * meta.num_row_groups
+            bounds.append((start, high))
+            start = high
+        if bounds:
+            bounds[-1] = (bounds[-1][0], self._footer_at)
+        return bounds
+
+    def row_groups(self, columns: Sequence[str]) -> Iterator[pa.Table]:
+        """Every row group's ``columns``, in order, parsed from the bytes that are hashed."""
+        try:
+            windows = self._windows()
+            for number, (start, stop) in enumerate(windows):
+                if not number or windows[number - 1] != (start, stop):  # else: one window
+                    window = self._file.read(start, stop - start)
+                    self._digest.update(window)
+                    self._hashed = stop
+                    self._window.hold(start, window)
+                    del window  # held by the window and the hashing only
+                table = self.parquet.read_row_group(number, columns=list(columns),
+                                                    use_threads=False)
+                if number + 1 == len(windows) or windows[number + 1] != (start, stop):
+                    self._window.hold(0, _EMPTY)  # parsed: freed once hashed
+                yield table
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - tampered or not Parquet: which, the hash says
+            raise self._failed(exc) from None
+
+    def finish(self) -> None:
+        """Hash what was not read (the footer, or bytes after the last row group) and
+        hand the digest to the checks; the shard is closed."""
+        if self._hashed < self._footer_at:
+            self._digest.update(self._file.read(self._hashed, self._footer_at - self._hashed))
+        self._digest.update(self._footer)
+        self._checks.add(self._item, "latents", self._digest, self._file.size,
+                         self.metadata.num_rows)
+        self.close()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> ShardReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def refuse(self, error: UserError) -> UserError:
+        """What to raise instead of ``error`` (found in the bytes read): the shard's own
+        check, if it is not the file the manifest lists, else ``error``."""
+        return self._failed(error, error)
+
+    def _failed(self, exc: Exception, otherwise: UserError | None = None) -> UserError:
+        """A shard that cannot be read: altered (named as ``egoveil audit verify`` names
+        it), else unreadable as a shard."""
+        self.close()
+        found = check_files(FileSystemsStore(self._root), {
+            self._item.path: _entry(self._item, "latents")}).get(self._item.path, (0, []))[1]
+        if found:
+            return not_verified(found[0], self._checks.action)
+        if otherwise is not None:
+            return otherwise
+        return UserError(f"DIR: {self._item.path} cannot be read as a latent shard "
+                         f"({type(exc).__name__}); nothing was {self._checks.action}")
 
 
 def owner_signer(key_file: str | None, source: ExportSource, action: str = "exported") -> \

@@ -23,6 +23,7 @@ buffer.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import tarfile
@@ -77,9 +78,16 @@ def npy_parts(array: np.ndarray) -> tuple[bytes, memoryview]:
     if array.dtype.name == "bfloat16":
         array = array.view("<u2")
     array = np.ascontiguousarray(array)
+    return _npy_header(array.dtype.str, array.shape), memoryview(array).cast("B")
+
+
+@functools.lru_cache(maxsize=64)
+def _npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
+    """NumPy's own ``.npy`` header, the same for every latent of one layout."""
     header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
-    return header.getvalue(), memoryview(array).cast("B")
+    np.lib.format.write_array_header_1_0(header, {"descr": dtype, "fortran_order": False,
+                                                  "shape": shape})
+    return header.getvalue()
 
 
 def sample_members(key: str, metadata: dict, latents: dict[str, np.ndarray],
