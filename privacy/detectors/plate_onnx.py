@@ -18,13 +18,13 @@ Inputs are letterboxed RGB in [0, 1], as those models were trained.
 from __future__ import annotations
 
 import os
-import warnings
 
 import cv2
 import numpy as np
 
 from privacy.detectors.base import Detections, Detector, DetectorError, nms
 from privacy.detectors.centerface import file_sha256
+from privacy.detectors.onnx_session import onnx_session
 from schemas.detections import PLATE
 
 _PAD_VALUE = 114
@@ -58,19 +58,7 @@ class PlateOnnxDetector(Detector):
         self.model_path = model_path
         self.threshold = float(threshold)
         self.nms_iou = float(nms_iou)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                import onnxruntime
-        except ImportError as exc:
-            raise DetectorError("plate-onnx needs onnxruntime (or onnxruntime-gpu): "
-                                "pip install onnxruntime") from exc
-        onnxruntime.set_default_logger_severity(3)
-        try:
-            self._session = onnxruntime.InferenceSession(
-                model_path, providers=onnxruntime.get_available_providers())
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise DetectorError(f"cannot load the plate model: {exc}") from exc
+        self._session = onnx_session(model_path, "the plate model")
         inputs = self._session.get_inputs()
         shape = inputs[0].shape if len(inputs) == 1 else None
         if shape is None or len(shape) != 4:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
-import warnings
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 
@@ -31,6 +30,7 @@ import numpy as np
 
 from privacy.detectors.base import Detections, Detector, DetectorError, nms
 from privacy.detectors.centerface import file_sha256
+from privacy.detectors.onnx_session import onnx_session
 from privacy.detectors.openvino_core import openvino_core
 from schemas.detections import PLATE, TEXT
 
@@ -184,19 +184,7 @@ class PPOCRTextDetector(Detector):
         return run
 
     def _load_onnxruntime(self):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                import onnxruntime
-        except ImportError as exc:
-            raise DetectorError("backend=onnxruntime needs onnxruntime (or onnxruntime-gpu): "
-                                "pip install onnxruntime") from exc
-        onnxruntime.set_default_logger_severity(3)
-        try:
-            session = onnxruntime.InferenceSession(
-                self.weights_path, providers=onnxruntime.get_available_providers())
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise DetectorError(f"cannot load PP-OCR weights with onnxruntime: {exc}") from exc
+        session = onnx_session(self.weights_path, "PP-OCR weights")
         self.providers = session.get_providers()
         input_name = session.get_inputs()[0].name
 
