@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from privacy.detectors.base import MAX_FRAME_PIXELS, Detections, Detector, DetectorError, nms
-from privacy.detectors.openvino_core import openvino_core
+from privacy.detectors.openvino_core import openvino_core, uint8_model
 
 _OUTPUTS = ["537", "538", "539", "540"]  # heatmap, scale, offset, landmarks
 _STRIDE = 4
@@ -130,8 +130,8 @@ class CenterFaceDetector(Detector):
         except cv2.error as exc:
             raise DetectorError(f"cannot load CenterFace weights: {exc}") from exc
 
-        def run(blob: np.ndarray) -> list[np.ndarray]:
-            net.setInput(blob)
+        def run(batch: np.ndarray) -> list[np.ndarray]:
+            net.setInput(_blob(batch))
             return net.forward(_OUTPUTS)
 
         return run
@@ -155,16 +155,15 @@ class CenterFaceDetector(Detector):
                 if shape in compiled:
                     compiled.move_to_end(shape)
                     return compiled[shape]
-                reshaped = model.clone()
-                reshaped.reshape({"input.1": list(shape)})
-                compiled[shape] = core.compile_model(reshaped, "CPU", config)
+                compiled[shape] = core.compile_model(uint8_model(model, "input.1", shape),
+                                                     "CPU", config)
                 if len(compiled) > _COMPILED_SHAPES:
                     compiled.popitem(last=False)
                 return compiled[shape]
 
-        def run(blob: np.ndarray) -> list[np.ndarray]:
-            net = compiled_for(tuple(blob.shape))
-            result = net.create_infer_request().infer({"input.1": blob})
+        def run(batch: np.ndarray) -> list[np.ndarray]:
+            net = compiled_for(tuple(batch.shape))
+            result = net.create_infer_request().infer({"input.1": batch})
             return [result[net.output(name)] for name in _OUTPUTS]
 
         return run
@@ -195,8 +194,8 @@ class CenterFaceDetector(Detector):
         if self.device == "cuda" and "CUDAExecutionProvider" not in self.providers:
             raise DetectorError("device=cuda: onnxruntime could not start its CUDA provider")
 
-        def run(blob: np.ndarray) -> list[np.ndarray]:
-            return session.run(_OUTPUTS, {"input.1": blob})
+        def run(batch: np.ndarray) -> list[np.ndarray]:
+            return session.run(_OUTPUTS, {"input.1": _blob(batch)})
 
         return run
 
@@ -244,9 +243,13 @@ class CenterFaceDetector(Detector):
                                 f"limit of {MAX_FRAME_PIXELS} pixels")
         in_w = max(32, int(np.ceil(width * scale / 32) * 32))
         in_h = max(32, int(np.ceil(height * scale / 32) * 32))
-        blob = cv2.dnn.blobFromImages(frames, 1.0, (in_w, in_h), (0, 0, 0), swapRB=False,
-                                      crop=False)
-        heatmap, box_scale, offset, _ = self._run(blob)
+        # Each backend's ``run`` takes the uint8 batch (N, H, W, 3) and makes its own float
+        # input (OpenVINO inside the compiled model).
+        batch = np.empty((len(frames), in_h, in_w, 3), np.uint8)
+        for i, frame in enumerate(frames):
+            batch[i] = frame if frame.shape[:2] == (in_h, in_w) else \
+                cv2.resize(frame, (in_w, in_h), interpolation=cv2.INTER_LINEAR)
+        heatmap, box_scale, offset, _ = self._run(batch)
         out = []
         for b in range(len(frames)):
             boxes, scores = _decode(heatmap[b, 0], box_scale[b], offset[b], self.threshold,
@@ -256,6 +259,11 @@ class CenterFaceDetector(Detector):
                 boxes[:, 1::2] *= height / in_h
             out.append(Detections(boxes, scores))
         return out
+
+
+def _blob(batch: np.ndarray) -> np.ndarray:
+    """The network's float input (N, 3, H, W) from a uint8 batch (N, H, W, 3)."""
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
 
 
 def cleaned_graph(weights_path: str) -> bytes:

@@ -31,7 +31,7 @@ import numpy as np
 from privacy.detectors.base import Detections, Detector, DetectorError, nms
 from privacy.detectors.centerface import file_sha256
 from privacy.detectors.onnx_session import onnx_session
-from privacy.detectors.openvino_core import openvino_core
+from privacy.detectors.openvino_core import openvino_core, uint8_model
 from schemas.detections import PLATE, TEXT
 
 # model -> (package that ships it, path inside the package, pip requirement)
@@ -59,15 +59,16 @@ _OV_COMPILED: OrderedDict[tuple[str, tuple[int, ...]], object] = OrderedDict()
 
 
 def _compiled(core, model, input_name: str, weights: str, shape: tuple[int, ...]):
-    """The model compiled for ``shape`` (one per shape: a dynamic one runs slower)."""
+    """The model compiled for uint8 batches of ``shape`` (N, H, W, 3), normalisation
+    included (one per shape: a dynamic one runs slower)."""
     key = (weights, shape)
     with _OV_LOCK:
         if key in _OV_COMPILED:
             _OV_COMPILED.move_to_end(key)
             return _OV_COMPILED[key]
-        reshaped = model.clone()
-        reshaped.reshape({input_name: list(shape)})
-        _OV_COMPILED[key] = core.compile_model(reshaped, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+        prepared = uint8_model(model, input_name, shape, mean=list(_MEAN), std=list(_STD),
+                               reverse_channels=True)
+        _OV_COMPILED[key] = core.compile_model(prepared, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
         if len(_OV_COMPILED) > _COMPILED_SHAPES:
             _OV_COMPILED.popitem(last=False)
         return _OV_COMPILED[key]
@@ -160,8 +161,8 @@ class PPOCRTextDetector(Detector):
         except cv2.error as exc:
             raise DetectorError(f"cannot load PP-OCR weights with OpenCV: {exc}") from exc
 
-        def run(blob: np.ndarray) -> np.ndarray:
-            net.setInput(blob)
+        def run(batch: np.ndarray) -> np.ndarray:
+            net.setInput(_normalized(batch))
             return net.forward()
 
         return run
@@ -177,9 +178,9 @@ class PPOCRTextDetector(Detector):
             .get_type_name()
         weights = self._weights_sha256
 
-        def run(blob: np.ndarray) -> np.ndarray:
-            net = _compiled(core, model, input_name, weights, tuple(blob.shape))
-            return net.create_infer_request().infer({input_name: blob})[net.output(0)]
+        def run(batch: np.ndarray) -> np.ndarray:
+            net = _compiled(core, model, input_name, weights, tuple(batch.shape))
+            return net.create_infer_request().infer({input_name: batch})[net.output(0)]
 
         return run
 
@@ -188,8 +189,8 @@ class PPOCRTextDetector(Detector):
         self.providers = session.get_providers()
         input_name = session.get_inputs()[0].name
 
-        def run(blob: np.ndarray) -> np.ndarray:
-            return session.run(None, {input_name: blob})[0]
+        def run(batch: np.ndarray) -> np.ndarray:
+            return session.run(None, {input_name: _normalized(batch)})[0]
 
         return run
 
@@ -211,12 +212,11 @@ class PPOCRTextDetector(Detector):
 
     def _probability_maps(self, frames: list[np.ndarray], in_w: int,
                           in_h: int) -> np.ndarray:
-        batch = np.empty((len(frames), 3, in_h, in_w), np.float32)
+        # Each backend's ``run`` takes the uint8 RGB batch and normalises it its own way.
+        batch = np.empty((len(frames), in_h, in_w, 3), np.uint8)
         for i, frame in enumerate(frames):
-            image = cv2.resize(frame, (in_w, in_h), interpolation=cv2.INTER_AREA
-                               if in_w < frame.shape[1] else cv2.INTER_LINEAR)
-            image = (image[:, :, ::-1].astype(np.float32) - _MEAN) / _STD  # RGB -> BGR
-            batch[i] = image.transpose(2, 0, 1)
+            batch[i] = cv2.resize(frame, (in_w, in_h), interpolation=cv2.INTER_AREA
+                                  if in_w < frame.shape[1] else cv2.INTER_LINEAR)
         maps = np.asarray(self._run(batch))
         if maps.ndim != 4 or maps.shape[0] != len(frames) or maps.shape[1] != 1:
             raise DetectorError(f"PP-OCR returned maps of shape {maps.shape}")
@@ -350,6 +350,12 @@ class PPOCRPlateDetector(PPOCRTextDetector):
 
     def _select(self, regions: np.ndarray, height: int, width: int) -> Detections:
         return self.shape.select(regions, height, width)
+
+
+def _normalized(batch: np.ndarray) -> np.ndarray:
+    """PaddleOCR's input from uint8 RGB (N, H, W, 3): BGR, normalised, (N, 3, H, W) float."""
+    return np.ascontiguousarray(
+        ((batch[..., ::-1].astype(np.float32) - _MEAN) / _STD).transpose(0, 3, 1, 2))
 
 
 def rect_bounds(rects: np.ndarray) -> np.ndarray:
