@@ -57,6 +57,11 @@ MAX_FACE_DETECT_EVERY = 4
 # by 10-16 grey levels from one to the next); 8 covers it, for 14% more detections on
 # arcade_1080p.mp4 than 12.
 DEFAULT_FACE_SCHEDULE = DetectionSchedule(every=4, motion=8.0)
+# Coarse keyframes (``--face-schedule EVERY:MOTION:FULL_EVERY``): the keyframes between
+# full-resolution ones run CenterFace at this scale of the frame (a quarter of the cost at
+# 0.5), and full resolution comes at least every FULL_EVERY frames, at most this many.
+FACE_COARSE_SCALE = 0.5
+MAX_FACE_FULL_EVERY = 8
 
 # Plates and text (bench/plates.py chose the detectors, bench/classes.py the schedules:
 # results/plates.md, results/classes.md). PP-OCR costs more than CenterFace per 1080p frame,
@@ -122,6 +127,12 @@ class ClassPolicy:
         if self.detection_class == FACE and self.schedule.every > MAX_FACE_DETECT_EVERY:
             raise ValueError(f"faces are detected at least every {MAX_FACE_DETECT_EVERY} "
                              f"frames, got a schedule of every {self.schedule.every}")
+        if self.detection_class == FACE and self.schedule.coarse and \
+                self.schedule.full_every > MAX_FACE_FULL_EVERY:
+            raise ValueError(f"faces are detected at full resolution at least every "
+                             f"{MAX_FACE_FULL_EVERY} frames, got {self.schedule.full_every}")
+        if self.detection_class != FACE and self.schedule.coarse:
+            raise ValueError("coarse keyframes are for faces only")
         if not self.schedule.is_every_frame and self.temporal_window < 1:
             raise ValueError("a class detected on keyframes needs temporal_window >= 1: the "
                              "frames between keyframes borrow their boxes")
@@ -317,11 +328,15 @@ class AnonymizationConfig:
         described = asdict(self)
         if not self.other_classes:
             del described["other_classes"]
-        for policy in described.get("other_classes", ()):
-            if policy["schedule"] == asdict(DetectionSchedule()):
+        for policy, kept in zip(described.get("other_classes", ()), self.other_classes):
+            if kept.schedule == DetectionSchedule():
                 del policy["schedule"]
+            else:
+                policy["schedule"] = kept.schedule.describe()
         if self.face_schedule.is_every_frame:
             del described["face_schedule"]
+        else:
+            described["face_schedule"] = self.face_schedule.describe()
         if self.device == "cpu":
             del described["device"]
         return described
