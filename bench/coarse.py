@@ -9,7 +9,10 @@ settings differ only in which frames ask for which pass. Reports the frames dete
 each resolution, per-frame recall over the reference faces of bench/videos.py (YuNet at
 0.5, CenterFace at 0.4 on OpenCV DNN; faces of 20 px and more, 80% of the box under the
 mask), the faces missed, and the share of each frame masked; and the CPU seconds of one
-detection at each resolution on a 1080p frame.
+detection at each resolution on a 1080p frame. Frames whose shorter side the coarse pass
+would take below ``privacy.schedule.COARSE_MIN_SIDE`` (stage_360p, selfie_portrait) are
+detected at full resolution on every keyframe; for them the sweep is also run with the
+coarse pass forced (``coarse_forced``), to see what it would do to small faces.
 
 Usage: python bench/coarse.py [--videos NAME ...]. Results: bench/results/coarse.json.
 """
@@ -32,6 +35,7 @@ sys.path.insert(0, HERE)
 from schedule import Replayed, cached  # noqa: E402
 from videos import REFERENCES, VIDEOS, big, frames_of  # noqa: E402
 
+import privacy.schedule  # noqa: E402
 from privacy.anonymizer import ClassDetector, SegmentAnonymizer, ViewFrames  # noqa: E402
 from privacy.config import AnonymizationConfig  # noqa: E402
 from privacy.coverage import covered_shares, mask_from_boxes  # noqa: E402
@@ -58,7 +62,7 @@ def detections(name: str, images: list[np.ndarray], spec: str) -> list:
     return cached(f"coarse|{name}|{spec}|{described}", compute)
 
 
-def evaluate(name: str, scales=SCALES) -> dict:
+def evaluate(name: str, scales=SCALES, forced: bool = False) -> dict:
     config = AnonymizationConfig(other_classes=())
     times, images = frames_of(os.path.join(VIDEOS, name))
     full = detections(name, images, config.detector)
@@ -68,6 +72,9 @@ def evaluate(name: str, scales=SCALES) -> dict:
         build_detector(spec).detect(image).boxes for image in images])
         for ref, spec in REFERENCES.items()}
     out = {"frames": len(images), "size": list(images[0].shape[:2]), "settings": {}}
+    limit = privacy.schedule.COARSE_MIN_SIDE
+    if forced:
+        privacy.schedule.COARSE_MIN_SIDE = 0
     for stride in STRIDES:
         chosen = list(range(0, len(images), stride))
         for every, motion, full_every in SETTINGS:
@@ -100,7 +107,8 @@ def evaluate(name: str, scales=SCALES) -> dict:
                        "masked_share_of_frame": round(float(np.mean([m.mean() for m in masks])),
                                                       4)}
                 out["settings"][label] = row
-                print(name, label, json.dumps(row), flush=True)
+                print(name, "forced" if forced else "", label, json.dumps(row), flush=True)
+    privacy.schedule.COARSE_MIN_SIDE = limit
     return out
 
 
@@ -149,7 +157,11 @@ def main() -> None:
     parser.add_argument("--videos", nargs="*", default=None)
     args = parser.parse_args()
     names = args.videos or sorted(n for n in os.listdir(VIDEOS) if n.endswith(".mp4"))
-    results = {name: evaluate(name) for name in names}
+    results = {}
+    for name in names:
+        results[name] = evaluate(name)
+        if min(results[name]["size"]) * min(SCALES) < privacy.schedule.COARSE_MIN_SIDE:
+            results[name]["coarse_forced"] = evaluate(name, forced=True)["settings"]
     record = {"command": "python bench/coarse.py", "date": time.strftime("%Y-%m-%d"),
               "detector": AnonymizationConfig().detector, "references": list(REFERENCES),
               "load_average": [round(v, 2) for v in os.getloadavg()],

@@ -12,7 +12,8 @@ With coarse keyframes (``full_every``) only every ``full_every``-th frame, and t
 and last, is detected at full resolution; the keyframes between them are detected at
 ``coarse_scale`` (a quarter of the cost at half the resolution), which finds large faces,
 and the small faces only a full pass finds are carried from the nearest full-resolution
-keyframe on each side. The stronger second pass after a failed verification always
+keyframe on each side. Frames too small to reduce (``COARSE_MIN_SIDE``) are detected at
+full resolution on every keyframe. The stronger second pass after a failed verification always
 detects every frame at full resolution.
 """
 
@@ -31,6 +32,11 @@ MAX_FULL_EVERY = 16
 # Motion is measured on grey thumbnails of this size (width, height): cheap and blind to
 # noise and compression artefacts.
 THUMBNAIL = (64, 36)
+
+# A coarse pass never reduces a frame's shorter side below this many pixels: smaller
+# frames cost little at full resolution, and at 180 px CenterFace's low threshold
+# finds faces in a licence plate (tests/test_classes.py's street scene).
+COARSE_MIN_SIDE = 360
 
 FULL = "full"
 COARSE = "coarse"
@@ -181,7 +187,7 @@ class Scheduler:
         Args:
             images: the instant's views.
             first, last: the instant opens or closes the stream (always detected at full
-                resolution).
+                resolution, like views too small for the coarse pass).
         """
         self._since += 1
         self._since_full += 1
@@ -199,7 +205,9 @@ class Scheduler:
             return None
         self._since = 0
         self._thumbs = thumbs
-        if full or not self.schedule.coarse:
+        if full or not self.schedule.coarse or any(
+                min(i.shape[:2]) * self.schedule.coarse_scale < COARSE_MIN_SIDE
+                for i in images.values()):
             self._since_full = 0
             return FULL
         return COARSE

@@ -18,7 +18,7 @@ from privacy.config import (
 from privacy.detectors import Detections, DetectorError
 from privacy.detectors.base import Detector
 from privacy.redaction import SOLID_VALUE, RedactionConfig
-from privacy.schedule import COARSE, FULL, DetectionSchedule, Scheduler
+from privacy.schedule import COARSE, COARSE_MIN_SIDE, FULL, DetectionSchedule, Scheduler
 from schemas.detections import PLATE
 from tests.faults import FaultyDetector
 
@@ -44,10 +44,10 @@ class _Moving(Detector):
         return Detections(self.box(index), np.ones(1, np.float32))
 
 
-def _stream(n: int, scene_cut_at: int | None = None) -> list[FrameIn]:
+def _stream(n: int, scene_cut_at: int | None = None, size: int = SIZE) -> list[FrameIn]:
     frames = []
     for i in range(n):
-        image = np.full((SIZE, SIZE, 3), BACKGROUND, np.uint8)
+        image = np.full((size, size, 3), BACKGROUND, np.uint8)
         if scene_cut_at is not None and i >= scene_cut_at:
             image[1:] = 30  # a cut: the whole picture changes
         image[0, 0, 0] = i
@@ -174,8 +174,10 @@ def test_schedule_settings_are_validated():
 def test_schedules_are_per_class_and_off_is_left_out_of_the_fingerprint():
     every_frame = AnonymizationConfig(face_schedule=DetectionSchedule())
     assert "face_schedule" not in every_frame.describe()
-    assert AnonymizationConfig().describe()["face_schedule"] == {
-        "every": DEFAULT_FACE_SCHEDULE.every, "motion": DEFAULT_FACE_SCHEDULE.motion}
+    assert AnonymizationConfig().describe()["face_schedule"] == DEFAULT_FACE_SCHEDULE.describe()
+    # Without coarse keyframes a schedule describes itself as it did before they existed.
+    assert AnonymizationConfig(face_schedule=DetectionSchedule(4, 8.0)).describe()[
+        "face_schedule"] == {"every": 4, "motion": 8.0}
     assert every_frame.fingerprint() != AnonymizationConfig().fingerprint()
     # The stronger second pass detects every frame of every class.
     plates = ClassPolicy(PLATE, "ppocr-plates", schedule=DetectionSchedule(every=8))
@@ -228,11 +230,15 @@ def _coarse_anonymizer(full: Detector, coarse: Detector, schedule: DetectionSche
                              detect_timeout_s=None, batch_size=batch_size)
 
 
-def _levels(schedule: DetectionSchedule, n: int, step: int = 1,
-            cut_at: int | None = None) -> list[str | None]:
+# Frames large enough for a coarse pass at 0.5 (COARSE_MIN_SIDE on the shorter side).
+LARGE = 2 * COARSE_MIN_SIDE
+
+
+def _levels(schedule: DetectionSchedule, n: int, step: int = 1, cut_at: int | None = None,
+            size: int = LARGE) -> list[str | None]:
     scheduler = Scheduler(schedule, step)
     return [scheduler.due({"_": f.image}, i == 0, i == n - 1)
-            for i, f in enumerate(_stream(n, scene_cut_at=cut_at))]
+            for i, f in enumerate(_stream(n, scene_cut_at=cut_at, size=size))]
 
 
 def test_coarse_keyframes_run_between_full_resolution_ones():
@@ -253,8 +259,10 @@ def test_coarse_keyframes_run_between_full_resolution_ones():
                      17, cut_at=3)
     assert {i: v for i, v in enumerate(levels) if v} == {
         0: FULL, 3: COARSE, 7: COARSE, 8: FULL, 12: COARSE, 16: FULL}
-    # Without coarse keyframes every keyframe is at full resolution, as before.
+    # Without coarse keyframes every keyframe is at full resolution, as before; and so is
+    # every keyframe of frames too small to reduce.
     assert set(_levels(DetectionSchedule(every=4), 9)) == {FULL, None}
+    assert set(_levels(schedule, 9, size=SIZE)) == {FULL, None}
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])
@@ -266,7 +274,7 @@ def test_a_small_face_only_the_full_pass_finds_is_masked_between_full_keyframes(
     # keyframes has coarse keyframes nearer on both sides, which all miss the face.
     schedule = DetectionSchedule(every=2, full_every=8, coarse_scale=0.5)
     outs = list(_coarse_anonymizer(full, coarse, schedule, window, batch_size)
-                .process(_stream(17)))
+                .process(_stream(17, size=LARGE)))
     assert full.calls == [0, 8, 16] and coarse.calls == [2, 4, 6, 10, 12, 14]
     assert len(outs) == 17
     for i, out in enumerate(outs):
@@ -283,7 +291,7 @@ def test_a_coarse_pass_error_fails_the_stream():
     anonymizer = _coarse_anonymizer(_Moving(), FaultyDetector("raise", at=0), schedule)
     emitted = []
     with pytest.raises(DetectorError):
-        for out in anonymizer.process(_stream(17)):
+        for out in anonymizer.process(_stream(17, size=LARGE)):
             emitted.append(out)
     assert emitted == []  # nothing was ready: frame 0 waits for the keyframes after it
     with pytest.raises(ValueError, match="coarse detector"):
@@ -293,7 +301,7 @@ def test_a_coarse_pass_error_fails_the_stream():
 def test_a_single_image_is_detected_at_full_resolution():
     full, coarse = _Moving(), _Blind()
     schedule = DetectionSchedule(every=4, motion=8.0, full_every=8, coarse_scale=0.5)
-    outs = list(_coarse_anonymizer(full, coarse, schedule).process(_stream(1)))
+    outs = list(_coarse_anonymizer(full, coarse, schedule).process(_stream(1, size=LARGE)))
     assert full.calls == [0] and coarse.calls == []
     assert outs[0].ran == frozenset({"face"}) and outs[0].coarse == frozenset()
 
