@@ -3,8 +3,10 @@
 Two measurements on the same input:
 
 1. whole processes, alternating, medians of ``--repeat`` runs under /usr/bin/time:
-   `egoveil run` (every 2nd frame to the encoder, no clips), `egoveil run --clips`,
-   `egoveil redact`, and with ``--before DIR`` `egoveil run` from a checkout of the code
+   `egoveil run --redact faces` (every 2nd frame to the encoder, no clips; faces only, like
+   for like with the code before issue 16, which redacted faces alone), `egoveil run` with
+   the default classes (faces and plates), `egoveil run --redact faces --clips` (unless
+   ``--no-clips``), `egoveil redact --redact faces`, and with ``--before DIR`` `egoveil run` from a checkout of the code
    before issue 16 (same Python, same machine, same run), and with ``--compare LABEL=DIR``
    from any other checkout (e.g. main before a change); CPU is user + system of the
    whole process tree, per minute of video = CPU * 60 / video seconds;
@@ -25,7 +27,7 @@ Encoder: a randomly initialised V-JEPA 2 "tiny" (`egoveil make-encoder`), so the
 are the anonymization spine, not a large encoder on a CPU.
 
 Usage: flock /work/tools/bench.lock python bench/spine.py [--seconds 20] [--repeat 3]
-[--before DIR] [--compare LABEL=DIR ...]. Results: bench/results/spine.json (summarised in spine.md).
+[--before DIR] [--compare LABEL=DIR ...] [--no-clips]. Results: bench/results/spine.json (summarised in spine.md).
 """
 
 from __future__ import annotations
@@ -213,6 +215,8 @@ def main() -> None:
                         help="a checkout of the code before issue 16, timed alongside")
     parser.add_argument("--compare", action="append", default=[], metavar="LABEL=DIR",
                         help="another checkout timed alongside (`egoveil run` only)")
+    parser.add_argument("--no-clips", action="store_true",
+                        help="leave out `egoveil run --clips`")
     parser.add_argument("--replay", nargs=2, metavar=("VIDEO", "ENCODER"),
                         help=argparse.SUPPRESS)  # one stage replay, printed as JSON
     args = parser.parse_args()
@@ -231,9 +235,14 @@ def main() -> None:
                    cwd=ROOT)
     run = [*egoveil, "run", "--input", video, "--encoder", f"{work}/enc", "--key-file",
            f"{work}/key", "--no-progress", "--no-cache"]
-    commands = {"run (frame stride 2, no clips)": [*run, "--output"],
-                "run --clips (every frame redacted and written)": [*run, "--clips", "--output"],
-                "redact (every frame)": [*egoveil, "redact", video]}
+    faces = ["--redact", "faces"]
+    commands = {"run (frame stride 2, no clips)": [*run, *faces, "--output"],
+                "run, default classes (faces and plates)": [*run, "--output"],
+                "run --clips (every frame redacted and written)": [*run, *faces, "--clips",
+                                                                   "--output"],
+                "redact (every frame)": [*egoveil, "redact", *faces, video]}
+    if args.no_clips:
+        del commands["run --clips (every frame redacted and written)"]
     checkouts = {"now": ROOT}
     for item in args.compare:
         label, _, path = item.partition("=")
@@ -249,6 +258,8 @@ def main() -> None:
                     continue  # the code before: `egoveil run` only (its redact is in speed)
                 count += 1  # a fresh output for every run
                 out = f"{work}/out-{count}" + (".mp4" if "redact" in name else "")
+                if label == "before issue 16":  # faces were its only class: no --redact
+                    cmd = [c for c in cmd if c not in faces]
                 runs.setdefault((label, name), []).append(timed([*cmd, out], cwd))
                 print(label, name, runs[(label, name)][-1], flush=True)
     results: dict = {label: {} for label in checkouts}
@@ -292,7 +303,8 @@ def main() -> None:
               "command": "flock /work/tools/bench.lock python bench/spine.py"
                          + f" --seconds {args.seconds:g}"
                          + (" --before DIR" if args.before else "")
-                         + "".join(f" --compare {c.partition('=')[0]}=DIR" for c in args.compare),
+                         + "".join(f" --compare {c.partition('=')[0]}=DIR" for c in args.compare)
+                         + (" --no-clips" if args.no_clips else ""),
               "results": results, "stages": stages,
               "load_average_at_end": os.getloadavg(), "date": time.strftime("%Y-%m-%d")}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)

@@ -57,14 +57,16 @@ MAX_FACE_DETECT_EVERY = 4
 # by 10-16 grey levels from one to the next); 8 covers it, for 14% more detections on
 # arcade_1080p.mp4 than 12.
 # Coarse keyframes (``--face-schedule EVERY:MOTION:FULL_EVERY``): the keyframes between
-# full-resolution ones run CenterFace at this scale of the frame (about a quarter of the
-# cost at 0.5), and full resolution comes at least every FULL_EVERY frames, at most every
-# MAX_FACE_FULL_EVERY-th. Measured with bench/coarse.py (results/coarse.json): at full
-# resolution every 8th frame and 0.5 between, per-frame recall stays >= 0.99 on arcade and
-# stage at frame strides 1 and 2 and no reference face leaks (bench/videos.py); every 12th
-# and 16th held recall too but masked up to 0.30 of arcade's frames (0.19 at 8, 0.18
-# without coarse keyframes): small faces are carried from farther keyframes, grown more.
-FACE_COARSE_SCALE = 0.5
+# full-resolution ones run CenterFace at this scale of the frame, and full resolution comes
+# at least every FULL_EVERY frames, at most every MAX_FACE_FULL_EVERY-th. Measured with
+# bench/coarse.py (results/coarse.json; 1080p costs 0.24 CPU-s a frame at full resolution,
+# 0.14 at 0.75, 0.06 at 0.5): 0.5 missed one of the three reference faces of the Aria
+# fisheye walk (27 px, in one frame only, between full-resolution keyframes) at every
+# FULL_EVERY tried; 0.75 covers them all, and at full resolution every 8th frame keeps
+# per-frame recall >= 0.99 on arcade and stage at frame strides 1 and 2. Every 12th and
+# 16th held recall too but masked up to 0.30 of arcade's frames (0.19 at 8, 0.18 without
+# coarse keyframes): small faces are carried from farther keyframes, grown more.
+FACE_COARSE_SCALE = 0.75
 MAX_FACE_FULL_EVERY = 8
 DEFAULT_FACE_SCHEDULE = DetectionSchedule(every=4, motion=8.0, full_every=8,
                                           coarse_scale=FACE_COARSE_SCALE)

@@ -10,7 +10,7 @@ distance) and every box interpolated between them (``privacy.tracking``).
 
 With coarse keyframes (``full_every``) only every ``full_every``-th frame, and the first
 and last, is detected at full resolution; the keyframes between them are detected at
-``coarse_scale`` (a quarter of the cost at half the resolution), which finds large faces,
+``coarse_scale`` (CenterFace's cost goes with the pixels), which finds the large faces,
 and the small faces only a full pass finds are carried from the nearest full-resolution
 keyframe on each side. Frames too small to reduce (``COARSE_MIN_SIDE``) are detected at
 full resolution on every keyframe. The stronger second pass after a failed verification always
