@@ -382,3 +382,17 @@ def test_bad_face_schedules_get_one_line_and_exit_2(value, message, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("egoveil: error: "), err
     assert message in err[0]
+
+
+def test_the_record_of_processing_describes_the_face_schedule():
+    from pipeline.runner import _describe_models
+    from privacy.verification import VerificationConfig
+
+    config = AnonymizationConfig(other_classes=(), verification=VerificationConfig(
+        verifier="none"))
+    classes, _ = _describe_models(config)
+    assert classes["face"]["schedule"] == {"every": 4, "motion": 8.0, "full_every": 8,
+                                           "coarse_scale": FACE_COARSE_SCALE}
+    plain = AnonymizationConfig(other_classes=(), face_schedule=DetectionSchedule(4, 8.0),
+                                verification=VerificationConfig(verifier="none"))
+    assert _describe_models(plain)[0]["face"]["schedule"] == {"every": 4, "motion": 8.0}
