@@ -8,7 +8,8 @@ Data (see bench/plates_gt/ and bench/plates_data.py):
   frames of ``../shared/media``; even-numbered images tune, odd-numbered ones are held out.
 
 For every candidate the redaction mask is the union of its boxes scaled by the mask
-scale (1.4, egoveil's default; 1.3 for deface, its own). A ground-truth box is covered
+scale: the class's own for plates and text (``privacy.config.CLASS_MASK_SCALE``, 1.3),
+egoveil's faces' 1.4 for the faces-only reference, deface's own 1.3 for deface. A ground-truth box is covered
 when 80% of its pixels are under the mask (``privacy.coverage``). The area altered
 outside the truth is the masked share of the image outside every ground-truth box
 scaled 1.5 (the margin a redaction needs is not counted), averaged over images; real
@@ -49,14 +50,26 @@ sys.path.insert(0, HERE)
 
 from plates_data import MEDIA, make_samples  # noqa: E402
 
+from privacy.config import default_policy  # noqa: E402
 from privacy.coverage import covered_shares, mask_from_boxes, outside_share  # noqa: E402
 from privacy.detectors import build_detector  # noqa: E402
 from privacy.detectors.base import Detections, validate_detections  # noqa: E402
-from privacy.detectors.ppocr import PlateShape, PPOCRTextDetector, rect_bounds  # noqa: E402
+from privacy.detectors.ppocr import (  # noqa: E402
+    PLATE_SHAPES,
+    PlateShape,
+    PPOCRTextDetector,
+    rect_bounds,
+)
+from schemas.detections import PLATE, TEXT  # noqa: E402
 
-CACHE = os.path.join(HERE, ".cache", "plates")
+# EGOVEIL_PLATES_CACHE moves the cache (e.g. to /tmp, shared by worktrees).
+CACHE = os.environ.get("EGOVEIL_PLATES_CACHE", os.path.join(HERE, ".cache", "plates"))
 GT_FILE = os.path.join(HERE, "plates_gt", "aria_parking_plates.json")
+# Faces' mask scale (egoveil's default, the faces-only reference); plates and text are
+# measured at their own class's (privacy.config.CLASS_MASK_SCALE).
 MASK_SCALE = 1.4
+PLATE_MASK_SCALE = default_policy(PLATE).redaction.mask_scale
+TEXT_MASK_SCALE = default_policy(TEXT).redaction.mask_scale
 COVERED = 0.8
 
 # The network settings the candidates share; the cache key is made from them.
@@ -242,16 +255,24 @@ CHOSEN_TEXT = "ppocr-text v4"
 
 def candidates(plate_model: str | None) -> tuple[dict, dict]:
     """(plate candidates, text candidates), each name -> entry."""
-    shape = asdict(PlateShape())  # the tuned defaults
     plates: dict = {}
-    for model in ("v4", "v5"):
-        plates[f"ppocr-plates {model}"] = {"net": {"model": model}, "plate_shape": shape}
+    for model in ("v4", "v5"):  # each model's tuned filter, at the class's mask scale
+        plates[f"ppocr-plates {model}"] = {"net": {"model": model},
+                                           "plate_shape": asdict(PLATE_SHAPES[model]),
+                                           "mask_scale": PLATE_MASK_SCALE}
     plates["ppocr-plates v4 + v5"] = {
-        "union": [plates["ppocr-plates v4"], plates["ppocr-plates v5"]]}
+        "union": [plates["ppocr-plates v4"], plates["ppocr-plates v5"]],
+        "mask_scale": PLATE_MASK_SCALE}
+    # The settings before issue 14's area tuning: both models' lines grown 1.15 x 1.5,
+    # masks at faces' 1.4.
+    before = asdict(PlateShape(grow_w=1.15, grow_h=1.5))
+    plates["before: ppocr-plates v4 + v5, lines grown 1.15 x 1.5, mask 1.4"] = {
+        "union": [{"net": {"model": model}, "plate_shape": before} for model in ("v4", "v5")],
+        "mask_scale": 1.4}
     # The same networks on OpenVINO (bfloat16 where the CPU computes it natively).
     plates["ppocr-plates v4 + v5, openvino"] = {"union": [
-        {"net": {"model": model, "backend": "openvino"}, "plate_shape": shape}
-        for model in ("v4", "v5")]}
+        {"net": {"model": model, "backend": "openvino"}, "plate_shape": asdict(PLATE_SHAPES[model])}
+        for model in ("v4", "v5")], "mask_scale": PLATE_MASK_SCALE}
     if plate_model:
         for size in (640, 1280):
             plates[f"plate-onnx size {size}"] = {
@@ -267,8 +288,10 @@ def candidates(plate_model: str | None) -> tuple[dict, dict]:
     }
     text: dict = {}
     for model in ("v4", "v5"):
-        text[f"ppocr-text {model}"] = {"net": {"model": model}}
-    text["ppocr-text v4, openvino"] = {"net": {"model": "v4", "backend": "openvino"}}
+        text[f"ppocr-text {model}"] = {"net": {"model": model}, "mask_scale": TEXT_MASK_SCALE}
+    text["before: ppocr-text v4, mask 1.4"] = {"net": {"model": "v4"}, "mask_scale": 1.4}
+    text["ppocr-text v4, openvino"] = {"net": {"model": "v4", "backend": "openvino"},
+                                       "mask_scale": TEXT_MASK_SCALE}
     return {**plates, **refs}, {**text, **refs}
 
 
