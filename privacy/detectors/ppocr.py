@@ -14,7 +14,7 @@ network is trained to predict a shrunk text kernel. For a rectangle that offset 
 exact, so no polygon-clipping library is needed.
 
 ``PPOCRPlateDetector`` keeps the text lines whose shape and size could be a licence
-plate's and grows each to the plate around it.
+plate's; the class's mask scale makes each line the plate around it.
 """
 
 from __future__ import annotations
@@ -258,8 +258,9 @@ class PlateShape:
     """Which text lines could be a licence plate's, and how large that plate is.
 
     A plate's characters form one short text line, a few times wider than high, that is
-    small in the frame; a kept line is grown to the plate around it (plate formats leave
-    a border and, in the US, a state name above the characters).
+    small in the frame; a kept line may be grown towards the plate around it (plate
+    formats leave a border and, in the US, a state name above the characters), on top of
+    the margin the class's mask scale adds.
 
     Attributes:
         min_aspect, max_aspect: the line's long side over its short side.
@@ -274,10 +275,10 @@ class PlateShape:
 
     # Tuned on bench/plates.py's Aria clip and synthetic tuning split (results/plates.md):
     # at larger sizes a US plate's state name and characters merge into one near-square
-    # region, hence aspect 1. The defaults are PP-OCRv4's (``plate_shape``): its lines
-    # are not grown, the class's mask scale (1.3, privacy.config) is all the margin the
-    # plate needs; growing them 1.15 x 1.5 under a 1.4 mask covered no more plates and
-    # painted twice the area outside them.
+    # region, hence aspect 1. The defaults are PP-OCRv4's (``PLATE_SHAPES``): its lines
+    # are not grown, the class's mask scale (1.3, privacy.config) is their margin. The
+    # earlier 1.15 x 1.5 growth under a 1.4 mask covered the same synthetic plates, one
+    # more of the 29 Aria plate-frames, and painted about twice the area outside them.
     min_aspect: float = 1.0
     max_aspect: float = 8.0
     min_height: float = 4.0
