@@ -297,13 +297,15 @@ def _build_plate_or_text(kind: str, options: dict) -> Detector:
         from privacy.detectors.plate_onnx import PlateOnnxDetector
 
         return PlateOnnxDetector(options.pop("path"), **options)
-    from privacy.detectors.ppocr import PlateShape, PPOCRPlateDetector, PPOCRTextDetector
+    from privacy.detectors.ppocr import PPOCRPlateDetector, PPOCRTextDetector, plate_shape
 
     if "path" in options:
         options["weights_path"] = options.pop("path")
     if kind == "ppocr-text":
         return PPOCRTextDetector(**options)
-    shape = PlateShape(**{k: options.pop(k) for k in PLATE_SHAPE_OPTIONS if k in options})
+    # Options the spec leaves out keep the model's own filter (``ppocr.PLATE_SHAPES``).
+    shape = plate_shape(options.get("model", "v4"),
+                        **{k: options.pop(k) for k in PLATE_SHAPE_OPTIONS if k in options})
     return PPOCRPlateDetector(shape=shape, **options)
 
 
