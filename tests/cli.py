@@ -60,11 +60,18 @@ def _captured(out: BinaryIO, err: BinaryIO) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _environment(env: dict[str, str] | None) -> Iterator[None]:
+    """``env`` set in ``os.environ`` for the call. ``tempfile`` reads TMPDIR once, at its first
+    use; its cached folder is cleared for the call so that a TMPDIR given here counts, as
+    it would in a new process."""
     saved = {name: os.environ.get(name) for name in env or {}}
+    saved_tempdir = tempfile.tempdir
     os.environ.update(env or {})
+    if "TMPDIR" in (env or {}):
+        tempfile.tempdir = None
     try:
         yield
     finally:
+        tempfile.tempdir = saved_tempdir
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
