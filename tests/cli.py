@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import traceback
 import warnings
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -107,6 +108,9 @@ def egoveil(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
                     else:
                         print(exc.code, file=sys.stderr)
                         code = 1
+                except Exception:  # noqa: BLE001 - what -v lets through: the interpreter's exit
+                    traceback.print_exc()
+                    code = 1
         finally:
             for logger, level in zip(loggers, levels):
                 logger.setLevel(level)
