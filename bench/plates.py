@@ -8,7 +8,8 @@ Data (see bench/plates_gt/ and bench/plates_data.py):
   frames of ``../shared/media``; even-numbered images tune, odd-numbered ones are held out.
 
 For every candidate the redaction mask is the union of its boxes scaled by the mask
-scale (1.4, egoveil's default; 1.3 for deface, its own). A ground-truth box is covered
+scale: the class's own for plates and text (``privacy.config.CLASS_MASK_SCALE``, 1.3),
+egoveil's faces' 1.4 for the faces-only reference, deface's own 1.3 for deface. A ground-truth box is covered
 when 80% of its pixels are under the mask (``privacy.coverage``). The area altered
 outside the truth is the masked share of the image outside every ground-truth box
 scaled 1.5 (the margin a redaction needs is not counted), averaged over images; real
@@ -23,6 +24,7 @@ cheap to compare. Usage (timings under the machine's benchmark lock):
         --out bench/results/plates.json
     python bench/plates.py --markdown bench/results/plates.json   # results/plates.md's tables
     python bench/plates.py --tune v4                              # the plate-filter grid
+    python bench/plates.py --tune-pair    # each model's growth in the v4 + v5 pair
 
 ``--plate-model`` is a YOLO-family plate ONNX (``plate-onnx:path=FILE``); without it the
 plate-specific candidates are left out.
@@ -49,14 +51,27 @@ sys.path.insert(0, HERE)
 
 from plates_data import MEDIA, make_samples  # noqa: E402
 
+from privacy.config import default_policy  # noqa: E402
 from privacy.coverage import covered_shares, mask_from_boxes, outside_share  # noqa: E402
 from privacy.detectors import build_detector  # noqa: E402
-from privacy.detectors.base import Detections, validate_detections  # noqa: E402
-from privacy.detectors.ppocr import PlateShape, PPOCRTextDetector, rect_bounds  # noqa: E402
+from privacy.detectors.base import Detections, Detector, nms, validate_detections  # noqa: E402
+from privacy.detectors.ppocr import (  # noqa: E402
+    PLATE_SHAPES,
+    PlateShape,
+    PPOCRTextDetector,
+    plate_shape,
+    rect_bounds,
+)
+from schemas.detections import PLATE, TEXT  # noqa: E402
 
-CACHE = os.path.join(HERE, ".cache", "plates")
+# EGOVEIL_PLATES_CACHE moves the cache (e.g. to /tmp, shared by worktrees).
+CACHE = os.environ.get("EGOVEIL_PLATES_CACHE", os.path.join(HERE, ".cache", "plates"))
 GT_FILE = os.path.join(HERE, "plates_gt", "aria_parking_plates.json")
+# Faces' mask scale (egoveil's default, the faces-only reference); plates and text are
+# measured at their own class's (privacy.config.CLASS_MASK_SCALE).
 MASK_SCALE = 1.4
+PLATE_MASK_SCALE = default_policy(PLATE).redaction.mask_scale
+TEXT_MASK_SCALE = default_policy(TEXT).redaction.mask_scale
 COVERED = 0.8
 
 # The network settings the candidates share; the cache key is made from them.
@@ -242,16 +257,24 @@ CHOSEN_TEXT = "ppocr-text v4"
 
 def candidates(plate_model: str | None) -> tuple[dict, dict]:
     """(plate candidates, text candidates), each name -> entry."""
-    shape = asdict(PlateShape())  # the tuned defaults
     plates: dict = {}
-    for model in ("v4", "v5"):
-        plates[f"ppocr-plates {model}"] = {"net": {"model": model}, "plate_shape": shape}
+    for model in ("v4", "v5"):  # each model's tuned filter, at the class's mask scale
+        plates[f"ppocr-plates {model}"] = {"net": {"model": model},
+                                           "plate_shape": asdict(PLATE_SHAPES[model]),
+                                           "mask_scale": PLATE_MASK_SCALE}
     plates["ppocr-plates v4 + v5"] = {
-        "union": [plates["ppocr-plates v4"], plates["ppocr-plates v5"]]}
+        "union": [plates["ppocr-plates v4"], plates["ppocr-plates v5"]],
+        "mask_scale": PLATE_MASK_SCALE}
+    # The settings before issue 14's area tuning: both models' lines grown 1.15 x 1.5,
+    # masks at faces' 1.4.
+    before = asdict(PlateShape(grow_w=1.15, grow_h=1.5))
+    plates["before: ppocr-plates v4 + v5, lines grown 1.15 x 1.5, mask 1.4"] = {
+        "union": [{"net": {"model": model}, "plate_shape": before} for model in ("v4", "v5")],
+        "mask_scale": 1.4}
     # The same networks on OpenVINO (bfloat16 where the CPU computes it natively).
     plates["ppocr-plates v4 + v5, openvino"] = {"union": [
-        {"net": {"model": model, "backend": "openvino"}, "plate_shape": shape}
-        for model in ("v4", "v5")]}
+        {"net": {"model": model, "backend": "openvino"}, "plate_shape": asdict(PLATE_SHAPES[model])}
+        for model in ("v4", "v5")], "mask_scale": PLATE_MASK_SCALE}
     if plate_model:
         for size in (640, 1280):
             plates[f"plate-onnx size {size}"] = {
@@ -267,8 +290,10 @@ def candidates(plate_model: str | None) -> tuple[dict, dict]:
     }
     text: dict = {}
     for model in ("v4", "v5"):
-        text[f"ppocr-text {model}"] = {"net": {"model": model}}
-    text["ppocr-text v4, openvino"] = {"net": {"model": "v4", "backend": "openvino"}}
+        text[f"ppocr-text {model}"] = {"net": {"model": model}, "mask_scale": TEXT_MASK_SCALE}
+    text["before: ppocr-text v4, mask 1.4"] = {"net": {"model": "v4"}, "mask_scale": 1.4}
+    text["ppocr-text v4, openvino"] = {"net": {"model": "v4", "backend": "openvino"},
+                                       "mask_scale": TEXT_MASK_SCALE}
     return {**plates, **refs}, {**text, **refs}
 
 
@@ -339,7 +364,7 @@ def tune(runner: Runner, frames, truth: dict, samples, model: str) -> list[dict]
             for key, _, gt, all_gt in items:
                 regions, (height, width) = cached[key]
                 dets = shape.select(regions[regions[:, 5] >= min_score], height, width)
-                mask = mask_from_boxes(dets.boxes, MASK_SCALE, height, width)
+                mask = mask_from_boxes(dets.boxes, PLATE_MASK_SCALE, height, width)
                 covered += list(covered_shares(gt, mask) >= COVERED)
                 outside.append(outside_share(all_gt, mask))
             scores[name] = (float(np.mean(covered)), float(np.mean(outside)))
@@ -347,6 +372,104 @@ def tune(runner: Runner, frames, truth: dict, samples, model: str) -> list[dict]
                      "aria": round(scores["aria"][0], 3), "aria_out": round(scores["aria"][1], 4),
                      "synth": round(scores["synthetic"][0], 3),
                      "synth_out": round(scores["synthetic"][1], 4)})
+    return rows
+
+
+class _Replayed(Detector):
+    """The v4 + v5 plate boxes of a pair of filters, from cached regions, found by frame
+    content (``tune_pair`` replays the Aria clip through the anonymizer with them)."""
+
+    name = "ppocr-plates (replayed)"
+    detection_class = PLATE
+
+    def __init__(self, boxes_by_frame: dict[bytes, np.ndarray]) -> None:
+        self.boxes_by_frame = boxes_by_frame
+
+    @staticmethod
+    def key(frame: np.ndarray) -> bytes:
+        return hashlib.sha256(frame[::7, ::7].tobytes()).digest()
+
+    def _detect(self, frame: np.ndarray) -> Detections:
+        boxes = self.boxes_by_frame[self.key(frame)]
+        return Detections(boxes, np.ones(len(boxes), np.float32))
+
+
+def pair_boxes(regions: dict, shapes: dict, height: int, width: int) -> np.ndarray:
+    """The boxes ``ppocr-plates:model=v4+ppocr-plates:model=v5`` gives with ``shapes``
+    (model -> PlateShape): each model's filter, then the ensemble's NMS at IoU 0.5."""
+    dets = Detections.concat([validate_detections(shapes[m].select(regions[m], height, width),
+                                                  height, width) for m in ("v4", "v5")])
+    if len(dets) == 0:
+        return dets.boxes
+    return dets.boxes[nms(dets.boxes, dets.scores, 0.5)]
+
+
+def through_anonymizer(frames, truth: dict, boxes: list[np.ndarray]) -> tuple[float, float]:
+    """Readable Aria plates covered through ``SegmentAnonymizer`` at the default plate
+    policy (schedule, window, mask scale), mean and worst over the keyframe phases, as
+    ``bench/classes.py --coverage`` measures it, with the detections replayed."""
+    from privacy.anonymizer import ClassDetector, FrameIn, SegmentAnonymizer
+
+    policy = default_policy(PLATE)
+    detector = _Replayed({_Replayed.key(f): b for f, b in zip(frames, boxes)})
+    phases = []
+    for phase in range(policy.schedule.every):
+        anonymizer = SegmentAnonymizer([ClassDetector(
+            detector, policy.redaction, policy.temporal_window, None, policy.schedule)],
+            detect_timeout_s=None)
+        clip = [(i, f) for i, f in enumerate(frames) if i >= phase]
+        covered = []
+        for (index, frame), out in zip(clip, anonymizer.process(
+                FrameIn(i / 10, f.copy()) for i, f in clip)):
+            gt = np.asarray([lab["box"] for lab in truth["labels"].get(str(index), [])
+                             if lab["readable"]], np.float32).reshape(-1, 4)
+            mask = mask_from_boxes(out.boxes[PLATE], policy.redaction.mask_scale,
+                                   *frame.shape[:2])
+            covered += list(covered_shares(gt, mask) >= COVERED)
+        anonymizer.close()
+        phases.append(float(np.mean(covered)))
+    return float(np.mean(phases)), min(phases)
+
+
+def tune_pair(runner: Runner, frames, truth: dict, samples) -> list[dict]:
+    """Grid over each model's plate-line growth in the v4 + v5 pair, on cached regions, at
+    the class's mask scale: Aria (detection alone, and through the anonymizer) and the
+    synthetic tuning split. Every other filter setting stays the model's default; a grid
+    over those and over per-model minimum scores (bench history, issue 14) covered fewer
+    Aria plates for each point of area saved."""
+    import itertools
+
+    aria = [(f"aria-{i}", f, np.asarray([lab["box"] for lab in truth["labels"][str(i)]],
+                                        np.float32).reshape(-1, 4),
+             np.asarray([lab["readable"] for lab in truth["labels"][str(i)]], bool))
+            for i, f in enumerate(frames)]
+    synth = [(s.key, s.image, s.plates, s.plate_widths >= 30) for s in samples
+             if s.split == "tune"]
+    cached = {key: {m: runner.regions({"model": m}, key, image) for m in ("v4", "v5")}
+              for key, image, _, _ in aria + synth}
+    growths = {"v4": ((1.0, 1.0), (1.1, 1.0), (1.0, 1.25), (1.15, 1.5)),
+               "v5": ((1.0, 1.0), (1.1, 1.1), (1.0, 1.25), (1.15, 1.25), (1.15, 1.5))}
+    rows = []
+    for g4, g5 in itertools.product(growths["v4"], growths["v5"]):
+        shapes = {m: plate_shape(m, grow_w=g[0], grow_h=g[1]) for m, g in (("v4", g4),
+                                                                           ("v5", g5))}
+        row: dict = {"v4_grow": g4, "v5_grow": g5}
+        aria_boxes = []
+        for name, items in (("aria", aria), ("synthetic", synth)):
+            covered, outside = [], []
+            for key, image, gt, counted in items:
+                boxes = pair_boxes(cached[key], shapes, *image.shape[:2])
+                if name == "aria":
+                    aria_boxes.append(boxes)
+                mask = mask_from_boxes(boxes, PLATE_MASK_SCALE, *image.shape[:2])
+                covered += list((covered_shares(gt, mask) >= COVERED)[counted])
+                outside.append(outside_share(gt, mask))
+            row[name] = round(float(np.mean(covered)), 4)
+            row[f"{name}_out"] = round(float(np.mean(outside)), 4)
+        mean, worst = through_anonymizer(frames, truth, aria_boxes)
+        row["aria_anonymizer_mean"], row["aria_anonymizer_worst"] = round(mean, 4), round(worst, 4)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
     return rows
 
 
@@ -422,6 +545,8 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write results JSON here")
     parser.add_argument("--tune", default=None, metavar="MODEL",
                         help="grid over the plate filter for PP-OCR MODEL (v4, v5) and stop")
+    parser.add_argument("--tune-pair", action="store_true",
+                        help="grid over each model's line growth in the v4 + v5 pair and stop")
     parser.add_argument("--markdown", default=None, metavar="JSON",
                         help="print a results JSON as Markdown tables and stop")
     parser.add_argument("--timing-only", action="store_true",
@@ -436,6 +561,13 @@ def main() -> None:
         return
     if args.markdown:
         print(markdown_tables(json.load(open(args.markdown))))
+        return
+    if args.tune_pair:
+        rows = tune_pair(Runner(), aria_frames(), json.load(open(GT_FILE)),
+                         make_samples("plates"))
+        if args.out:
+            with open(args.out, "w") as handle:
+                json.dump(rows, handle, indent=1)
         return
     if args.tune:
         rows = tune(Runner(), aria_frames(), json.load(open(GT_FILE)), make_samples("plates"),

@@ -203,21 +203,32 @@ class SegmentAnonymizer:
 
     def _timed(self, call, *args):
         """Run a detector call under the timeout (fail closed on expiry)."""
+        return self._timed_all([(call, *args)])[0]
+
+    def _timed_all(self, calls: list[tuple]) -> list:
+        """Run detector calls side by side, each under the timeout (fail closed on expiry).
+
+        Classes detected on the same instants run at once: PP-OCR and CenterFace each leave
+        part of the machine idle between layers, and the other fills it.
+        """
         if self.broken:
             raise DetectorError("detector unusable after an earlier timeout")
-        if self.timeout is None:
-            return call(*args)
+        if self.timeout is None and len(calls) == 1:
+            call, *args = calls[0]
+            return [call(*args)]
         if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(1, "egoveil-detect")
-        future = self._pool.submit(call, *args)
-        try:
-            return future.result(timeout=self.timeout)
-        except concurrent.futures.TimeoutError:
+            # One thread per detector: each class's, and its coarse pass's.
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                sum(1 + (c.coarse is not None) for c in self.classes), "egoveil-detect")
+        futures = [self._pool.submit(call, *args) for call, *args in calls]
+        done, pending = concurrent.futures.wait(futures, timeout=self.timeout)
+        if pending:
             # The backend may still be running in its thread: never reuse it.
             self.broken = True
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
-            raise DetectorError(f"detection timed out after {self.timeout:.1f} s") from None
+            raise DetectorError(f"detection timed out after {self.timeout:.1f} s")
+        return [future.result() for future in futures]
 
     def _detect_batch(self, batch: list[tuple[ViewFrames, dict[str, Pass]]],
                       pairs: tuple[tuple[str, str], ...], rectified: bool) -> Iterator[_Pending]:
@@ -226,19 +237,26 @@ class SegmentAnonymizer:
         dets: list[dict[str, dict[str, Detections]]] = [{} for _ in batch]
         own: list[dict[str, dict[str, int]]] = [{} for _ in batch]
         recovered: list[dict[str, dict[str, int]]] = [{} for _ in batch]
+        # One call per class and pass (full resolution, coarse), all side by side.
+        due_keys = {(cls.name, coarse): [(i, view) for i, (item, due) in enumerate(batch)
+                                         if cls.name in due
+                                         and (due[cls.name] == COARSE) == coarse
+                                         for view in item.images]
+                    for cls in self.classes for coarse in (False, True)}
+        calls = [(cls, coarse) for cls in self.classes for coarse in (False, True)
+                 if due_keys[cls.name, coarse]]
+        results = self._timed_all([
+            ((cls.coarse if coarse else cls.detector).detect_batch,
+             [batch[i][0].images[view] for i, view in due_keys[cls.name, coarse]])
+            for cls, coarse in calls]) if calls else []
+        found_by: dict[str, dict[int, dict[str, Detections]]] = {}
+        for (cls, coarse), found in zip(calls, results):
+            for (i, view), d in zip(due_keys[cls.name, coarse], found):
+                found_by.setdefault(cls.name, {}).setdefault(i, {})[view] = d
         for cls in self.classes:
-            by_view: dict[int, dict[str, Detections]] = {}
-            for coarse in (False, True):
-                keys = [(i, view) for i, (item, due) in enumerate(batch)
-                        if cls.name in due and (due[cls.name] == COARSE) == coarse
-                        for view in item.images]
-                if not keys:
-                    continue
-                detector = cls.coarse if coarse else cls.detector
-                images = [batch[i][0].images[view] for i, view in keys]
-                found = self._timed(detector.detect_batch, images)
-                for (i, view), d in zip(keys, found):
-                    by_view.setdefault(i, {})[view] = d
+            by_view = found_by.get(cls.name)
+            if not by_view:
+                continue
             search = cls.cross_view
             if search is not None and not rectified:
                 search = unrectified(search)

@@ -9,8 +9,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,38 +20,11 @@ from privacy.audit_chain import check_chain, entry_line, files_digest, make_entr
 from privacy.audit_seal import seal_signer_key, sign_seal, signed_note
 from privacy.pseudonyms import PseudonymKey
 from schemas.audit import EVENTS_FILE, GENESIS
+from tests.cli import egoveil
 
 FPS = 15
 RAW = (b"wearer-alice", b"wearer-bob", b"EG1-SN-0042", b"walk alice", b"street_bob",
        b"broken.mp4", b"48.8584")
-
-
-def egoveil(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """The ``egoveil`` command in a child process (runs: Beam and torch stay out of pytest)."""
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=600)
-
-
-@pytest.fixture
-def cli(capsys):
-    """The ``egoveil`` command in process, for the read-only audit commands (seconds faster
-    than a child process each); returns what a child process would."""
-    import logging
-
-    from pipeline.cli import main
-
-    def call(*args: str) -> subprocess.CompletedProcess:
-        root = logging.getLogger()
-        handlers, level = root.handlers[:], root.level
-        capsys.readouterr()
-        try:
-            code = main(list(args))
-        finally:  # main() points the root logger at this test's captured stderr
-            root.handlers[:] = handlers
-            root.setLevel(level)
-        captured = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
-    return call
 
 
 @dataclass
@@ -171,7 +142,7 @@ def test_the_run_records_its_processing(published, key):
     assert f"audit log head {entries[-1]['hash']}" in published.stderr
 
 
-def test_the_default_classes_paint_the_plate_in_every_clip_frame(published, cli, tmp_path):
+def test_the_default_classes_paint_the_plate_in_every_clip_frame(published, tmp_path):
     import av
 
     clips = sorted((published.out / "clips").glob("*.mp4"))
@@ -187,7 +158,7 @@ def test_the_default_classes_paint_the_plate_in_every_clip_frame(published, cli,
     assert checked >= 20
     # The report counts each class.
     report = tmp_path / "report.html"
-    result = cli("audit", "report", str(published.out), "--html", str(report))
+    result = egoveil("audit", "report", str(published.out), "--html", str(report))
     assert result.returncode == 0, result.stderr
     assert re.search(r"detections by class: face \d+, plate [1-9]\d*", result.stdout)
     assert "verification failures by class: none" in result.stdout
@@ -219,22 +190,22 @@ def public_key(key, tmp_path_factory) -> str:
     return str(path)
 
 
-def test_verify_passes_on_what_the_run_published(published, cli, public_key, key_file, key):
+def test_verify_passes_on_what_the_run_published(published, public_key, key_file, key):
     result = egoveil("audit", "verify", str(published.out))
     assert result.returncode == 0, result.stderr
     head = _entries(published.out)[-1]["hash"]
     fingerprint = key.seal_signer().public.fingerprint
     assert "audit verify: OK" in result.stdout and head in result.stdout
     assert f"seals signed with audit key {fingerprint}; pass the owner's" in result.stdout
-    as_json = json.loads(cli("audit", "verify", str(published.out), "--json").stdout)
+    as_json = json.loads(egoveil("audit", "verify", str(published.out), "--json").stdout)
     assert as_json["ok"] and as_json["head"] == head and as_json["findings"] == []
     assert as_json["audit_key"] == fingerprint and as_json["key_checked"] is False
-    checked = cli("audit", "verify", str(published.out), "--key-file", public_key,
+    checked = egoveil("audit", "verify", str(published.out), "--key-file", public_key,
                   "--expect-head", head)
     assert checked.returncode == 0, checked.stderr
     assert f"every seal was made with the audit key given ({fingerprint})" in checked.stdout
     # An auditor holds no secret: the key file itself is refused.
-    refused = cli("audit", "verify", str(published.out), "--key-file", key_file)
+    refused = egoveil("audit", "verify", str(published.out), "--key-file", key_file)
     assert refused.returncode == 2 and "this is a secret key" in refused.stderr
 
 
@@ -307,12 +278,12 @@ TAMPERING = {
 
 
 @pytest.mark.parametrize("case", list(TAMPERING))
-def test_verify_names_the_first_broken_entry_or_file(copy, case, cli):
+def test_verify_names_the_first_broken_entry_or_file(copy, case):
     tamper, expected = TAMPERING[case]
     n = len(_lines(copy))
     shard = _first_shard(copy).name
     tamper(copy)
-    result = cli("audit", "verify", str(copy))
+    result = egoveil("audit", "verify", str(copy))
     assert result.returncode == 1, result.stdout
     first = result.stderr.splitlines()[0]
     assert first.startswith("egoveil: audit verify: FAILED: ")
@@ -357,7 +328,7 @@ def _edit_a_shard_and_reseal(out: Path, signer=None) -> None:
 
 
 @pytest.mark.parametrize("forger", ["unsigned", "own key"])
-def test_a_seal_the_owner_did_not_make_fails_verify(copy, cli, public_key, forger):
+def test_a_seal_the_owner_did_not_make_fails_verify(copy, public_key, forger):
     head = _entries(copy)[-1]["hash"]
     _edit_a_shard_and_reseal(copy, PseudonymKey.generate().seal_signer()
                              if forger == "own key" else None)
@@ -366,7 +337,7 @@ def test_a_seal_the_owner_did_not_make_fails_verify(copy, cli, public_key, forge
     for extra, expected in (([], own_key), (["--expect-head", head], own_key), (
             ["--key-file", public_key],
             "not with the key given" if forger == "own key" else "the seal is not signed")):
-        result = cli("audit", "verify", str(copy), *extra)
+        result = egoveil("audit", "verify", str(copy), *extra)
         assert result.returncode == 1, (extra, result.stdout)
         first = result.stderr.splitlines()[0]
         assert f"FAILED: audit/events.jsonl line {line} (seq {line - 1}): " in first, first
@@ -374,7 +345,7 @@ def test_a_seal_the_owner_did_not_make_fails_verify(copy, cli, public_key, forge
 
 
 def test_a_rewritten_log_is_caught_by_the_owners_key_and_the_head_kept_outside(
-        copy, cli, public_key):
+        copy, public_key):
     """A forger who rechains the whole log, re-signs every seal with a key of their own and
     rewrites the record and the manifest passes the folder's own checks; the owner's public
     key and a head an auditor kept from an earlier verify do not."""
@@ -408,15 +379,15 @@ def test_a_rewritten_log_is_caught_by_the_owners_key_and_the_head_kept_outside(
     _write_log_and_manifest(copy, forged, files=manifest["files"],
                             audit=dict(manifest["audit"], audit_key=signer.public.fingerprint))
 
-    assert cli("audit", "verify", str(copy)).returncode == 0
-    result = cli("audit", "verify", str(copy), "--expect-head", kept)
+    assert egoveil("audit", "verify", str(copy)).returncode == 0
+    result = egoveil("audit", "verify", str(copy), "--expect-head", kept)
     assert result.returncode == 1
     assert "the head kept outside the folder is not in the log" in result.stderr
-    result = cli("audit", "verify", str(copy), "--key-file", public_key)
+    result = egoveil("audit", "verify", str(copy), "--key-file", public_key)
     assert result.returncode == 1 and "not with the key given" in result.stderr
 
 
-def test_an_extra_shard_with_a_forged_publishing_note_fails_verify(copy, cli):
+def test_an_extra_shard_with_a_forged_publishing_note_fails_verify(copy):
     """An extra shard doubles what a reader of the whole latents/ folder gets; a PUBLISHING
     note excuses it only when the folder's audit key signed it for a run not yet sealed."""
     import hashlib
@@ -438,14 +409,14 @@ def test_an_extra_shard_with_a_forged_publishing_note_fails_verify(copy, cli):
     }
     for case, note in notes.items():
         (staging / "PUBLISHING").write_text(json.dumps(note))
-        result = cli("audit", "verify", str(copy))
+        result = egoveil("audit", "verify", str(copy))
         assert result.returncode == 1, case
         assert f"latents/{extra.name}: not listed in manifest.json" in result.stderr, case
         assert "PUBLISHING: a PUBLISHING note not signed with the folder's audit key" \
             in result.stderr, case
 
 
-def test_a_genuine_note_of_a_finished_run_excuses_nothing(copy, cli, key):
+def test_a_genuine_note_of_a_finished_run_excuses_nothing(copy, key):
     """A note replayed from a run the log has sealed (or signed for other bytes) does not
     excuse a file put in its name."""
     import hashlib
@@ -461,7 +432,7 @@ def test_a_genuine_note_of_a_finished_run_excuses_nothing(copy, cli, key):
         note = signed_note(run_id, entries[0]["prev"], [
             {"path": f"latents/{extra.name}", "sha256": digest}], signer)
         (copy / ".staging" / "r" / "PUBLISHING").write_text(json.dumps(note))
-        result = cli("audit", "verify", str(copy))
+        result = egoveil("audit", "verify", str(copy))
         assert result.returncode == 1
         assert f"latents/{extra.name}: not listed in manifest.json" in result.stderr
 
@@ -501,21 +472,21 @@ def _as_published_before_signed_seals(out: Path, key) -> None:
     _write_log_and_manifest(out, entries)
 
 
-def test_a_folder_published_before_seals_were_signed_stays_usable(copy, cli, public_key, key,
+def test_a_folder_published_before_seals_were_signed_stays_usable(copy, public_key, key,
                                                                    key_file):
     """Its unsigned seals are a notice, not a failure; the owner's key still erases in it (the
     record names the key's old id); from then on every seal is signed and checked."""
     _as_published_before_signed_seals(copy, key)
-    result = cli("audit", "verify", str(copy))
+    result = egoveil("audit", "verify", str(copy))
     assert result.returncode == 0, result.stderr
     assert "seals are not signed: the folder was published before" in result.stderr
-    refused = cli("audit", "verify", str(copy), "--key-file", public_key)
+    refused = egoveil("audit", "verify", str(copy), "--key-file", public_key)
     assert refused.returncode == 1 and "no seal is signed" in refused.stderr
 
     erased = egoveil("erase", str(copy), "--wearer", "wearer-alice", "--key-file", key_file)
     assert erased.returncode == 0, erased.stderr
     for extra in ([], ["--key-file", public_key]):
-        result = cli("audit", "verify", str(copy), *extra)
+        result = egoveil("audit", "verify", str(copy), *extra)
         assert result.returncode == 0, (extra, result.stderr)
         assert "the first 1 seals are not signed" in result.stderr
     # An unsigned seal after a signed one is still a forgery.
@@ -526,12 +497,12 @@ def test_a_folder_published_before_seals_were_signed_stays_usable(copy, cli, pub
                           op_id=entries[-1]["op_id"], kind="files_sealed",
                           counts={"files": len(files), "files_sha256": files_digest(files)})
     _write_log_and_manifest(copy, [*entries, unsigned])
-    forged = cli("audit", "verify", str(copy))
+    forged = egoveil("audit", "verify", str(copy))
     assert forged.returncode == 1 and "the seal is not signed" in forged.stderr
 
 
-def test_validate_runs_the_contract_on_demand(published, copy, tmp_path, cli):
-    result = cli("validate", str(published.out))
+def test_validate_runs_the_contract_on_demand(published, copy, tmp_path):
+    result = egoveil("validate", str(published.out))
     assert result.returncode == 0, result.stderr
     assert "data contract passed" in result.stdout
 
@@ -546,14 +517,14 @@ def test_validate_runs_the_contract_on_demand(published, copy, tmp_path, cli):
                              table.schema.field("wearer_id"), pa.array(wearers, pa.string()))
     pq.write_table(table, shard)
     page, doc = tmp_path / "v.html", tmp_path / "v.json"
-    result = cli("validate", str(copy), "--html", str(page), "--json", str(doc))
+    result = egoveil("validate", str(copy), "--html", str(page), "--json", str(doc))
     assert result.returncode == 1
     assert "expect_column_values_to_match_regex(wearer_id): 1 of" in result.stderr
     assert b"wearer-alice" not in page.read_bytes() + doc.read_bytes()
     assert sorted(os.listdir(copy / "audit")) == sorted(os.listdir(published.out / "audit"))
 
 
-def test_a_second_run_appends_to_the_same_log(published, copy, cli):
+def test_a_second_run_appends_to_the_same_log(published, copy):
     first = _entries(copy)
     result = egoveil(*published.argv, "--output", str(copy))
     assert result.returncode == 0, result.stderr
@@ -561,10 +532,10 @@ def test_a_second_run_appends_to_the_same_log(published, copy, cli):
     entries = _entries(copy)
     assert entries[:len(first)] == first
     assert len({e["op_id"] for e in entries}) == 2
-    assert cli("audit", "verify", str(copy)).returncode == 0
+    assert egoveil("audit", "verify", str(copy)).returncode == 0
 
 
-def test_erasures_append_through_the_api_and_show_in_the_report(copy, tmp_path, cli, key):
+def test_erasures_append_through_the_api_and_show_in_the_report(copy, tmp_path, key):
     from privacy.audit_log import load_manifest, record_operation
     from transforms.stores.filesystems import FileSystemsStore
 
@@ -574,9 +545,9 @@ def test_erasures_append_through_the_api_and_show_in_the_report(copy, tmp_path, 
                      events=[{"kind": "erasure", "recording_id": rec,
                               "counts": {"rows": 3, "clips": 1}}],
                      signer=key.seal_signer())
-    assert cli("audit", "verify", str(copy)).returncode == 0
+    assert egoveil("audit", "verify", str(copy)).returncode == 0
     report = tmp_path / "r.html"
-    result = cli("audit", "report", str(copy), "--html", str(report), "--thumbnails", "0")
+    result = egoveil("audit", "report", str(copy), "--html", str(report), "--thumbnails", "0")
     assert result.returncode == 0 and "erasures: 1" in result.stdout
     html = report.read_text()
     assert "00000000000000e1" in html and "rows: 3" in html
@@ -598,19 +569,19 @@ def test_run_refuses_an_output_whose_log_is_broken(published, copy):
     (["audit", "report", "{tmp}"], "DIR has no manifest.json"),
     (["audit", "report", "{out}", "--html", "{tmp}/missing/r.html"], "--html: the folder"),
 ])
-def test_audit_mistakes_get_one_line(published, tmp_path, args, message, cli):
+def test_audit_mistakes_get_one_line(published, tmp_path, args, message):
     argv = [a.format(tmp=tmp_path, out=published.out) for a in args]
-    result = cli(*argv)
+    result = egoveil(*argv)
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("egoveil: error:")]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
 
 
-def test_report_on_a_tampered_folder_says_so(copy, tmp_path, cli):
+def test_report_on_a_tampered_folder_says_so(copy, tmp_path):
     shard = _first_shard(copy)
     _flip_byte(shard)
     report = tmp_path / "r.html"
-    result = cli("audit", "report", str(copy), "--html", str(report))
+    result = egoveil("audit", "report", str(copy), "--html", str(report))
     assert result.returncode == 1
     assert f"integrity: FAILED: latents/{shard.name}: sha256 differs" in result.stdout
     assert 'data-status="broken"' in report.read_text()
@@ -626,10 +597,10 @@ BROWSER_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic",
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (.ci/run installs it)")
-def test_report_in_headless_chromium(published, tmp_path, cli):
+def test_report_in_headless_chromium(published, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     report = tmp_path / "report.html"
-    result = cli("audit", "report", str(published.out), "--html", str(report))
+    result = egoveil("audit", "report", str(published.out), "--html", str(report))
     assert result.returncode == 0, result.stderr
     assert "integrity: verified" in result.stdout
 

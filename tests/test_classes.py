@@ -9,11 +9,6 @@ scenes and videos the tests make; the detectors are the real PP-OCR networks.
 
 from __future__ import annotations
 
-import logging
-import os
-import subprocess
-import sys
-
 import apache_beam as beam
 import av
 import numpy as np
@@ -46,6 +41,7 @@ from privacy.redaction import SOLID_VALUE, RedactionConfig
 from privacy.schedule import DetectionSchedule
 from privacy.verification import VerificationConfig
 from schemas.detections import FACE, PLATE, TEXT
+from tests.cli import egoveil
 from tests.faults import BlindFactory, FaultyFactory, HallucinatingFactory
 from transforms.anonymize import AnonymizeSegmentFn, AnonymizeSegments, ClipPlan
 from transforms.media.video import probe
@@ -101,18 +97,10 @@ def test_the_flags_default_to_the_configuration_and_name_their_classes():
     (["--plate-detector", "centerface"], "--plate-detector: detector 'centerface' finds face"),
     (["--text-detector", "ppocr-text:colour=red"], "--text-detector: unknown ppocr-text option"),
 ])
-def test_class_mistakes_get_one_line_and_exit_2(args, message, capsys):
-    from pipeline.cli import main
-
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        code = main(["redact", "in.mp4", "out.mp4", *args])
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and err[0].startswith("egoveil: error: "), err
+def test_class_mistakes_get_one_line_and_exit_2(args, message):
+    result = egoveil("redact", "in.mp4", "out.mp4", *args)
+    err = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(err) == 1 and err[0].startswith("egoveil: error: "), err
     assert message in err[0]
 
 
@@ -383,11 +371,6 @@ def test_a_plate_detector_fault_dead_letters_the_segment(plate_clip, key_file, t
 
 
 # ---------------------------------------------------------------- egoveil redact
-
-
-def egoveil(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True,
-                          text=True, env=dict(os.environ), timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import av
 import numpy as np
@@ -14,14 +12,10 @@ import pytest
 
 from pipeline.samples import SIDE_TRACK_STRINGS
 from schemas.latents import embedding_array, latent_schema, shard_metadata
+from tests.cli import egoveil, egoveil_process
 from transforms.models.encoders import RANDOM_PRESETS
 
 TINY_DIM = RANDOM_PRESETS["vjepa2-tiny"]["hidden_size"]
-
-
-def egoveil(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=600)
 
 
 def _redacted_share(frame: np.ndarray, box: tuple[int, int, int, int]) -> float:
@@ -155,7 +149,8 @@ def test_user_mistakes_get_one_line(tmp_path, sample_video, key_file, args, mess
 
 
 def test_demo_runs_offline_and_says_the_encoder_is_not_pretrained(tmp_path):
-    result = egoveil("demo", str(tmp_path / "demo"), "--no-progress",
+    # A child process: huggingface_hub reads HF_HUB_OFFLINE when it is imported.
+    result = egoveil_process("demo", str(tmp_path / "demo"), "--no-progress",
                      env={"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "https://hub.invalid"})
     assert result.returncode == 0, result.stderr
     assert "randomly initialised" in result.stderr and "not pretrained" in result.stderr

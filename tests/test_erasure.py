@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -120,10 +121,11 @@ def test_erase_rows_keeps_unknown_wearers_and_names_what_it_removed():
         ErasureRequest()
 
 
-@pytest.fixture()
-def published(tmp_path, key_file, key):
-    """An output with 30 rows of three wearers over several shards, clips and dead letters."""
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def published_once(tmp_path_factory, key_file, key):
+    """An output with 30 rows of three wearers over several shards, clips and dead letters,
+    published once for the module (the publish step's data contract takes seconds)."""
+    out = tmp_path_factory.mktemp("published") / "out"
     staging = str(out / ".staging" / "run")
     rows = [_row(key, i, WEARERS[i % 3]) for i in range(30)]
     clips = []
@@ -147,6 +149,14 @@ def published(tmp_path, key_file, key):
                       inputs=p | "Inputs" >> beam.Create([0])) | Publish(
                           str(out), staging, run_record(key.key_id), key_file=key_file)
     os.makedirs(out / ".staging", exist_ok=True)
+    return out
+
+
+@pytest.fixture()
+def published(published_once, tmp_path):
+    """This test's own copy of the published output, to erase from and tamper with."""
+    out = tmp_path / "out"
+    shutil.copytree(published_once, out, symlinks=True)
     return out
 
 

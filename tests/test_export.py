@@ -13,8 +13,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
 
 import numpy as np
@@ -32,6 +30,7 @@ from privacy.export_card import redaction_classes
 from privacy.export_policy import ExportFilter, ExportPolicyError, SplitSpec
 from privacy.pseudonyms import PseudonymKey
 from schemas.latents import LatentLayout, numpy_dtype
+from tests.cli import egoveil
 from transforms.stores.filesystems import FileSystemsStore
 
 LAYOUT = LatentLayout(embedding_dim=16, dtype="float16", token_grid=(2, 2, 2), token_dim=8)
@@ -480,11 +479,6 @@ def test_a_sync_cut_short_is_finished_by_the_next(source, tmp_path, key_file):
         other = publish_synthetic(str(tmp_path / "other"), key_file, SyntheticSpec(rows=2,
                                                                               clips=False))
         sync(other, str(dest))
-
-
-def egoveil(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True,
-                          text=True, timeout=600)
 
 
 def test_the_command_exports_and_says_what_it_did(source, tmp_path, key_file, monkeypatch):

@@ -23,18 +23,13 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.samples import make_recording
 from schemas.audit import EVENTS_FILE
+from tests.cli import egoveil
 from transforms.discover import DiscoverRecordings, normalize_uri
 from transforms.media.inputs import DecodeCaps, MediaError, content_sha256
 from transforms.media.video import probe
 from transforms.segments import plan_segments
 
 SMALL = {"width": 320, "height": 180, "fps": 10}
-
-
-def egoveil(*args: str, env: dict | None = None, timeout: int = 600
-            ) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def write_frames(path: Path, count: int, time_base: Fraction, step: int, *, rate: int = 30,
@@ -326,8 +321,7 @@ def hostile(tmp_path_factory, key_file, tiny_encoder):
     result = egoveil("run", "--input", str(inputs), "--manifest", str(manifest), "--output",
                      str(out), "--key-file", key_file, "--encoder", tiny_encoder,
                      "--segment-seconds", "2", "--max-input-gb", "0.001",
-                     "--max-failure-rate", "1", "--no-progress", env={"TMPDIR": str(tmp)},
-                     timeout=900)
+                     "--max-failure-rate", "1", "--no-progress", env={"TMPDIR": str(tmp)})
     return root, out, tmp, result, time.monotonic() - started
 
 

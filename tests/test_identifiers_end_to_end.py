@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -26,6 +25,7 @@ import pytest
 from pipeline.redact import redact_file
 from pipeline.samples import SAMPLE_METADATA, SIDE_TRACK_STRINGS, make_recording
 from privacy.pseudonyms import PseudonymKey
+from tests.cli import egoveil
 from tests.containers import exiftool_findings, ffprobe_findings, pyav_findings, raw_strings_in
 
 WEARERS = {"alice": "alice-7731", "bob": "bob-0099", "carol": "carol-5521",
@@ -53,11 +53,6 @@ IDENTIFIERS = {
     "encoder version strings (x264 SEI, Lavc/Lavf versions)": [b"x264", b"Lavc", b"Lavf6"],
 }
 RAW = [raw for raws in IDENTIFIERS.values() for raw in raws]
-
-
-def egoveil(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -9,22 +9,28 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from privacy.config import CLASS_MASK_SCALE, default_policy
+from privacy.coverage import covered_shares, mask_from_boxes
 from privacy.detectors import DetectorError, DetectorSpec, build_detector
 from privacy.detectors.base import Detections
 from privacy.detectors.factory import DEFAULT_PLATE_DETECTOR, DEFAULT_TEXT_DETECTOR
 from privacy.detectors.plate_onnx import PlateOnnxDetector
 from privacy.detectors.ppocr import (
+    PLATE_SHAPES,
     PlateShape,
     PPOCRPlateDetector,
     PPOCRTextDetector,
     default_weights_path,
+    plate_shape,
     rect_bounds,
 )
+from privacy.redaction import MIN_MASK_SCALE
 from schemas.detections import PLATE, TEXT
 
 PLATE_BOX = (240, 300, 420, 340)  # x1, y1, x2, y2 of the drawn plate
@@ -85,14 +91,52 @@ def test_text_detector_finds_the_lines(text_detector, frame):
     assert text_detector.describe()["weights_sha256"] == sha256(default_weights_path("v4"))
 
 
-def test_plate_detector_keeps_the_plate_and_grows_it(frame):
+def test_plate_detector_keeps_the_plate_and_its_mask_covers_it(frame):
     detector = PPOCRPlateDetector()
     dets = detector.detect(frame)
     assert detector.detection_class == PLATE
-    assert overlaps(dets.boxes, PLATE_BOX, 0.8)
+    # The box is the line of characters; the class's mask scale makes it the plate.
+    mask = mask_from_boxes(dets.boxes, default_policy(PLATE).redaction.mask_scale,
+                           *frame.shape[:2])
+    assert covered_shares(np.asarray([PLATE_BOX], np.float32), mask)[0] >= 0.8
     described = detector.describe()
     assert described["weights_sha256"] == sha256(default_weights_path("v4"))
-    assert described["plate_shape"]["grow_h"] == PlateShape().grow_h
+    assert described["plate_shape"] == asdict(PLATE_SHAPES["v4"])
+
+
+def test_each_model_has_its_own_plate_filter_and_a_spec_changes_only_what_it_names():
+    assert PPOCRPlateDetector(model="v5").shape == PLATE_SHAPES["v5"] == plate_shape("v5")
+    assert (PLATE_SHAPES["v4"].grow_w, PLATE_SHAPES["v5"].grow_w) == (1.0, 1.1)
+    v5 = build_detector("ppocr-plates:model=v5;max_height=0.1").describe()["plate_shape"]
+    assert v5 == {**asdict(PLATE_SHAPES["v5"]), "max_height": 0.1}
+    members = build_detector(DEFAULT_PLATE_DETECTOR).describe()["members"]
+    assert [m["plate_shape"] for m in members] == [asdict(PLATE_SHAPES["v4"]),
+                                                   asdict(PLATE_SHAPES["v5"])]
+    with pytest.raises(ValueError, match="'v9'"):
+        plate_shape("v9")
+    # The default masks of plates and text keep the floor every class keeps.
+    for cls in (PLATE, TEXT):
+        assert default_policy(cls).redaction.mask_scale == CLASS_MASK_SCALE >= MIN_MASK_SCALE
+
+
+def test_a_plate_shaped_line_is_kept_ungrown_by_v4_and_grown_by_v5():
+    # A 30 px plate's line of characters (26 x 8 px, as the networks report it) and a
+    # wheel-sized square region (200 px, 10% of a 1920-line frame): both are plate-shaped
+    # (aspect 1 is allowed: a large US plate's state name and characters merge), so both
+    # are kept; the line is painted with the class's margin only.
+    regions = np.array([[500, 500, 26, 8, 0, 0.9], [1000, 1200, 200, 190, 0, 0.97]],
+                       np.float32)
+    v4 = PLATE_SHAPES["v4"].select(regions, 1920, 2560)
+    v5 = PLATE_SHAPES["v5"].select(regions, 1920, 2560)
+    assert len(v4) == len(v5) == 2
+    line4 = v4.boxes[np.argmin(v4.boxes[:, 0])]
+    line5 = v5.boxes[np.argmin(v5.boxes[:, 0])]
+    assert line4[2] - line4[0] == pytest.approx(26, rel=1e-4)
+    assert line5[2] - line5[0] == pytest.approx(26 * 1.1, rel=1e-4)
+    # Lines taller than 15% of the frame are not a plate's, whatever the model.
+    tall = np.array([[1000, 900, 400, 300, 0, 0.99]], np.float32)
+    assert len(PLATE_SHAPES["v4"].select(tall, 1920, 2560)) == 0
+    assert len(PLATE_SHAPES["v5"].select(tall, 1920, 2560)) == 0
 
 
 def test_batches_match_single_frames(text_detector, frame):

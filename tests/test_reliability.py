@@ -19,15 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.samples import make_recording
+from tests.cli import egoveil
 from tests.containers import write_audio_only
 from transforms.discover import normalize_uri
 
 SMALL = {"width": 320, "height": 180, "fps": 10}
-
-
-def egoveil(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def _encode(path: Path, codec: str, frames: list[np.ndarray], times: list[float] | None = None,

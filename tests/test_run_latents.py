@@ -11,7 +11,7 @@ from pipeline.errors import UserError
 from pipeline.export.latent_dataset import LatentShardDataset, LatentShards
 from pipeline.runner import prepare
 from schemas.latents import SCHEMA_VERSION
-from tests.test_cli_end_to_end import egoveil
+from tests.cli import egoveil
 
 
 @pytest.fixture(scope="module")

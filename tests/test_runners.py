@@ -25,10 +25,10 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, WorkerOptions
 
-from pipeline.cli import main as egoveil_main
 from pipeline.runner import run, summarize
 from pipeline.worker_deps import stage_for_workers
 from schemas.latents import embedding_array
+from tests.cli import egoveil
 from transforms.models.encoders import RANDOM_PRESETS
 
 TINY_DIM = RANDOM_PRESETS["vjepa2-tiny"]["hidden_size"]
@@ -52,7 +52,7 @@ def _assert_published_like(out, baseline) -> None:
     assert (out / "_SUCCESS").exists() and (out / "manifest.json").exists()
     assert sorted(p.name for p in (out / "latents").glob("part-*.parquet"))
     # audit verify checks every listed file's sha256, the chain and the record.
-    assert egoveil_main(["audit", "verify", str(out)]) == 0
+    assert egoveil("audit", "verify", str(out)).returncode == 0
     ids, emb = _latents(out)
     base_ids, base_emb = _latents(baseline)
     assert ids == base_ids and len(ids) >= 1
@@ -276,13 +276,13 @@ def test_the_dask_runner_mixes_tagged_outputs_and_drops_finish_bundle_output(das
 
 
 def test_egoveil_refuses_the_dask_runner_before_it_starts(tmp_path, sample_video, key_file,
-                                                         tiny_encoder, capsys):
+                                                         tiny_encoder):
     out = tmp_path / "out"
-    code = egoveil_main(["run", *_args(sample_video[0], out, key_file, tiny_encoder,
-                                       "--runner", DASK, "--dask_client_address",
-                                       "tcp://127.0.0.1:9")])
-    err = capsys.readouterr().err
-    assert code == 2
+    result = egoveil("run", *_args(sample_video[0], out, key_file, tiny_encoder,
+                                   "--runner", DASK, "--dask_client_address",
+                                   "tcp://127.0.0.1:9"))
+    err = result.stderr
+    assert result.returncode == 2
     lines = [line for line in err.splitlines() if line.startswith("egoveil: error:")]
     assert len(lines) == 1 and "--runner DaskRunner cannot run egoveil" in lines[0]
     assert "finish_bundle" in lines[0] and not out.exists()

@@ -13,6 +13,7 @@ import pytest
 from privacy.config import GPU_DETECT_BATCH, AnonymizationConfig
 from privacy.detectors import DetectorError, DetectorSpec, build_detector
 from privacy.detectors.factory import on_device
+from tests.cli import egoveil
 from tests.conftest import shared_media
 from transforms.media import video as video_io
 
@@ -97,9 +98,7 @@ def test_redact_on_cuda_without_a_gpu_says_what_to_install(tmp_path):
     import cv2
 
     cv2.imwrite(str(image), _astronaut()[:, :, ::-1])
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "redact", str(image),
-                           str(tmp_path / "out.png"), "--device", "cuda"],
-                          capture_output=True, text=True)
+    proc = egoveil("redact", str(image), str(tmp_path / "out.png"), "--device", "cuda")
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert "egoveil: error: detector cannot be loaded" in proc.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -14,6 +13,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from privacy.aria_streams import select_streams
 from schemas.sidecar import RecordingRequest
+from tests.cli import egoveil
 from tests.conftest import shared_media
 from transforms.admit import AdmitRecordingFn
 from transforms.media.inputs import DecodeCaps
@@ -83,10 +83,8 @@ def aria_run(tmp_path_factory, key_file, tiny_encoder):
     if not aria_available():
         pytest.skip("projectaria-tools is not installed (pip install 'egoveil[aria]')")
     out = tmp_path_factory.mktemp("aria") / "out"
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "run", "--input", vrs, "--output", str(out),
-         "--key-file", key_file, "--encoder", tiny_encoder, "--clips", "--no-progress",
-         "--verifier", "none"], capture_output=True, text=True, timeout=600)
+    result = egoveil("run", "--input", vrs, "--output", str(out), "--key-file", key_file,
+                     "--encoder", tiny_encoder, "--clips", "--no-progress", "--verifier", "none")
     assert result.returncode == 0, result.stderr
     return vrs, out, result
 
@@ -133,10 +131,8 @@ def test_a_rerun_reuses_each_camera_groups_segments(aria_run, key_file, tiny_enc
     # pseudonym: each must get its own rows back from the cache, not the other's.
     vrs, out, _ = aria_run
     before = json.loads((out / "manifest.json").read_text())
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "run", "--input", vrs, "--output", str(out),
-         "--key-file", key_file, "--encoder", tiny_encoder, "--clips", "--no-progress",
-         "--verifier", "none"], capture_output=True, text=True, timeout=600)
+    result = egoveil("run", "--input", vrs, "--output", str(out), "--key-file", key_file,
+                     "--encoder", tiny_encoder, "--clips", "--no-progress", "--verifier", "none")
     assert result.returncode == 0, result.stderr
     after = json.loads((out / "manifest.json").read_text())
     assert "2 segments reused" in result.stderr

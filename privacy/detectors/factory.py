@@ -28,6 +28,7 @@ is given)::
 
 from __future__ import annotations
 
+import concurrent.futures
 from dataclasses import dataclass
 
 from privacy.detectors.base import Detections, Detector, nms
@@ -272,13 +273,23 @@ class EnsembleDetector(Detector):
         self.members = members
         self.nms_iou = nms_iou
         self.name = "+".join(m.name for m in members)
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def describe(self) -> dict:
         return {"name": self.name, "class": self.detection_class,
                 "members": [m.describe() for m in self.members]}
 
     def _detect(self, frame):
-        merged = Detections.concat([m.detect(frame) for m in self.members])
+        if len(self.members) == 1:
+            merged = self.members[0].detect(frame)
+        else:
+            # Members run side by side: each leaves part of the CPU idle between layers.
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    len(self.members) - 1, "egoveil-ensemble")
+            others = [self._pool.submit(m.detect, frame) for m in self.members[1:]]
+            first = self.members[0].detect(frame)
+            merged = Detections.concat([first, *(f.result() for f in others)])
         if len(merged) == 0:
             return merged
         keep = nms(merged.boxes, merged.scores, self.nms_iou)
@@ -323,13 +334,15 @@ def _build_plate_or_text(kind: str, options: dict) -> Detector:
         from privacy.detectors.plate_onnx import PlateOnnxDetector
 
         return PlateOnnxDetector(options.pop("path"), **options)
-    from privacy.detectors.ppocr import PlateShape, PPOCRPlateDetector, PPOCRTextDetector
+    from privacy.detectors.ppocr import PPOCRPlateDetector, PPOCRTextDetector, plate_shape
 
     if "path" in options:
         options["weights_path"] = options.pop("path")
     if kind == "ppocr-text":
         return PPOCRTextDetector(**options)
-    shape = PlateShape(**{k: options.pop(k) for k in PLATE_SHAPE_OPTIONS if k in options})
+    # Options the spec leaves out keep the model's own filter (``ppocr.PLATE_SHAPES``).
+    shape = plate_shape(options.get("model", "v4"),
+                        **{k: options.pop(k) for k in PLATE_SHAPE_OPTIONS if k in options})
     return PPOCRPlateDetector(shape=shape, **options)
 
 

@@ -14,7 +14,7 @@ network is trained to predict a shrunk text kernel. For a rectangle that offset 
 exact, so no polygon-clipping library is needed.
 
 ``PPOCRPlateDetector`` keeps the text lines whose shape and size could be a licence
-plate's and grows each to the plate around it.
+plate's; the class's mask scale makes each line the plate around it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import importlib.util
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import cv2
 import numpy as np
@@ -258,8 +258,9 @@ class PlateShape:
     """Which text lines could be a licence plate's, and how large that plate is.
 
     A plate's characters form one short text line, a few times wider than high, that is
-    small in the frame; a kept line is grown to the plate around it (plate formats leave
-    a border and, in the US, a state name above the characters).
+    small in the frame; a kept line may be grown towards the plate around it (plate
+    formats leave a border and, in the US, a state name above the characters), on top of
+    the margin the class's mask scale adds.
 
     Attributes:
         min_aspect, max_aspect: the line's long side over its short side.
@@ -274,14 +275,17 @@ class PlateShape:
 
     # Tuned on bench/plates.py's Aria clip and synthetic tuning split (results/plates.md):
     # at larger sizes a US plate's state name and characters merge into one near-square
-    # region, hence aspect 1.
+    # region, hence aspect 1. The defaults are PP-OCRv4's (``PLATE_SHAPES``): its lines
+    # are not grown, the class's mask scale (1.3, privacy.config) is their margin. The
+    # earlier 1.15 x 1.5 growth under a 1.4 mask covered the same synthetic plates, one
+    # more of the 29 Aria plate-frames, and painted about twice the area outside them.
     min_aspect: float = 1.0
     max_aspect: float = 8.0
     min_height: float = 4.0
     max_height: float = 0.15
     max_width: float = 0.3
-    grow_w: float = 1.15
-    grow_h: float = 1.5
+    grow_w: float = 1.0
+    grow_h: float = 1.0
     max_tilt: float = 30.0
 
     def __post_init__(self) -> None:
@@ -328,11 +332,31 @@ class PlateShape:
         return Detections(boxes[keep], scores[keep])
 
 
+# Each model's plate filter. PP-OCRv5's lines sit a little inside the characters of the
+# 30-60 px plates that PP-OCRv4 misses, so they are grown 10% (bench/plates.py --tune).
+PLATE_SHAPES = {"v4": PlateShape(), "v5": PlateShape(grow_w=1.1, grow_h=1.1)}
+
+
+def plate_shape(model: str = "v4", **changes) -> PlateShape:
+    """``model``'s default plate filter with ``changes`` (``PlateShape`` fields) made.
+
+    Raises:
+        ValueError: an unknown model or field, or a value out of range.
+    """
+    if model not in PLATE_SHAPES:
+        raise ValueError(f"model must be one of {', '.join(PLATE_SHAPES)}, got {model!r}")
+    try:
+        return replace(PLATE_SHAPES[model], **changes)
+    except TypeError as exc:
+        raise ValueError(f"unknown plate filter option: {exc}") from None
+
+
 class PPOCRPlateDetector(PPOCRTextDetector):
     """Licence plates: PP-OCR text lines whose shape and size could be a plate's.
 
     Args:
-        shape: the plate-line filter and growth (``PlateShape``).
+        shape: the plate-line filter and growth (``PlateShape``); default the model's
+            own (``PLATE_SHAPES``).
         **kwargs: ``PPOCRTextDetector``'s arguments.
     """
 
@@ -343,7 +367,7 @@ class PPOCRPlateDetector(PPOCRTextDetector):
         if shape is not None and not isinstance(shape, PlateShape):
             raise ValueError(f"shape must be a PlateShape, got {type(shape).__name__}")
         super().__init__(**kwargs)
-        self.shape = shape or PlateShape()
+        self.shape = shape or PLATE_SHAPES[self.model]
 
     def describe(self) -> dict:
         return {**super().describe(), "plate_shape": asdict(self.shape)}
