@@ -7,7 +7,8 @@ child processes, from /usr/bin/time) and their ratios to deface at its faster ba
 a shared machine the ratios measured in one alternating run are what to compare.
 
 Contenders: egoveil's defaults with faces only (``--redact faces``: deface redacts faces
-only; bench/classes.py measures plates and text); egoveil
+only; bench/classes.py measures plates and text); egoveil with every face keyframe at full
+resolution (``--face-schedule 4:8``: no coarse keyframes); egoveil
 with the face detector on every frame (the detection schedule off, same runtime);
 egoveil as it was before issue 16 (OpenCV DNN, every frame, x264 veryfast; measured
 from a checkout of that commit with ``--before DIR``); deface 1.5.0 on onnxruntime and
@@ -151,6 +152,8 @@ def main() -> None:
     faces = [*egoveil, "--redact", "faces"]  # what deface does
     tools: dict[str, tuple[list[str], str]] = {
         "egoveil redact (defaults)": (faces, ROOT),
+        "egoveil redact --face-schedule 4:8 (every keyframe at full resolution)":
+            ([*faces, "--face-schedule", "4:8"], ROOT),
         "egoveil redact --face-schedule 1 (face detector on every frame)":
             ([*faces, "--face-schedule", "1"], ROOT),
         DEFACE_ORT: ([deface, "--backend", "onnxrt"], ROOT),

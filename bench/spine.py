@@ -3,9 +3,12 @@
 Two measurements on the same input:
 
 1. whole processes, alternating, medians of ``--repeat`` runs under /usr/bin/time:
-   `egoveil run` (every 2nd frame to the encoder, no clips), `egoveil run --clips`,
-   `egoveil redact`, and with ``--before DIR`` `egoveil run` from a checkout of the code
-   before issue 16 (same Python, same machine, same run); CPU is user + system of the
+   `egoveil run --redact faces` (every 2nd frame to the encoder, no clips; faces only, like
+   for like with the code before issue 16, which redacted faces alone), `egoveil run` with
+   the default classes (faces and plates), `egoveil run --redact faces --clips` (unless
+   ``--no-clips``), `egoveil redact --redact faces`, and with ``--before DIR`` `egoveil run` from a checkout of the code
+   before issue 16 (same Python, same machine, same run), and with ``--compare LABEL=DIR``
+   from any other checkout (e.g. main before a change); CPU is user + system of the
    whole process tree, per minute of video = CPU * 60 / video seconds;
 2. the stages of `egoveil run` replayed in one process on the same frames, each timed by
    the process's CPU clock (all its threads): decode (and RGB conversion of the frames
@@ -15,7 +18,8 @@ Two measurements on the same input:
    verify (the checks a run makes: the first and every 50th anonymized frame of each 4 s
    segment), encode (clips, `--clips` only), embed (the encoder on the clips) and write
    (the latents into Parquet). What the whole process spends beyond their sum is fixed
-   cost: imports, Beam's DirectRunner, audit, data contract.
+   cost: imports, Beam's DirectRunner, audit, data contract. Detections are counted at
+   full resolution and at the coarse scale (faces' coarse keyframes).
 
 The input is made here, never committed: the frames of arcade_1080p.mp4 played forwards
 and backwards (no cut) at 30 fps for ``--seconds`` seconds, 1920x1080 H.264.
@@ -23,7 +27,7 @@ Encoder: a randomly initialised V-JEPA 2 "tiny" (`egoveil make-encoder`), so the
 are the anonymization spine, not a large encoder on a CPU.
 
 Usage: flock /work/tools/bench.lock python bench/spine.py [--seconds 20] [--repeat 3]
-[--before DIR]. Results: bench/results/spine.json (summarised in spine.md).
+[--before DIR] [--compare LABEL=DIR ...] [--no-clips]. Results: bench/results/spine.json (summarised in spine.md).
 """
 
 from __future__ import annotations
@@ -115,18 +119,24 @@ def replay_stages(video: str, encoder_dir: str) -> dict:
     config = AnonymizationConfig(other_classes=())  # faces: bench/classes.py has the others
     anonymizer = build_anonymizer(config)  # no verifier: checks are timed apart below
     (cls,) = anonymizer.classes
-    inner = cls.detector.detect_batch
-    calls = []
+    calls: dict[str, list[int]] = {"full": [], "coarse": []}
 
-    def detect_batch(frames):
-        begun = clock()
-        try:
-            return inner(frames)
-        finally:
-            add("detect", clock() - begun)
-            calls.append(len(frames))
+    def timed_detector(detector, level: str) -> None:
+        inner = detector.detect_batch
 
-    cls.detector.detect_batch = detect_batch
+        def detect_batch(frames):
+            begun = clock()
+            try:
+                return inner(frames)
+            finally:
+                add("detect", clock() - begun)
+                calls[level].append(len(frames))
+
+        detector.detect_batch = detect_batch
+
+    timed_detector(cls.detector, "full")
+    if getattr(cls, "coarse", None) is not None:  # faces' coarse keyframes
+        timed_detector(cls.coarse, "coarse")
     for name, stage in (("propagated_boxes", "track"), ("redact", "redact")):
         original = getattr(anonymizer_module, name)
 
@@ -189,7 +199,10 @@ def replay_stages(video: str, encoder_dir: str) -> dict:
     pq.write_table(table, os.path.join(os.path.dirname(path), "part.parquet"))
     add("write", clock() - begun)
     return {"frames_decoded": decoded, "frames_anonymized": len(outs),
-            "detector_calls": len(calls), "frames_detected": sum(calls),
+            "detector_calls": sum(len(c) for c in calls.values()),
+            "frames_detected": sum(sum(c) for c in calls.values()),
+            "frames_detected_full": sum(calls["full"]),
+            "frames_detected_coarse": sum(calls["coarse"]),
             "verification_checks": checks, "clips": len(clips),
             "cpu_s": {k: round(v, 3) for k, v in cpu.items()}}
 
@@ -200,6 +213,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--before", default=None,
                         help="a checkout of the code before issue 16, timed alongside")
+    parser.add_argument("--compare", action="append", default=[], metavar="LABEL=DIR",
+                        help="another checkout timed alongside (`egoveil run` only)")
+    parser.add_argument("--no-clips", action="store_true",
+                        help="leave out `egoveil run --clips`")
     parser.add_argument("--replay", nargs=2, metavar=("VIDEO", "ENCODER"),
                         help=argparse.SUPPRESS)  # one stage replay, printed as JSON
     args = parser.parse_args()
@@ -218,10 +235,18 @@ def main() -> None:
                    cwd=ROOT)
     run = [*egoveil, "run", "--input", video, "--encoder", f"{work}/enc", "--key-file",
            f"{work}/key", "--no-progress", "--no-cache"]
-    commands = {"run (frame stride 2, no clips)": [*run, "--output"],
-                "run --clips (every frame redacted and written)": [*run, "--clips", "--output"],
-                "redact (every frame)": [*egoveil, "redact", video]}
+    faces = ["--redact", "faces"]
+    commands = {"run (frame stride 2, no clips)": [*run, *faces, "--output"],
+                "run, default classes (faces and plates)": [*run, "--output"],
+                "run --clips (every frame redacted and written)": [*run, *faces, "--clips",
+                                                                   "--output"],
+                "redact (every frame)": [*egoveil, "redact", *faces, video]}
+    if args.no_clips:
+        del commands["run --clips (every frame redacted and written)"]
     checkouts = {"now": ROOT}
+    for item in args.compare:
+        label, _, path = item.partition("=")
+        checkouts[label] = os.path.abspath(path)
     if args.before:
         checkouts["before issue 16"] = os.path.abspath(args.before)
     runs: dict = {}
@@ -233,6 +258,8 @@ def main() -> None:
                     continue  # the code before: `egoveil run` only (its redact is in speed)
                 count += 1  # a fresh output for every run
                 out = f"{work}/out-{count}" + (".mp4" if "redact" in name else "")
+                if label == "before issue 16":  # faces were its only class: no --redact
+                    cmd = [c for c in cmd if c not in faces]
                 runs.setdefault((label, name), []).append(timed([*cmd, out], cwd))
                 print(label, name, runs[(label, name)][-1], flush=True)
     results: dict = {label: {} for label in checkouts}
@@ -245,11 +272,15 @@ def main() -> None:
             "median_wall_s": round(wall, 2), "median_cpu_s": round(cpu, 2),
             "cpu_s_per_video_minute": round(cpu * 60 / seconds, 1),
             "peak_rss_mb": round(max(r["peak_rss_mb"] for r in items))}
-    if args.before:
-        for name in results["before issue 16"]:
-            now, before = results["now"][name], results["before issue 16"][name]
-            now["cpu_cut_vs_before"] = round(before["median_cpu_s"] / now["median_cpu_s"], 2)
-            now["wall_cut_vs_before"] = round(before["median_wall_s"] / now["median_wall_s"], 2)
+    for label in checkouts:
+        if label == "now":
+            continue
+        suffix = "before" if label == "before issue 16" else label
+        for name in results[label]:
+            now, before = results["now"][name], results[label][name]
+            now[f"cpu_cut_vs_{suffix}"] = round(before["median_cpu_s"] / now["median_cpu_s"], 2)
+            now[f"wall_cut_vs_{suffix}"] = round(before["median_wall_s"] / now["median_wall_s"],
+                                                 2)
     stages = {}
     for label, cwd in checkouts.items():
         proc = subprocess.run([sys.executable, os.path.join(HERE, "spine.py"), "--replay",
@@ -270,7 +301,10 @@ def main() -> None:
                        f"fps, {seconds:.0f} s ({total} frames), made by the bench",
               "repeat": args.repeat, "encoder": "random V-JEPA 2 tiny (egoveil make-encoder)",
               "command": "flock /work/tools/bench.lock python bench/spine.py"
-                         + (" --before DIR" if args.before else ""),
+                         + f" --seconds {args.seconds:g}"
+                         + (" --before DIR" if args.before else "")
+                         + "".join(f" --compare {c.partition('=')[0]}=DIR" for c in args.compare)
+                         + (" --no-clips" if args.no_clips else ""),
               "results": results, "stages": stages,
               "load_average_at_end": os.getloadavg(), "date": time.strftime("%Y-%m-%d")}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)

@@ -12,8 +12,10 @@ For every video in ../shared/media/videos:
 - frame count and timestamps of each output are compared with the input;
 - per-frame and per-track recall of egoveil's redaction mask over the reference
   faces (80% of the face box covered): the boxes the anonymizer masked in each frame
-  with the default configuration (temporal propagation and detection schedule), and
-  with every frame detected and no propagation; and the share of each frame masked.
+  with the default configuration (temporal propagation and detection schedule), on
+  every frame (``egoveil redact``) and on every 2nd frame with the schedule's caps
+  counted in source frames (what ``egoveil run`` anonymizes at ``--frame-stride 2``),
+  and with every frame detected and no propagation; and the share of each frame masked.
 
 Usage: python bench/videos.py [--videos NAME ...]. Results: bench/results/videos.json.
 """
@@ -35,10 +37,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from privacy.anonymizer import ClassDetector, FrameIn, SegmentAnonymizer  # noqa: E402
+from privacy.anonymizer import ClassDetector, SegmentAnonymizer, ViewFrames  # noqa: E402
 from privacy.config import AnonymizationConfig  # noqa: E402
 from privacy.coverage import covered_shares, face_size, mask_from_boxes  # noqa: E402
 from privacy.detectors import build_detector  # noqa: E402
+from privacy.detectors.factory import at_scale  # noqa: E402
 from privacy.schedule import DetectionSchedule  # noqa: E402
 from schemas.detections import FACE  # noqa: E402
 
@@ -161,33 +164,46 @@ def evaluate_video(path: str, work: str, detectors: dict, egoveil_only: bool = F
 
 def temporal_recall(times: list[float], images: list[np.ndarray], reference: dict) -> dict:
     """Recall of egoveil's mask over the reference faces: the anonymizer itself (default
-    configuration, its detection schedule included) and the same with the temporal
-    propagation off (every frame detected, window 0), from the boxes each frame masked."""
+    configuration, its detection schedule included) on every frame and on every 2nd frame
+    (``egoveil run --frame-stride 2``), and the same with the temporal propagation off
+    (every frame detected, window 0), from the boxes each frame masked."""
     config = AnonymizationConfig()
     scale = config.redaction.mask_scale
+    schedule = config.face_schedule
     detector = build_detector(config.detector)
+    coarse = build_detector(at_scale(config.detector, schedule.coarse_scale)) \
+        if schedule.coarse else None
+    described = f"schedule every {schedule.every}, motion {schedule.motion:g}" + (
+        f", full resolution every {schedule.full_every}, coarse scale "
+        f"{schedule.coarse_scale:g}" if schedule.coarse else "")
+    scheduled = ClassDetector(detector, config.redaction, config.temporal_window, None,
+                              schedule, coarse)
     variants = {
-        "without temporal propagation (every frame detected)": ClassDetector(
-            detector, config.redaction, 0, None, DetectionSchedule()),
-        f"with temporal propagation (window {config.temporal_window}, schedule every "
-        f"{config.face_schedule.every}, motion {config.face_schedule.motion:g})": ClassDetector(
-            detector, config.redaction, config.temporal_window, None, config.face_schedule),
+        "without temporal propagation (every frame detected)": (ClassDetector(
+            detector, config.redaction, 0, None, DetectionSchedule()), 1),
+        f"with temporal propagation (window {config.temporal_window}, {described})":
+            (scheduled, 1),
+        f"egoveil run --frame-stride 2: every 2nd frame, with temporal propagation (window "
+        f"{config.temporal_window}, {described})": (scheduled, 2),
     }
     out = {}
-    for label, cls in variants.items():
+    for label, (cls, stride) in variants.items():
+        chosen = list(range(0, len(images), stride))
         anonymizer = SegmentAnonymizer([cls], detect_timeout_s=None)
-        outs = list(anonymizer.process(FrameIn(t, img.copy()) for t, img in zip(times, images)))
+        outs = [o["_"] for o in anonymizer.process_views(
+            (ViewFrames(times[f], {"_": images[f].copy()}) for f in chosen), step=stride)]
         masked = [o.boxes[FACE] for o in outs]
-        area = float(np.mean([mask_from_boxes(b, scale, img.shape[0], img.shape[1]).mean()
-                              for b, img in zip(masked, images)]))
+        area = float(np.mean([mask_from_boxes(b, scale, images[f].shape[0],
+                                              images[f].shape[1]).mean()
+                              for b, f in zip(masked, chosen)]))
         per_ref = {}
         for ref, boxes_per_frame in reference.items():
             covered_per_frame = []
-            for f, img in enumerate(images):
+            for b, f in zip(masked, chosen):
                 gt = big(boxes_per_frame[f])
-                mask = mask_from_boxes(masked[f], scale, img.shape[0], img.shape[1])
+                mask = mask_from_boxes(b, scale, images[f].shape[0], images[f].shape[1])
                 covered_per_frame.append(covered_shares(gt, mask) >= 0.8)
-            linked = tracks([big(b) for b in boxes_per_frame])
+            linked = tracks([big(boxes_per_frame[f]) for f in chosen])
             full = sum(all(covered_per_frame[f][i] for f, i in t) for t in linked)
             per_ref[ref] = {"faces": int(sum(len(c) for c in covered_per_frame)),
                             "per_frame_recall": round(float(np.mean(np.concatenate(
@@ -196,7 +212,8 @@ def temporal_recall(times: list[float], images: list[np.ndarray], reference: dic
                             "tracks": len(linked),
                             "tracks_fully_covered": int(full)}
         out[label] = {**per_ref, "masked_share_of_frame": round(area, 4),
-                      "frames_detected": sum(FACE in o.ran for o in outs)}
+                      "frames_detected": sum(FACE in o.ran for o in outs),
+                      "frames_detected_coarse": sum(FACE in o.coarse for o in outs)}
     return out
 
 

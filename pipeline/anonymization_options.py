@@ -9,6 +9,7 @@ from __future__ import annotations
 from pipeline.errors import UserError
 from privacy.config import (
     DEFAULT_REDACT,
+    FACE_COARSE_SCALE,
     AnonymizationConfig,
     class_policy,
     default_policy,
@@ -22,10 +23,6 @@ from schemas.detections import PLATE, TEXT
 _ANON = AnonymizationConfig()
 _PLATES = default_policy(PLATE)
 _TEXT = default_policy(TEXT)
-
-
-def _schedule_text(schedule: DetectionSchedule) -> str:
-    return f"{schedule.every}:{schedule.motion:g}"
 
 
 def add_anonymization_args(group) -> None:
@@ -59,18 +56,22 @@ def add_anonymization_args(group) -> None:
     group.add_argument("--text-detector", dest="text_detector", default=_TEXT.detector,
                        help="text detector spec (with --redact ...,text; default %(default)s)")
     group.add_argument("--face-schedule", dest="face_schedule",
-                       default=_schedule_text(_ANON.face_schedule),
-                       help="EVERY[:MOTION]: run the face detector on at least every EVERY-th "
-                            "frame (at most every 4th; 1 for every frame), and out of turn on "
-                            "a frame whose thumbnail changed by more than MOTION grey levels; "
-                            "the frames between borrow the boxes of the detected frames around "
-                            "them (default %(default)s)")
+                       default=_ANON.face_schedule.text(),
+                       help="EVERY[:MOTION[:FULL_EVERY]]: run the face detector on at least "
+                            "every EVERY-th frame (at most every 4th; 1 for every frame), and "
+                            "out of turn on a frame whose thumbnail changed by more than MOTION "
+                            "grey levels; the frames between borrow the boxes of the detected "
+                            "frames around them. With FULL_EVERY (above EVERY, at most 8), only "
+                            "every FULL_EVERY-th frame, the first and the last are detected at "
+                            f"full resolution, the keyframes between at {FACE_COARSE_SCALE:g} of "
+                            "it, and small faces are carried from the full-resolution ones "
+                            "(default %(default)s)")
     group.add_argument("--plate-schedule", dest="plate_schedule",
-                       default=_schedule_text(_PLATES.schedule),
+                       default=_PLATES.schedule.text(),
                        help="EVERY[:MOTION] for the plate detector, as --face-schedule (at "
                             "most every 8th frame; default %(default)s)")
     group.add_argument("--text-schedule", dest="text_schedule",
-                       default=_schedule_text(_TEXT.schedule),
+                       default=_TEXT.schedule.text(),
                        help="EVERY[:MOTION] for the text detector (default %(default)s)")
 
 
@@ -107,7 +108,8 @@ def anonymization_config(args) -> AnonymizationConfig:
             detector=args.detector,
             redaction=RedactionConfig(mode=args.redaction, mask_scale=args.mask_scale),
             temporal_window=args.temporal_window,
-            face_schedule=DetectionSchedule.parse(args.face_schedule),
+            face_schedule=_flag("--face-schedule", DetectionSchedule.parse,
+                                args.face_schedule, FACE_COARSE_SCALE),
             verification=VerificationConfig(verifier=args.verifier),
             other_classes=tuple(others))
     except ValueError as exc:

@@ -21,7 +21,7 @@ from typing import Generic, Protocol, TypeVar
 from privacy.anonymizer import ClassDetector, SegmentAnonymizer
 from privacy.config import AnonymizationConfig, ClassPolicy
 from privacy.detectors import Detector, build_detector
-from privacy.detectors.factory import on_crops
+from privacy.detectors.factory import at_scale, on_crops
 from privacy.stereo import CrossViewSearch
 from privacy.verification import RedactionVerifier, VerificationSummary
 from schemas.detections import FACE
@@ -74,11 +74,17 @@ DetectorFactory = Callable[[], Detector]
 
 def build_class_detector(policy: ClassPolicy, config: AnonymizationConfig,
                          factory: DetectorFactory | None = None) -> ClassDetector:
-    """One class's detector with its redaction, window and cross-view search."""
+    """One class's detector with its redaction, window and cross-view search, and with
+    coarse keyframes, a second instance of the same spec at the coarse scale (an injected
+    ``factory`` is called twice instead)."""
     detector = factory() if factory else build_detector(policy.detector)
     if detector.detection_class != policy.detection_class:
         raise ValueError(f"the {policy.detection_class} policy got a detector of "
                          f"{detector.detection_class}")
+    coarse = None
+    if policy.schedule.coarse:
+        coarse = factory() if factory else \
+            build_detector(at_scale(policy.detector, policy.schedule.coarse_scale))
     search = None
     if policy.cross_view:
         band = config.cross_view
@@ -89,7 +95,7 @@ def build_class_detector(policy: ClassPolicy, config: AnonymizationConfig,
             else on_crops(policy.detector)
         search = CrossViewSearch(band, build_detector(spec) if spec != "none" else None)
     return ClassDetector(detector, policy.redaction, policy.temporal_window, search,
-                         policy.schedule)
+                         policy.schedule, coarse)
 
 
 def build_anonymizer(config: AnonymizationConfig, verifier: RedactionVerifier | None = None,

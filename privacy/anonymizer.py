@@ -7,8 +7,11 @@ detection does not leak a face. A class detected on keyframes only
 (``privacy.schedule``) counts its window in detected frames: a frame between
 keyframes is released once the ``temporal_window`` nearest keyframes after it are
 detected, and it masks the boxes of those on both sides (grown with distance) and
-the boxes interpolated between them. Memory holds ``2 * window * gap + 1`` frames
-at most, whatever the stream's length.
+the boxes interpolated between them. A class with coarse keyframes (faces: a pass at
+reduced resolution between full-resolution ones) also waits for, and borrows from, the
+nearest full-resolution keyframe on each side, which carries the small faces a coarse
+pass cannot see. Memory holds ``2 * window * gap + 1`` frames at most (``2 * full gap +
+1`` where that is more), whatever the stream's length.
 
 Each class of detections (faces, plates, text) has its own detector, temporal
 window and redaction (``ClassDetector``); boxes of different classes are never
@@ -34,7 +37,7 @@ import numpy as np
 
 from privacy.detectors.base import Detections, Detector, DetectorError, nms
 from privacy.redaction import RedactionConfig, redact, scale_boxes
-from privacy.schedule import DetectionSchedule, Scheduler
+from privacy.schedule import COARSE, DetectionSchedule, Pass, Scheduler
 from privacy.stereo import CrossViewCounts, CrossViewSearch, unrectified
 from privacy.tracking import propagated_boxes
 from privacy.verification import RedactionVerifier, VerificationSummary
@@ -74,6 +77,8 @@ class FrameOut:
         boxes: the boxes redacted, by class, before the mask scale is applied.
         ran: the classes whose detector ran on this frame (the others borrowed boxes
             from the detected frames around it).
+        coarse: of ``ran``, the classes detected here by a coarse pass (reduced
+            resolution) only.
     """
 
     time_s: float
@@ -83,6 +88,7 @@ class FrameOut:
     recovered: dict[str, int]
     boxes: dict[str, np.ndarray]
     ran: frozenset[str]
+    coarse: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -97,6 +103,8 @@ class ClassDetector:
         cross_view: searches each stereo pair's other view for what one view found.
         schedule: which frames the detector runs on; the window then counts detected
             frames.
+        coarse: the detector of the schedule's coarse keyframes (the same spec at the
+            schedule's ``coarse_scale``); required with coarse keyframes.
     """
 
     detector: Detector
@@ -104,12 +112,19 @@ class ClassDetector:
     temporal_window: int = 2
     cross_view: CrossViewSearch | None = None
     schedule: DetectionSchedule = DetectionSchedule()
+    coarse: Detector | None = None
 
     def __post_init__(self) -> None:
         if self.temporal_window < 0:
             raise ValueError(f"temporal_window must be >= 0, got {self.temporal_window}")
         if not self.schedule.is_every_frame and self.temporal_window < 1:
             raise ValueError("a class detected on keyframes needs temporal_window >= 1")
+        if self.schedule.coarse and self.coarse is None:
+            raise ValueError("a schedule with coarse keyframes needs a coarse detector")
+        if self.coarse is not None and \
+                self.coarse.detection_class != self.detector.detection_class:
+            raise ValueError(f"the coarse detector finds {self.coarse.detection_class}, not "
+                             f"{self.detector.detection_class}")
 
     @property
     def name(self) -> str:
@@ -123,6 +138,8 @@ class _Pending:
     dets: dict[str, dict[str, Detections]]
     own: dict[str, dict[str, int]]
     recovered: dict[str, dict[str, int]]
+    # the classes of ``dets`` detected by a coarse pass only
+    coarse: frozenset[str] = frozenset()
 
 
 _MONO = "_"
@@ -172,7 +189,9 @@ class SegmentAnonymizer:
         Args:
             step: source frames per instant (see ``process_views``).
         """
-        return max(c.temporal_window * c.schedule.instants(step) for c in self.classes)
+        return max(max(c.temporal_window * c.schedule.instants(step),
+                       c.schedule.full_instants(step) if c.schedule.coarse else 0)
+                   for c in self.classes)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -198,8 +217,9 @@ class SegmentAnonymizer:
             call, *args = calls[0]
             return [call(*args)]
         if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(len(self.classes),
-                                                               "egoveil-detect")
+            # One thread per detector: each class's, and its coarse pass's.
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                sum(1 + (c.coarse is not None) for c in self.classes), "egoveil-detect")
         futures = [self._pool.submit(call, *args) for call, *args in calls]
         done, pending = concurrent.futures.wait(futures, timeout=self.timeout)
         if pending:
@@ -210,25 +230,33 @@ class SegmentAnonymizer:
             raise DetectorError(f"detection timed out after {self.timeout:.1f} s")
         return [future.result() for future in futures]
 
-    def _detect_batch(self, batch: list[tuple[ViewFrames, frozenset[str]]],
+    def _detect_batch(self, batch: list[tuple[ViewFrames, dict[str, Pass]]],
                       pairs: tuple[tuple[str, str], ...], rectified: bool) -> Iterator[_Pending]:
-        """Detect each instant of ``batch`` with the classes due on it, one call per class."""
+        """Detect each instant of ``batch`` with the classes due on it, one call per class
+        and pass (full resolution, coarse)."""
         dets: list[dict[str, dict[str, Detections]]] = [{} for _ in batch]
         own: list[dict[str, dict[str, int]]] = [{} for _ in batch]
         recovered: list[dict[str, dict[str, int]]] = [{} for _ in batch]
-        due_keys = {cls.name: [(i, view) for i, (item, due) in enumerate(batch)
-                               if cls.name in due for view in item.images]
-                    for cls in self.classes}
-        classes = [cls for cls in self.classes if due_keys[cls.name]]
+        # One call per class and pass (full resolution, coarse), all side by side.
+        due_keys = {(cls.name, coarse): [(i, view) for i, (item, due) in enumerate(batch)
+                                         if cls.name in due
+                                         and (due[cls.name] == COARSE) == coarse
+                                         for view in item.images]
+                    for cls in self.classes for coarse in (False, True)}
+        calls = [(cls, coarse) for cls in self.classes for coarse in (False, True)
+                 if due_keys[cls.name, coarse]]
         results = self._timed_all([
-            (cls.detector.detect_batch,
-             [batch[i][0].images[view] for i, view in due_keys[cls.name]])
-            for cls in classes]) if classes else []
-        for cls, found in zip(classes, results):
-            keys = due_keys[cls.name]
-            by_view: dict[int, dict[str, Detections]] = {}
-            for (i, view), d in zip(keys, found):
-                by_view.setdefault(i, {})[view] = d
+            ((cls.coarse if coarse else cls.detector).detect_batch,
+             [batch[i][0].images[view] for i, view in due_keys[cls.name, coarse]])
+            for cls, coarse in calls]) if calls else []
+        found_by: dict[str, dict[int, dict[str, Detections]]] = {}
+        for (cls, coarse), found in zip(calls, results):
+            for (i, view), d in zip(due_keys[cls.name, coarse], found):
+                found_by.setdefault(cls.name, {}).setdefault(i, {})[view] = d
+        for cls in self.classes:
+            by_view = found_by.get(cls.name)
+            if not by_view:
+                continue
             search = cls.cross_view
             if search is not None and not rectified:
                 search = unrectified(search)
@@ -247,8 +275,9 @@ class SegmentAnonymizer:
                                      for v, d in views.items()}
                 own[i][cls.name] = {v: len(d) for v, d in views.items()}
                 recovered[i][cls.name] = {v: sum(len(e) for e in extra[v]) for v in views}
-        for i, (item, _) in enumerate(batch):
-            yield _Pending(item, dets[i], own[i], recovered[i])
+        for i, (item, due) in enumerate(batch):
+            yield _Pending(item, dets[i], own[i], recovered[i],
+                           frozenset(name for name, level in due.items() if level == COARSE))
 
     def _detected(self, frames: Iterable[ViewFrames], pairs: tuple[tuple[str, str], ...],
                   rectified: bool, step: int) -> Iterator[_Pending]:
@@ -265,15 +294,16 @@ class SegmentAnonymizer:
         schedulers = [(cls.name, Scheduler(
             DetectionSchedule() if pairs and cls.cross_view is not None and cls.name == FACE
             else cls.schedule, step)) for cls in self.classes]
-        batch: list[tuple[ViewFrames, frozenset[str]]] = []
+        batch: list[tuple[ViewFrames, dict[str, Pass]]] = []
         detected = 0
         iterator = iter(frames)
         item = next(iterator, None)
         first = True
         while item is not None:
             following = next(iterator, None)
-            due = frozenset(name for name, scheduler in schedulers
-                            if scheduler.due(item.images, first, following is None))
+            levels = ((name, scheduler.due(item.images, first, following is None))
+                      for name, scheduler in schedulers)
+            due = {name: level for name, level in levels if level is not None}
             first = False
             batch.append((item, due))
             detected += bool(due)
@@ -345,15 +375,18 @@ class SegmentAnonymizer:
             self._checks = []
 
     def _ready(self, window: list[_Pending], centre: int) -> bool:
-        """Whether every class has its window's detected instants after ``centre``."""
+        """Whether every class has its window's detected instants after ``centre`` (and,
+        with coarse keyframes, a full-resolution one)."""
         for cls in self.classes:
             need = cls.temporal_window
             if need == 0:
                 continue
-            found = 0
+            found, full = 0, not cls.schedule.coarse
             for pending in window[centre + 1:]:
-                found += cls.name in pending.dets
-                if found >= need:
+                if cls.name in pending.dets:
+                    found += 1
+                    full = full or cls.name not in pending.coarse
+                if found >= need and full:
                     break
             else:
                 return False
@@ -363,30 +396,37 @@ class SegmentAnonymizer:
         """How many instants at the window's start no class needs for ``centre`` on."""
         keep = centre
         for cls in self.classes:
-            found, start = 0, centre
+            found, full, start = 0, not cls.schedule.coarse, centre
             for j in range(centre - 1, -1, -1):
-                if found == cls.temporal_window:
+                if found >= cls.temporal_window and full:
                     break
                 if cls.name in window[j].dets:
                     found += 1
+                    full = full or cls.name not in window[j].coarse
                     start = j
             keep = min(keep, start)
         return keep
 
     def _neighbours(self, window: list[_Pending], centre: int, cls: ClassDetector,
                     view: str, everything: bool = False) -> list[tuple[int, np.ndarray]]:
-        """(offset, boxes) of the ``temporal_window`` nearest detected instants on each side,
-        or of every detected instant in ``window`` but the centre with ``everything``."""
+        """(offset, boxes) of the ``temporal_window`` nearest detected instants on each side
+        and, with coarse keyframes, of the nearest full-resolution one on each side if they
+        are all coarse; or of every detected instant in ``window`` but the centre with
+        ``everything``."""
         out: list[tuple[int, np.ndarray]] = []
         reach = len(window) if everything else cls.temporal_window
         for direction in (-1, 1):
-            found, j = 0, centre + direction
-            while found < reach and 0 <= j < len(window):
+            found, full, j = 0, not cls.schedule.coarse, centre + direction
+            while (found < reach or not full) and 0 <= j < len(window):
                 views = window[j].dets.get(cls.name)
                 if views is not None:
+                    coarse = cls.name in window[j].coarse
+                    # Past the window, only the full-resolution keyframe is borrowed from.
+                    if found < reach or not coarse:
+                        if view in views:
+                            out.append((j - centre, views[view].boxes))
                     found += 1
-                    if view in views:
-                        out.append((j - centre, views[view].boxes))
+                    full = full or not coarse
                 j += direction
         return out
 
@@ -437,7 +477,7 @@ class SegmentAnonymizer:
                 redacted=redacted,
                 recovered={cls.name: item.recovered.get(cls.name, {}).get(view, 0)
                            for cls in self.classes},
-                boxes=masked, ran=frozenset(item.dets))
+                boxes=masked, ran=frozenset(item.dets), coarse=item.coarse)
         self._emitted += 1
         return outputs
 

@@ -56,7 +56,20 @@ MAX_FACE_DETECT_EVERY = 4
 # 12 missed one of the three reference faces of the Aria fisheye walk (its frames change
 # by 10-16 grey levels from one to the next); 8 covers it, for 14% more detections on
 # arcade_1080p.mp4 than 12.
-DEFAULT_FACE_SCHEDULE = DetectionSchedule(every=4, motion=8.0)
+# Coarse keyframes (``--face-schedule EVERY:MOTION:FULL_EVERY``): the keyframes between
+# full-resolution ones run CenterFace at this scale of the frame, and full resolution comes
+# at least every FULL_EVERY frames, at most every MAX_FACE_FULL_EVERY-th. Measured with
+# bench/coarse.py (results/coarse.json; 1080p costs 0.24 CPU-s a frame at full resolution,
+# 0.14 at 0.75, 0.06 at 0.5): 0.5 missed one of the three reference faces of the Aria
+# fisheye walk (27 px, in one frame only, between full-resolution keyframes) at every
+# FULL_EVERY tried; 0.75 covers them all, and at full resolution every 8th frame keeps
+# per-frame recall >= 0.99 on arcade and stage at frame strides 1 and 2. Every 12th and
+# 16th held recall too but masked up to 0.30 of arcade's frames (0.19 at 8, 0.18 without
+# coarse keyframes): small faces are carried from farther keyframes, grown more.
+FACE_COARSE_SCALE = 0.75
+MAX_FACE_FULL_EVERY = 8
+DEFAULT_FACE_SCHEDULE = DetectionSchedule(every=4, motion=8.0, full_every=8,
+                                          coarse_scale=FACE_COARSE_SCALE)
 
 # Plates and text (bench/plates.py chose the detectors, bench/classes.py the schedules:
 # results/plates.md, results/classes.md). PP-OCR costs more than CenterFace per 1080p frame,
@@ -131,6 +144,12 @@ class ClassPolicy:
         if self.detection_class == FACE and self.schedule.every > MAX_FACE_DETECT_EVERY:
             raise ValueError(f"faces are detected at least every {MAX_FACE_DETECT_EVERY} "
                              f"frames, got a schedule of every {self.schedule.every}")
+        if self.detection_class == FACE and self.schedule.coarse and \
+                self.schedule.full_every > MAX_FACE_FULL_EVERY:
+            raise ValueError(f"faces are detected at full resolution at least every "
+                             f"{MAX_FACE_FULL_EVERY} frames, got {self.schedule.full_every}")
+        if self.detection_class != FACE and self.schedule.coarse:
+            raise ValueError("coarse keyframes are for faces only")
         if not self.schedule.is_every_frame and self.temporal_window < 1:
             raise ValueError("a class detected on keyframes needs temporal_window >= 1: the "
                              "frames between keyframes borrow their boxes")
@@ -330,11 +349,15 @@ class AnonymizationConfig:
         described = asdict(self)
         if not self.other_classes:
             del described["other_classes"]
-        for policy in described.get("other_classes", ()):
-            if policy["schedule"] == asdict(DetectionSchedule()):
+        for policy, kept in zip(described.get("other_classes", ()), self.other_classes):
+            if kept.schedule == DetectionSchedule():
                 del policy["schedule"]
+            else:
+                policy["schedule"] = kept.schedule.describe()
         if self.face_schedule.is_every_frame:
             del described["face_schedule"]
+        else:
+            described["face_schedule"] = self.face_schedule.describe()
         if self.device == "cpu":
             del described["device"]
         return described

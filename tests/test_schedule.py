@@ -1,4 +1,5 @@
-"""Detection schedules (``privacy.schedule``): keyframes, the gap cap, and failing closed."""
+"""Detection schedules (``privacy.schedule``): keyframes, the gap cap, coarse keyframes between
+full-resolution ones, and failing closed."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ import pytest
 from privacy.anonymizer import ClassDetector, FrameIn, SegmentAnonymizer
 from privacy.config import (
     DEFAULT_FACE_SCHEDULE,
+    FACE_COARSE_SCALE,
     MAX_FACE_DETECT_EVERY,
+    MAX_FACE_FULL_EVERY,
     AnonymizationConfig,
     ClassPolicy,
 )
 from privacy.detectors import Detections, DetectorError
 from privacy.detectors.base import Detector
 from privacy.redaction import SOLID_VALUE, RedactionConfig
-from privacy.schedule import DetectionSchedule, Scheduler
+from privacy.schedule import COARSE, COARSE_MIN_SIDE, FULL, DetectionSchedule, Scheduler
 from schemas.detections import PLATE
 from tests.faults import FaultyDetector
 
@@ -41,10 +44,10 @@ class _Moving(Detector):
         return Detections(self.box(index), np.ones(1, np.float32))
 
 
-def _stream(n: int, scene_cut_at: int | None = None) -> list[FrameIn]:
+def _stream(n: int, scene_cut_at: int | None = None, size: int = SIZE) -> list[FrameIn]:
     frames = []
     for i in range(n):
-        image = np.full((SIZE, SIZE, 3), BACKGROUND, np.uint8)
+        image = np.full((size, size, 3), BACKGROUND, np.uint8)
         if scene_cut_at is not None and i >= scene_cut_at:
             image[1:] = 30  # a cut: the whole picture changes
         image[0, 0, 0] = i
@@ -171,8 +174,10 @@ def test_schedule_settings_are_validated():
 def test_schedules_are_per_class_and_off_is_left_out_of_the_fingerprint():
     every_frame = AnonymizationConfig(face_schedule=DetectionSchedule())
     assert "face_schedule" not in every_frame.describe()
-    assert AnonymizationConfig().describe()["face_schedule"] == {
-        "every": DEFAULT_FACE_SCHEDULE.every, "motion": DEFAULT_FACE_SCHEDULE.motion}
+    assert AnonymizationConfig().describe()["face_schedule"] == DEFAULT_FACE_SCHEDULE.describe()
+    # Without coarse keyframes a schedule describes itself as it did before they existed.
+    assert AnonymizationConfig(face_schedule=DetectionSchedule(4, 8.0)).describe()[
+        "face_schedule"] == {"every": 4, "motion": 8.0}
     assert every_frame.fingerprint() != AnonymizationConfig().fingerprint()
     # The stronger second pass detects every frame of every class.
     plates = ClassPolicy(PLATE, "ppocr-plates", schedule=DetectionSchedule(every=8))
@@ -199,3 +204,195 @@ def test_verification_checks_the_same_frames_whatever_the_schedule():
     assert len(outs) == 11
     assert anonymizer.verification.frames_checked == 4  # frames 0, 3, 6, 9
     assert anonymizer.verification.passed
+
+
+# Coarse keyframes: full resolution on every ``full_every``-th frame and the first and last,
+# a coarse pass on the keyframes between.
+
+
+class _Blind(Detector):
+    """A coarse pass that sees nothing (the face is too small for it); counts its calls."""
+
+    name = "blind"
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def _detect(self, frame):
+        self.calls.append(int(frame[0, 0, 0]))
+        return Detections.empty()
+
+
+def _coarse_anonymizer(full: Detector, coarse: Detector, schedule: DetectionSchedule,
+                       window: int = 2, batch_size: int = 1) -> SegmentAnonymizer:
+    return SegmentAnonymizer([ClassDetector(full, RedactionConfig(), window, None, schedule,
+                                            coarse)],
+                             detect_timeout_s=None, batch_size=batch_size)
+
+
+# Frames large enough for a coarse pass at 0.5 (COARSE_MIN_SIDE on the shorter side).
+LARGE = 2 * COARSE_MIN_SIDE
+
+
+def _levels(schedule: DetectionSchedule, n: int, step: int = 1, cut_at: int | None = None,
+            size: int = LARGE) -> list[str | None]:
+    scheduler = Scheduler(schedule, step)
+    return [scheduler.due({"_": f.image}, i == 0, i == n - 1)
+            for i, f in enumerate(_stream(n, scene_cut_at=cut_at, size=size))]
+
+
+def test_coarse_keyframes_run_between_full_resolution_ones():
+    schedule = DetectionSchedule(every=4, full_every=8, coarse_scale=0.5)
+    levels = _levels(schedule, 19)
+    assert {i: v for i, v in enumerate(levels) if v} == {
+        0: FULL, 4: COARSE, 8: FULL, 12: COARSE, 16: FULL, 18: FULL}  # first, cap, last
+    # A full-resolution cap that is no multiple of the keyframe cap forces its own frame.
+    levels = _levels(DetectionSchedule(every=4, full_every=6, coarse_scale=0.5), 13)
+    assert {i: v for i, v in enumerate(levels) if v} == {
+        0: FULL, 4: COARSE, 6: FULL, 10: COARSE, 12: FULL}
+    # Counted in source frames: at a stride of 2 the caps are 2 and 4 anonymized frames.
+    levels = _levels(schedule, 9, step=2)
+    assert {i: v for i, v in enumerate(levels) if v} == {
+        0: FULL, 2: COARSE, 4: FULL, 6: COARSE, 8: FULL}
+    # Motion detects out of turn with the coarse pass, and never delays the full one.
+    levels = _levels(DetectionSchedule(every=4, motion=10.0, full_every=8, coarse_scale=0.5),
+                     17, cut_at=3)
+    assert {i: v for i, v in enumerate(levels) if v} == {
+        0: FULL, 3: COARSE, 7: COARSE, 8: FULL, 12: COARSE, 16: FULL}
+    # Without coarse keyframes every keyframe is at full resolution, as before; and so is
+    # every keyframe of frames too small to reduce.
+    assert set(_levels(DetectionSchedule(every=4), 9)) == {FULL, None}
+    assert set(_levels(schedule, 9, size=SIZE)) == {FULL, None}
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+@pytest.mark.parametrize("window", [1, 2])
+def test_a_small_face_only_the_full_pass_finds_is_masked_between_full_keyframes(batch_size,
+                                                                                 window):
+    full, coarse = _Moving(), _Blind()
+    # Keyframes every 2nd frame, full resolution every 8th: each frame between two full
+    # keyframes has coarse keyframes nearer on both sides, which all miss the face.
+    schedule = DetectionSchedule(every=2, full_every=8, coarse_scale=0.5)
+    outs = list(_coarse_anonymizer(full, coarse, schedule, window, batch_size)
+                .process(_stream(17, size=LARGE)))
+    assert full.calls == [0, 8, 16] and coarse.calls == [2, 4, 6, 10, 12, 14]
+    assert len(outs) == 17
+    for i, out in enumerate(outs):
+        assert _masked(out.image, _Moving.box(i)), f"frame {i} leaks the face"
+        assert out.ran == (frozenset({"face"}) if i % 2 == 0 else frozenset())
+        assert out.coarse == (frozenset({"face"}) if i in coarse.calls else frozenset())
+
+
+def test_a_coarse_pass_error_fails_the_stream():
+    from tests.faults import FaultyDetector
+
+    schedule = DetectionSchedule(every=4, full_every=8, coarse_scale=0.5)
+    # The coarse pass's first call is frame 4: it raises.
+    anonymizer = _coarse_anonymizer(_Moving(), FaultyDetector("raise", at=0), schedule)
+    emitted = []
+    with pytest.raises(DetectorError):
+        for out in anonymizer.process(_stream(17, size=LARGE)):
+            emitted.append(out)
+    assert emitted == []  # nothing was ready: frame 0 waits for the keyframes after it
+    with pytest.raises(ValueError, match="coarse detector"):
+        ClassDetector(_Moving(), RedactionConfig(), 2, None, schedule)
+
+
+def test_a_single_image_is_detected_at_full_resolution():
+    full, coarse = _Moving(), _Blind()
+    schedule = DetectionSchedule(every=4, motion=8.0, full_every=8, coarse_scale=0.5)
+    outs = list(_coarse_anonymizer(full, coarse, schedule).process(_stream(1, size=LARGE)))
+    assert full.calls == [0] and coarse.calls == []
+    assert outs[0].ran == frozenset({"face"}) and outs[0].coarse == frozenset()
+
+
+def test_the_coarse_detector_is_the_spec_at_the_coarse_scale():
+    from privacy.anonymization import build_class_detector
+    from privacy.detectors.factory import at_scale
+
+    assert at_scale("centerface:threshold=0.09", 0.5) == "centerface:threshold=0.09;scales=0.5"
+    assert at_scale("centerface:scales=1,2+hog", 0.5) == "centerface:scales=0.5,1+hog"
+    config = AnonymizationConfig(other_classes=(), face_schedule=DetectionSchedule(
+        4, 8.0, 8, FACE_COARSE_SCALE))
+    built = build_class_detector(config.face_policy(), config)
+    assert built.detector.describe()["scales"] == [1.0]
+    assert built.coarse.describe()["scales"] == [FACE_COARSE_SCALE]
+    assert built.coarse.describe()["threshold"] == built.detector.describe()["threshold"]
+    # The stronger second pass detects every frame at full resolution.
+    assert config.strong().face_schedule.is_every_frame
+    assert config.describe()["face_schedule"] == {"every": 4, "motion": 8.0, "full_every": 8,
+                                                  "coarse_scale": FACE_COARSE_SCALE}
+
+
+def test_coarse_settings_are_validated():
+    with pytest.raises(ValueError, match="full_every must be in"):
+        DetectionSchedule(every=4, full_every=4, coarse_scale=0.5)
+    with pytest.raises(ValueError, match="go together"):
+        DetectionSchedule(every=4, full_every=8)
+    with pytest.raises(ValueError, match="coarse_scale must be in"):
+        DetectionSchedule(every=4, full_every=8, coarse_scale=1.0)
+    with pytest.raises(ValueError, match="at full resolution at least every"):
+        AnonymizationConfig(face_schedule=DetectionSchedule(4, 8.0, MAX_FACE_FULL_EVERY + 1,
+                                                            0.5))
+    with pytest.raises(ValueError, match="faces only"):
+        ClassPolicy(PLATE, "ppocr-plates", schedule=DetectionSchedule(4, 0.0, 8, 0.5))
+    assert DetectionSchedule.parse("4:8:8", 0.5) == DetectionSchedule(4, 8.0, 8, 0.5)
+    assert DetectionSchedule.parse("4:8:8", 0.5).text() == "4:8:8"
+    assert DetectionSchedule.parse("4:8", 0.5) == DetectionSchedule(4, 8.0)
+    with pytest.raises(ValueError, match="EVERY or EVERY:MOTION"):
+        DetectionSchedule.parse("4:8:8")  # a class without coarse keyframes
+
+
+@pytest.mark.parametrize("command", ["redact", "run"])
+def test_the_face_schedule_flag_takes_full_every(command):
+    from pipeline.anonymization_options import anonymization_config
+    from pipeline.cli import _parser
+
+    if command == "redact":
+        args = _parser().parse_args(["redact", "in.mp4", "out.mp4",
+                                          "--face-schedule", "4:8:8"])
+    else:
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        from pipeline.options import EgoveilOptions
+
+        args = PipelineOptions(["--face-schedule", "4:8:8"]).view_as(EgoveilOptions)
+    assert anonymization_config(args).face_schedule == DetectionSchedule(
+        4, 8.0, 8, FACE_COARSE_SCALE)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("4:8:x", "--face-schedule: detection schedule must be EVERY[:MOTION[:FULL_EVERY]]"),
+    ("4:8:2", "--face-schedule: detection schedule: full_every must be in (4, 16]"),
+    ("4:8:12", "at full resolution at least every 8 frames, got 12"),
+    ("4:8:8:1", "--face-schedule: detection schedule must be"),
+])
+def test_bad_face_schedules_get_one_line_and_exit_2(value, message, capsys):
+    import logging
+
+    from pipeline.cli import main
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        code = main(["redact", "in.mp4", "out.mp4", "--face-schedule", value])
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("egoveil: error: "), err
+    assert message in err[0]
+
+
+def test_the_record_of_processing_describes_the_face_schedule():
+    from pipeline.runner import _describe_models
+    from privacy.verification import VerificationConfig
+
+    config = AnonymizationConfig(other_classes=(), verification=VerificationConfig(
+        verifier="none"))
+    classes, _ = _describe_models(config)
+    assert classes["face"]["schedule"] == {"every": 4, "motion": 8.0, "full_every": 8,
+                                           "coarse_scale": FACE_COARSE_SCALE}
+    plain = AnonymizationConfig(other_classes=(), face_schedule=DetectionSchedule(4, 8.0),
+                                verification=VerificationConfig(verifier="none"))
+    assert _describe_models(plain)[0]["face"]["schedule"] == {"every": 4, "motion": 8.0}

@@ -207,6 +207,32 @@ def on_device(text: str, device: str) -> str:
     return "+".join(parts)
 
 
+def at_scale(text: str, scale: float) -> str:
+    """The spec with its CenterFace and YuNet members run at ``scale`` times their scales.
+
+    The coarse pass of a face schedule (``privacy.schedule``): CenterFace at half the
+    frame's resolution costs about a quarter of a full pass. Members without input scales
+    (``hog``, ``cnn``) run as they are: a coarse pass never sees less than they do.
+
+    Raises:
+        ValueError: the spec does not parse, or the scale is not in (0, 1].
+    """
+    if not 0.0 < scale <= 1.0:
+        raise ValueError(f"a coarse scale must be in (0, 1], got {scale}")
+    spec = DetectorSpec.parse(text)
+    parts = []
+    for part, backend in zip(text.split("+"), spec.backends):
+        name, _, opts = part.strip().partition(":")
+        if backend.kind not in ("centerface", "yunet"):
+            parts.append(part.strip())
+            continue
+        scales = ",".join(f"{s * scale:g}" for s in backend.scales or (1.0,))
+        kept = [o.strip() for o in opts.split(";")
+                if o.strip() and o.partition("=")[0].strip() != "scales"]
+        parts.append(f"{name}:{';'.join([*kept, f'scales={scales}'])}")
+    return "+".join(parts)
+
+
 def on_crops(text: str) -> str:
     """The spec with its limits relative to the frame lifted, for detection on a crop.
 
