@@ -217,6 +217,11 @@ def main() -> None:
                         help="another checkout timed alongside (`egoveil run` only)")
     parser.add_argument("--no-clips", action="store_true",
                         help="leave out `egoveil run --clips`")
+    parser.add_argument("--runs-only", action="store_true",
+                        help="time whole `egoveil run` processes only (faces like for like, "
+                             "and the default classes), without the stage replay; results go "
+                             "to results/spine_runs_<seconds>s.json: for long inputs, where "
+                             "a job's fixed cost is spread as in production")
     parser.add_argument("--replay", nargs=2, metavar=("VIDEO", "ENCODER"),
                         help=argparse.SUPPRESS)  # one stage replay, printed as JSON
     args = parser.parse_args()
@@ -241,8 +246,10 @@ def main() -> None:
                 "run --clips (every frame redacted and written)": [*run, *faces, "--clips",
                                                                    "--output"],
                 "redact (every frame)": [*egoveil, "redact", *faces, video]}
-    if args.no_clips:
+    if args.no_clips or args.runs_only:
         del commands["run --clips (every frame redacted and written)"]
+    if args.runs_only:
+        del commands["redact (every frame)"]
     checkouts = {"now": ROOT}
     for item in args.compare:
         label, _, path = item.partition("=")
@@ -282,7 +289,7 @@ def main() -> None:
             now[f"wall_cut_vs_{suffix}"] = round(before["median_wall_s"] / now["median_wall_s"],
                                                  2)
     stages = {}
-    for label, cwd in checkouts.items():
+    for label, cwd in ({} if args.runs_only else checkouts).items():
         proc = subprocess.run([sys.executable, os.path.join(HERE, "spine.py"), "--replay",
                                video, f"{work}/enc"], capture_output=True, text=True,
                               cwd=cwd, env={**os.environ, "PYTHONPATH": cwd})
@@ -304,11 +311,13 @@ def main() -> None:
                          + f" --seconds {args.seconds:g}"
                          + (" --before DIR" if args.before else "")
                          + "".join(f" --compare {c.partition('=')[0]}=DIR" for c in args.compare)
-                         + (" --no-clips" if args.no_clips else ""),
+                         + (" --no-clips" if args.no_clips else "")
+                         + (" --runs-only" if args.runs_only else ""),
               "results": results, "stages": stages,
               "load_average_at_end": os.getloadavg(), "date": time.strftime("%Y-%m-%d")}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "spine.json"), "w") as handle:
+    name = f"spine_runs_{args.seconds:g}s.json" if args.runs_only else "spine.json"
+    with open(os.path.join(HERE, "results", name), "w") as handle:
         json.dump(record, handle, indent=2)
 
 
