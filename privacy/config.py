@@ -77,11 +77,12 @@ DEFAULT_FACE_SCHEDULE = DetectionSchedule(every=4, motion=8.0, full_every=8,
 # one keyframe on each side: for plates at least every 8th frame (the cap), which on the
 # hand-labelled Aria clip covers 97.3% of the readable plates (mean over the 8 phases the
 # keyframes can fall on; worst 92.6%) and paints 20.0% of the frame, against 43.5% with
-# two keyframes on each side (carried boxes grow with distance). It costs 1.52x the
+# two keyframes on each side (carried boxes grow with distance). It costs 1.50x the
 # faces-only time on arcade_1080p.mp4; the settings within 1.3x cost coverage (v4 alone
-# 82.8%, PP-OCR at 0.75 scale 67.1%). Text boxes hug the line (a plate's are grown to the plate), and under a fast
-# pan (23 px a frame at 640 px) every 8th frame left a third of a plate's characters
-# unpainted for 3 frames where every 4th left none (tests/test_classes.py's scene).
+# 82.8%, PP-OCR at 0.75 scale 67.1%). Text boxes hug the line (a plate's are grown to the
+# plate), and under a fast pan (23 px a frame at 640 px) every 8th frame left a third of a
+# plate's characters unpainted for 3 frames where every 4th left none (tests/test_classes.py's
+# scene).
 DEFAULT_PLATE_SCHEDULE = DetectionSchedule(every=8, motion=0.0)
 DEFAULT_TEXT_SCHEDULE = DetectionSchedule(every=4, motion=0.0)
 CLASS_TEMPORAL_WINDOW = 1
