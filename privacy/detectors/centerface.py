@@ -24,22 +24,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
-from collections import OrderedDict
 
 import cv2
 import numpy as np
 
 from privacy.detectors.base import MAX_FRAME_PIXELS, Detections, Detector, DetectorError, nms
-from privacy.detectors.openvino_core import openvino_core, uint8_model
+from privacy.detectors.openvino_core import compiled_uint8, openvino_core
 
 _OUTPUTS = ["537", "538", "539", "540"]  # heatmap, scale, offset, landmarks
 _STRIDE = 4
 BACKENDS = ("opencv", "onnxruntime", "openvino")
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("auto", "f32", "bf16")
-# Compiled OpenVINO models kept per input shape (video frames share one shape).
-_COMPILED_SHAPES = 4
 
 
 def default_backend() -> str:
@@ -147,22 +143,9 @@ class CenterFaceDetector(Detector):
             config["INFERENCE_NUM_THREADS"] = self.threads
         self.precision_used = core.get_property("CPU", "INFERENCE_PRECISION_HINT") \
             .get_type_name() if self.precision == "auto" else self.precision
-        compiled: OrderedDict[tuple[int, ...], object] = OrderedDict()
-        lock = threading.Lock()
-
-        def compiled_for(shape: tuple[int, ...]):
-            with lock:
-                if shape in compiled:
-                    compiled.move_to_end(shape)
-                    return compiled[shape]
-                compiled[shape] = core.compile_model(uint8_model(model, "input.1", shape),
-                                                     "CPU", config)
-                if len(compiled) > _COMPILED_SHAPES:
-                    compiled.popitem(last=False)
-                return compiled[shape]
-
         def run(batch: np.ndarray) -> list[np.ndarray]:
-            net = compiled_for(tuple(batch.shape))
+            net = compiled_uint8(model, "input.1", self._weights_sha256, tuple(batch.shape),
+                                 config)
             result = net.create_infer_request().infer({"input.1": batch})
             return [result[net.output(name)] for name in _OUTPUTS]
 

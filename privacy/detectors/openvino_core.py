@@ -12,11 +12,20 @@ from __future__ import annotations
 
 import threading
 import warnings
+from collections import OrderedDict
 
 from privacy.detectors.base import DetectorError
 
 _LOCK = threading.Lock()
 _CORE: list = []
+# Compiled models by weights, input, shape, configuration and preprocessing, shared by every
+# detector of the process: a second instance of a detector (the verifier's, the coarse
+# pass's at the same shape) compiles nothing again. A compiled model serves concurrent
+# inference requests, so no lock is held while a frame is detected. One model per shape: a
+# dynamic one runs slower.
+_COMPILED_LOCK = threading.Lock()
+_COMPILED: OrderedDict[tuple, object] = OrderedDict()
+_COMPILED_KEPT = 16
 
 
 def openvino_core():
@@ -73,3 +82,26 @@ def uint8_model(model, input_name: str, batch_shape: tuple[int, ...],
         steps.scale(list(std))
     ppp.input(input_name).model().set_layout(Layout("NCHW"))
     return ppp.build()
+
+
+def compiled_uint8(model, input_name: str, weights: str, batch_shape: tuple[int, ...],
+                   config: dict, mean: list[float] | None = None,
+                   std: list[float] | None = None, reverse_channels: bool = False):
+    """``uint8_model`` compiled for the CPU with ``config``, from the process-wide cache.
+
+    Args:
+        weights: what identifies the weights (their sha256).
+        The others: as ``uint8_model`` and ``Core.compile_model``.
+    """
+    key = (weights, input_name, tuple(batch_shape), tuple(sorted(config.items())),
+           tuple(mean or ()), tuple(std or ()), reverse_channels)
+    with _COMPILED_LOCK:
+        if key in _COMPILED:
+            _COMPILED.move_to_end(key)
+            return _COMPILED[key]
+        prepared = uint8_model(model, input_name, batch_shape, mean=mean, std=std,
+                               reverse_channels=reverse_channels)
+        _COMPILED[key] = openvino_core().compile_model(prepared, "CPU", config)
+        if len(_COMPILED) > _COMPILED_KEPT:
+            _COMPILED.popitem(last=False)
+        return _COMPILED[key]

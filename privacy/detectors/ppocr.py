@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import threading
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, replace
 
 import cv2
@@ -31,7 +29,7 @@ import numpy as np
 from privacy.detectors.base import Detections, Detector, DetectorError, nms
 from privacy.detectors.centerface import file_sha256
 from privacy.detectors.onnx_session import onnx_session
-from privacy.detectors.openvino_core import openvino_core, uint8_model
+from privacy.detectors.openvino_core import compiled_uint8, openvino_core
 from schemas.detections import PLATE, TEXT
 
 # model -> (package that ships it, path inside the package, pip requirement)
@@ -41,37 +39,11 @@ MODELS = {
            "rapidocr_onnxruntime==1.4.4"),
 }
 BACKENDS = ("opencv", "onnxruntime", "openvino")
-# Compiled OpenVINO models kept (video frames share one shape; two models, two shapes).
-_COMPILED_SHAPES = 8
 # PaddleOCR's detection preprocessing: BGR, ImageNet mean and std.
 _MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255.0
 _STD = np.array([0.229, 0.224, 0.225], np.float32) * 255.0
 _MAX_INPUT_PIXELS = 4096 * 4096
 _MAX_REGIONS = 3000
-
-
-_OV_LOCK = threading.Lock()
-# Compiled OpenVINO models by (weights sha256, input shape), shared by every detector of
-# the process: the verifier's second instance of a class's detector compiles nothing
-# again. A compiled model serves concurrent inference requests, so sharing holds no lock
-# while a frame is detected.
-_OV_COMPILED: OrderedDict[tuple[str, tuple[int, ...]], object] = OrderedDict()
-
-
-def _compiled(core, model, input_name: str, weights: str, shape: tuple[int, ...]):
-    """The model compiled for uint8 batches of ``shape`` (N, H, W, 3), normalisation
-    included (one per shape: a dynamic one runs slower)."""
-    key = (weights, shape)
-    with _OV_LOCK:
-        if key in _OV_COMPILED:
-            _OV_COMPILED.move_to_end(key)
-            return _OV_COMPILED[key]
-        prepared = uint8_model(model, input_name, shape, mean=list(_MEAN), std=list(_STD),
-                               reverse_channels=True)
-        _OV_COMPILED[key] = core.compile_model(prepared, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
-        if len(_OV_COMPILED) > _COMPILED_SHAPES:
-            _OV_COMPILED.popitem(last=False)
-        return _OV_COMPILED[key]
 
 
 def default_backend() -> str:
@@ -179,7 +151,9 @@ class PPOCRTextDetector(Detector):
         weights = self._weights_sha256
 
         def run(batch: np.ndarray) -> np.ndarray:
-            net = _compiled(core, model, input_name, weights, tuple(batch.shape))
+            net = compiled_uint8(model, input_name, weights, tuple(batch.shape),
+                                 {"PERFORMANCE_HINT": "LATENCY"}, mean=list(_MEAN),
+                                 std=list(_STD), reverse_channels=True)
             return net.create_infer_request().infer({input_name: batch})[net.output(0)]
 
         return run
