@@ -72,6 +72,8 @@ DEFAULT = "default classes: faces, plates (v4 + v5, at least every 8th frame)"
 CONTENDERS = {
     FACES_ONLY: ["--redact", "faces"],
     DEFAULT: [],
+    "plates every 12th frame": ["--plate-schedule", "12"],
+    "plates every 16th frame": ["--plate-schedule", "16"],
     "plates every 4th frame": ["--plate-schedule", "4"],
     "plates on every frame": ["--plate-schedule", "1"],
     "plates v4 only, every 8th": ["--plate-detector", "ppocr-plates:model=v4"],
@@ -81,28 +83,29 @@ CONTENDERS = {
     "faces, plates, text (default schedules)": ["--redact", "faces,plates,text"],
 }
 _V45 = default_policy(PLATE).detector
-PLATE_SETTINGS = {  # --coverage: name -> (detector spec, schedule every, temporal window)
-    "v4 + v5, every frame, window 0 (detection alone)": (_V45, 1, 0),
-    "v4 + v5, every frame, window 2": (_V45, 1, 2),
-    "v4 + v5, every 2nd, window 2": (_V45, 2, 2),
-    "v4 + v5, every 4th, window 2": (_V45, 4, 2),
-    "v4 + v5, every 8th, window 2": (_V45, 8, 2),
-    "v4 + v5, every frame, window 1": (_V45, 1, 1),
-    "v4 + v5, every 2nd, window 1": (_V45, 2, 1),
-    "v4 + v5, every 4th, window 1": (_V45, 4, 1),
-    "v4 + v5, every 8th, window 1": (_V45, 8, 1),
-    "v4 only, every 8th, window 1": ("ppocr-plates:model=v4", 8, 1),
-    "v5 only, every 8th, window 1": ("ppocr-plates:model=v5", 8, 1),
-    "v4 + v5 at scale 0.75, every 8th, window 1": (
-        "ppocr-plates:model=v4;scale=0.75+ppocr-plates:model=v5;scale=0.75", 8, 1),
+PLATE_SETTINGS = {  # --coverage: name -> (detector spec, schedule every, temporal window,
+    # boxes carried along the measured motion)
+    "v4 + v5, every frame, window 0 (detection alone)": (_V45, 1, 0, False),
+    "v4 + v5, every frame, window 2": (_V45, 1, 2, False),
+    "v4 + v5, every 4th, window 2": (_V45, 4, 2, False),
+    "v4 + v5, every 8th, window 2": (_V45, 8, 2, False),
+    "v4 + v5, every 2nd, window 1": (_V45, 2, 1, False),
+    "v4 + v5, every 4th, window 1": (_V45, 4, 1, False),
+    "v4 + v5, every 8th, window 1": (_V45, 8, 1, False),
+    "v4 + v5, every 4th, window 1, following motion": (_V45, 4, 1, True),
+    "v4 + v5, every 8th, window 1, following motion": (_V45, 8, 1, True),
+    "v4 + v5, every 12th, window 1, following motion": (_V45, 12, 1, True),
+    "v4 + v5, every 16th, window 1, following motion": (_V45, 16, 1, True),
+    "v4 only, every 8th, window 1, following motion": ("ppocr-plates:model=v4", 8, 1, True),
+    "v5 only, every 8th, window 1, following motion": ("ppocr-plates:model=v5", 8, 1, True),
 }
 
 
-def timed(cmd: list[str]) -> dict:
+def timed(cmd: list[str], cwd: str = ROOT) -> dict:
     """Wall, CPU (user + system of the process tree) and peak RSS of one command."""
     started = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-f", "%U %S %M", *cmd], capture_output=True,
-                          text=True, cwd=ROOT)
+                          text=True, cwd=cwd)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
@@ -129,16 +132,23 @@ def painted_share(source: list[np.ndarray], output: list[np.ndarray]) -> float:
     return float(np.mean(shares))
 
 
-def speed(repeat: int) -> dict:
+def speed(repeat: int, only: list[str] | None = None, before: str | None = None) -> dict:
+    """Each contender (those whose name contains one of ``only``), plus the default
+    classes of the checkout ``before``, in alternation."""
     frames = frame_count(VIDEO)
     source = _frames(VIDEO)
     work = tempfile.mkdtemp(prefix="egoveil-classes-")
     egoveil = [sys.executable, "-m", "pipeline.cli", "redact"]
-    runs: dict[str, list[dict]] = {name: [] for name in CONTENDERS}
+    contenders = {name: (flags, ROOT) for name, flags in CONTENDERS.items()
+                  if name == FACES_ONLY or not only or any(o in name for o in only)}
+    if before:
+        contenders[f"default classes, checkout before ({os.path.basename(before)})"] = \
+            ([], os.path.abspath(before))
+    runs: dict[str, list[dict]] = {name: [] for name in contenders}
     for i in range(repeat):
-        for n, (name, flags) in enumerate(CONTENDERS.items()):
+        for n, (name, (flags, cwd)) in enumerate(contenders.items()):
             out = f"{work}/{n}-{i}.mp4"
-            run = timed([*egoveil, VIDEO, out, *flags])
+            run = timed([*egoveil, VIDEO, out, *flags], cwd)
             run["reredacted"] = "stronger second pass" in run.pop("stderr", "")
             if i == 0:  # the output is the same every round
                 run["painted_share"] = painted_share(source, _frames(out))
@@ -149,7 +159,8 @@ def speed(repeat: int) -> dict:
     for name, items in runs.items():
         wall = statistics.median(r["wall"] for r in items)
         cpu = statistics.median(r["cpu"] for r in items)
-        results[name] = {"flags": " ".join(CONTENDERS[name]) or "(defaults)",
+        flags, cwd = contenders[name]
+        results[name] = {"flags": " ".join(flags) or "(defaults)",
                          "median_wall_s": round(wall, 2), "median_cpu_s": round(cpu, 2),
                          "walls_s": [round(r["wall"], 2) for r in items],
                          "peak_rss_mb": round(max(r["rss_mb"] for r in items)),
@@ -189,14 +200,15 @@ def coverage() -> dict:
     policy = default_policy(PLATE)
     detectors: dict[str, _Cached] = {}
     out = {}
-    for name, (spec, every, window) in PLATE_SETTINGS.items():
+    for name, (spec, every, window, motion) in PLATE_SETTINGS.items():
         detector = detectors.setdefault(spec, _Cached(build_detector(spec)))
         # Where the keyframes fall decides what a sparse schedule sees: the clip is also
         # started 1 to every-1 frames later, and the figures are over every such phase.
         phases = []
         for phase in range(every):
             anonymizer = SegmentAnonymizer([ClassDetector(
-                detector, policy.redaction, window, None, DetectionSchedule(every=every))],
+                detector, policy.redaction, window, None, DetectionSchedule(every=every),
+                follow_motion=motion)],
                 detect_timeout_s=None)
             covered, per_frame, detected, painted = [], [], 0, []
             clip = [(i, f) for i, f in enumerate(frames) if i >= phase]
@@ -223,6 +235,7 @@ def coverage() -> dict:
                            "length": len(clip), "painted": float(np.mean(painted))})
         first = phases[0]
         out[name] = {"spec": spec, "every": every, "temporal_window": window,
+                     "follow_motion": motion,
                      "seconds_between_keyframes_at_10fps": every / 10,
                      "frames_detected": f"{first['detected']}/{first['length']}",
                      "readable_plates_covered": round(first["covered"], 4),
@@ -341,6 +354,10 @@ def main() -> None:
     parser.add_argument("--coverage", action="store_true")
     parser.add_argument("--verification", action="store_true")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", help="--speed: the contenders whose names contain one of "
+                        "these comma-separated words (faces only is always run)")
+    parser.add_argument("--before", metavar="DIR", help="--speed: also the default classes "
+                        "of this checkout (e.g. a git worktree of the commit before a change)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     payload = json.load(open(RESULTS)) if os.path.exists(RESULTS) else {}
@@ -351,8 +368,11 @@ def main() -> None:
              "date": time.strftime("%Y-%m-%d")}
     if args.speed:
         payload["speed"] = {**stamp, "command": "flock /work/tools/bench.lock python "
-                            f"bench/classes.py --speed --repeat {args.repeat}",
-                            **speed(args.repeat)}
+                            f"bench/classes.py --speed --repeat {args.repeat}"
+                            + (f" --only {args.only}" if args.only else "")
+                            + (" --before DIR" if args.before else ""),
+                            **speed(args.repeat, args.only.split(",") if args.only else None,
+                                    args.before)}
     if args.coverage:
         payload["coverage"] = {**stamp, "command": "python bench/classes.py --coverage",
                                **coverage()}

@@ -226,7 +226,7 @@ def _describe_models(anonymization: AnonymizationConfig) -> tuple[dict, dict]:
         classes[policy.detection_class] = scrub_paths({
             "detector": detector, "redaction": dataclasses.asdict(policy.redaction),
             "temporal_window": policy.temporal_window, "cross_view": policy.cross_view,
-            "schedule": policy.schedule.describe(),
+            "schedule": policy.schedule.describe(), "follow_motion": policy.follow_motion,
             "strong_detector": policy.strong_detector})
     try:
         verification = describe_verification(

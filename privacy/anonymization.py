@@ -95,7 +95,7 @@ def build_class_detector(policy: ClassPolicy, config: AnonymizationConfig,
             else on_crops(policy.detector)
         search = CrossViewSearch(band, build_detector(spec) if spec != "none" else None)
     return ClassDetector(detector, policy.redaction, policy.temporal_window, search,
-                         policy.schedule, coarse)
+                         policy.schedule, coarse, policy.follow_motion)
 
 
 def build_anonymizer(config: AnonymizationConfig, verifier: RedactionVerifier | None = None,

@@ -36,10 +36,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from privacy.detectors.base import Detections, Detector, DetectorError, nms
+from privacy.motion import Flow, MotionTracker, carry
 from privacy.redaction import RedactionConfig, redact, scale_boxes
 from privacy.schedule import COARSE, DetectionSchedule, Pass, Scheduler
 from privacy.stereo import CrossViewCounts, CrossViewSearch, unrectified
-from privacy.tracking import propagated_boxes
+from privacy.tracking import followed_boxes, propagated_boxes
 from privacy.verification import RedactionVerifier, VerificationSummary
 from schemas.detections import FACE
 
@@ -105,6 +106,9 @@ class ClassDetector:
             frames.
         coarse: the detector of the schedule's coarse keyframes (the same spec at the
             schedule's ``coarse_scale``); required with coarse keyframes.
+        follow_motion: carry the boxes borrowed from neighbouring keyframes along the
+            measured motion (``privacy.motion``) instead of growing them in place: for
+            what stays put in the world while the camera moves (plates, text).
     """
 
     detector: Detector
@@ -113,6 +117,7 @@ class ClassDetector:
     cross_view: CrossViewSearch | None = None
     schedule: DetectionSchedule = DetectionSchedule()
     coarse: Detector | None = None
+    follow_motion: bool = False
 
     def __post_init__(self) -> None:
         if self.temporal_window < 0:
@@ -140,6 +145,8 @@ class _Pending:
     recovered: dict[str, dict[str, int]]
     # the classes of ``dets`` detected by a coarse pass only
     coarse: frozenset[str] = frozenset()
+    # view -> the motion from the previous instant (kept where a class follows motion)
+    flows: dict[str, Flow | None] | None = None
 
 
 _MONO = "_"
@@ -230,7 +237,8 @@ class SegmentAnonymizer:
             raise DetectorError(f"detection timed out after {self.timeout:.1f} s")
         return [future.result() for future in futures]
 
-    def _detect_batch(self, batch: list[tuple[ViewFrames, dict[str, Pass]]],
+    def _detect_batch(self, batch: list[tuple[ViewFrames, dict[str, Pass],
+                                              dict[str, Flow | None] | None]],
                       pairs: tuple[tuple[str, str], ...], rectified: bool) -> Iterator[_Pending]:
         """Detect each instant of ``batch`` with the classes due on it, one call per class
         and pass (full resolution, coarse)."""
@@ -238,7 +246,7 @@ class SegmentAnonymizer:
         own: list[dict[str, dict[str, int]]] = [{} for _ in batch]
         recovered: list[dict[str, dict[str, int]]] = [{} for _ in batch]
         # One call per class and pass (full resolution, coarse), all side by side.
-        due_keys = {(cls.name, coarse): [(i, view) for i, (item, due) in enumerate(batch)
+        due_keys = {(cls.name, coarse): [(i, view) for i, (item, due, _) in enumerate(batch)
                                          if cls.name in due
                                          and (due[cls.name] == COARSE) == coarse
                                          for view in item.images]
@@ -275,9 +283,10 @@ class SegmentAnonymizer:
                                      for v, d in views.items()}
                 own[i][cls.name] = {v: len(d) for v, d in views.items()}
                 recovered[i][cls.name] = {v: sum(len(e) for e in extra[v]) for v in views}
-        for i, (item, due) in enumerate(batch):
+        for i, (item, due, flows) in enumerate(batch):
             yield _Pending(item, dets[i], own[i], recovered[i],
-                           frozenset(name for name, level in due.items() if level == COARSE))
+                           frozenset(name for name, level in due.items() if level == COARSE),
+                           flows)
 
     def _detected(self, frames: Iterable[ViewFrames], pairs: tuple[tuple[str, str], ...],
                   rectified: bool, step: int) -> Iterator[_Pending]:
@@ -294,7 +303,9 @@ class SegmentAnonymizer:
         schedulers = [(cls.name, Scheduler(
             DetectionSchedule() if pairs and cls.cross_view is not None and cls.name == FACE
             else cls.schedule, step)) for cls in self.classes]
-        batch: list[tuple[ViewFrames, dict[str, Pass]]] = []
+        batch: list[tuple[ViewFrames, dict[str, Pass], dict[str, Flow | None] | None]] = []
+        trackers: dict[str, MotionTracker] | None = \
+            {} if any(c.follow_motion for c in self.classes) else None
         detected = 0
         iterator = iter(frames)
         item = next(iterator, None)
@@ -305,7 +316,10 @@ class SegmentAnonymizer:
                       for name, scheduler in schedulers)
             due = {name: level for name, level in levels if level is not None}
             first = False
-            batch.append((item, due))
+            flows = None if trackers is None else {
+                view: trackers.setdefault(view, MotionTracker()).push(image)
+                for view, image in item.images.items()}
+            batch.append((item, due, flows))
             detected += bool(due)
             if detected == self.batch_size:
                 yield from self._detect_batch(batch, pairs, rectified)
@@ -430,6 +444,18 @@ class SegmentAnonymizer:
                 j += direction
         return out
 
+    @staticmethod
+    def _carried(window: list[_Pending], centre: int, offset: int, view: str,
+                 boxes: np.ndarray) -> np.ndarray | None:
+        """The boxes of the instant ``offset`` from ``centre`` carried to ``centre`` along
+        the motion between them; None where some of it is unknown."""
+        source = centre + offset
+        # Forward: the flows into each instant after the source; backward: into the source
+        # and each instant down to the one after the centre.
+        steps = range(source + 1, centre + 1) if offset < 0 else range(source, centre, -1)
+        flows = [(window[j].flows or {}).get(view) for j in steps]
+        return carry(boxes, flows, forward=offset < 0)
+
     def _finish(self, window: list[_Pending], centre: int, rng: np.random.Generator | None,
                 flushing: bool = False) -> dict[str, FrameOut] | None:
         item = window[centre]
@@ -450,8 +476,11 @@ class SegmentAnonymizer:
                 # every detected instant still held (nothing is dropped once the stream has
                 # ended), so the last frames are covered more, never less.
                 everything = flushing and cls.temporal_window == self.window
-                borrowed = propagated_boxes(self._neighbours(window, centre, cls, view,
-                                                             everything))
+                neighbours = self._neighbours(window, centre, cls, view, everything)
+                borrowed = followed_boxes([
+                    (offset, boxes, self._carried(window, centre, offset, view, boxes))
+                    for offset, boxes in neighbours]) if cls.follow_motion else \
+                    propagated_boxes(neighbours)
                 views = item.dets.get(name)
                 own = views[view].boxes if views is not None and view in views else \
                     np.zeros((0, 4), np.float32)

@@ -73,18 +73,19 @@ DEFAULT_FACE_SCHEDULE = DetectionSchedule(every=4, motion=8.0, full_every=8,
 
 # Plates and text (bench/plates.py chose the detectors, bench/classes.py the schedules:
 # results/plates.md, results/classes.md). PP-OCR costs more than CenterFace per 1080p frame,
-# so these classes are detected on keyframes, and a frame between borrows the boxes of the
-# one keyframe on each side: for plates at least every 8th frame (the cap), which on the
-# hand-labelled Aria clip covers 97.3% of the readable plates (mean over the 8 phases the
-# keyframes can fall on; worst 92.6%) and paints 20.0% of the frame, against 43.5% with
-# two keyframes on each side (carried boxes grow with distance). It costs 1.50x the
-# faces-only time on arcade_1080p.mp4; the settings within 1.3x cost coverage (v4 alone
-# 82.8%, PP-OCR at 0.75 scale 67.1%). Text boxes hug the line (a plate's are grown to the
-# plate), and under a fast pan (23 px a frame at 640 px) every 8th frame left a third of a
-# plate's characters unpainted for 3 frames where every 4th left none (tests/test_classes.py's
-# scene).
+# so these classes are detected on keyframes, at least every 8th frame, and a frame between
+# borrows the boxes of the one keyframe on each side, carried along the measured motion
+# (``follow_motion``, privacy.motion). On the hand-labelled Aria clip (10 fps, a walk past
+# parked cars) that covers 99.6% of the readable plates (mean over the 8 phases the
+# keyframes can fall on; worst 96.4%) and paints 9.8% of the frame, against 97.3% (worst
+# 92.6%) and 20.0% with boxes grown in place. It costs about 1.5x the faces-only time on
+# arcade_1080p.mp4; the settings within 1.3x cost coverage (v4 alone, PP-OCR at 0.75
+# scale). Text boxes hug the line (a plate's are grown to the plate); under a fast pan
+# (23 px a frame at 640 px, tests/test_classes.py's scene) every 8th frame paints every
+# character when the boxes follow the motion, and left a third of them unpainted for 3
+# frames when they were grown in place.
 DEFAULT_PLATE_SCHEDULE = DetectionSchedule(every=8, motion=0.0)
-DEFAULT_TEXT_SCHEDULE = DetectionSchedule(every=4, motion=0.0)
+DEFAULT_TEXT_SCHEDULE = DetectionSchedule(every=8, motion=0.0)
 CLASS_TEMPORAL_WINDOW = 1
 # Plates' and text's masks: the box scaled 1.3, the floor every class keeps (the data
 # contract's). A plate box is the detected line (PP-OCRv5's grown 10%, ppocr.PLATE_SHAPES)
@@ -120,6 +121,8 @@ class ClassPolicy:
         strong_detector: detector spec of the second pass after a failed verification.
         cross_view: search the other eye of a stereo pair for what one eye found.
         schedule: which frames the detector runs on (every frame by default).
+        follow_motion: carry boxes between keyframes along the measured motion rather
+            than grow them in place (plates and text stay put while the glasses move).
     """
 
     detection_class: str
@@ -129,6 +132,7 @@ class ClassPolicy:
     strong_detector: str | None = None
     cross_view: bool = False
     schedule: DetectionSchedule = field(default_factory=DetectionSchedule)
+    follow_motion: bool = False
 
     def __post_init__(self) -> None:
         if self.detection_class not in DETECTION_CLASSES:
@@ -161,12 +165,12 @@ _DEFAULT_POLICIES = {
                        redaction=RedactionConfig(mask_scale=CLASS_MASK_SCALE),
                        temporal_window=CLASS_TEMPORAL_WINDOW,
                        strong_detector=STRONG_PLATE_DETECTOR, cross_view=True,
-                       schedule=DEFAULT_PLATE_SCHEDULE),
+                       schedule=DEFAULT_PLATE_SCHEDULE, follow_motion=True),
     TEXT: ClassPolicy(TEXT, DEFAULT_TEXT_DETECTOR,
                       redaction=RedactionConfig(mask_scale=CLASS_MASK_SCALE),
                       temporal_window=CLASS_TEMPORAL_WINDOW,
                       strong_detector=STRONG_TEXT_DETECTOR, cross_view=True,
-                      schedule=DEFAULT_TEXT_SCHEDULE),
+                      schedule=DEFAULT_TEXT_SCHEDULE, follow_motion=True),
 }
 
 

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 # The longest gap, in frames, between two frames a class's detector runs on.
-MAX_DETECT_EVERY = 8
+MAX_DETECT_EVERY = 16
 # The longest gap, in frames, between two full-resolution detections (coarse keyframes).
 MAX_FULL_EVERY = 16
 # Motion is measured on grey thumbnails of this size (width, height): cheap and blind to

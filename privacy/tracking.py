@@ -8,7 +8,10 @@ Two mechanisms, both cheap and both applied:
 - carry-over: every neighbour's box is also redacted here, grown with distance,
   which covers faces entering or leaving the frame and slow motion.
 
-``propagated_boxes`` is what the anonymizer adds to a frame's own detections.
+``propagated_boxes`` is what the anonymizer adds to a frame's own detections. Classes that
+follow motion (plates, text: still in the world while the glasses move) use
+``followed_boxes`` instead: each neighbour's boxes carried along the measured flow
+(``privacy.motion``) and grown far less.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ import numpy as np
 
 # A neighbour's box grows by this fraction per frame of distance.
 CARRY_GROWTH_PER_FRAME = 0.15
+# A box carried along the measured motion grows by this fraction per frame of distance
+# (bench/classes.py --coverage chose it on the Aria plates).
+FOLLOWED_GROWTH_PER_FRAME = 0.03
 # Two detections are the same face when their centres are closer than this many
 # face sizes per frame of separation, and their sizes differ by less than 2x.
 MATCH_DISTANCE_PER_FRAME = 2.5
@@ -81,6 +87,22 @@ def propagated_boxes(neighbours: list[tuple[int, np.ndarray]]) -> np.ndarray:
     for ob, bb in earlier:
         for oa, ba in later:
             parts.append(grow(interpolate(bb, ba, -ob, oa), 1.1))
+    if not parts:
+        return np.zeros((0, 4), np.float32)
+    return np.concatenate(parts).astype(np.float32)
+
+
+def followed_boxes(neighbours: list[tuple[int, np.ndarray, np.ndarray | None]]) -> np.ndarray:
+    """Boxes a frame borrows from its neighbours, carried along the motion.
+
+    Args:
+        neighbours: (signed frame offset, boxes, the boxes carried to this frame or None
+            where the motion is unknown); a neighbour without motion is grown in place,
+            like ``propagated_boxes`` grows it.
+    """
+    parts = [grow(boxes, 1.0 + CARRY_GROWTH_PER_FRAME * abs(offset)) if moved is None
+             else grow(moved, 1.0 + FOLLOWED_GROWTH_PER_FRAME * abs(offset))
+             for offset, boxes, moved in neighbours if boxes.shape[0]]
     if not parts:
         return np.zeros((0, 4), np.float32)
     return np.concatenate(parts).astype(np.float32)

@@ -167,6 +167,8 @@ def test_the_default_classes_paint_the_plate_in_every_clip_frame(published, tmp_
     assert "plate regions its own detector found, uncovered, between its keyframes" in page
     # Faces' coarse keyframes are described; plates' schedule has none.
     assert page.count("at full resolution at least every 8 frames, at 0.75 of it between") == 1
+    # Plates' boxes follow the motion between their keyframes; faces' do not.
+    assert page.count("boxes carried between keyframes along the measured motion") == 1
 
 
 def test_no_personal_data_in_any_output(published, key_file, tmp_path):

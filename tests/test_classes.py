@@ -92,7 +92,7 @@ def test_the_flags_default_to_the_configuration_and_name_their_classes():
     (["--redact", "plates"], "--redact must include faces"),
     (["--redact", "faces,cars"], "unknown class 'cars'"),
     (["--redact", "faces,faces"], "names a class twice"),
-    (["--plate-schedule", "9"], "--plate-schedule: detection schedule: every must be in"),
+    (["--plate-schedule", "17"], "--plate-schedule: detection schedule: every must be in"),
     (["--text-schedule", "often"], "--text-schedule: detection schedule must be"),
     (["--plate-detector", "centerface"], "--plate-detector: detector 'centerface' finds face"),
     (["--text-detector", "ppocr-text:colour=red"], "--text-detector: unknown ppocr-text option"),
@@ -115,6 +115,8 @@ def test_classes_and_their_policies_are_fingerprinted_and_faces_only_is_as_befor
     assert described["detector"] == DEFAULT_PLATE_DETECTOR
     assert described["schedule"] == {"every": default_policy(PLATE).schedule.every,
                                      "motion": default_policy(PLATE).schedule.motion}
+    # Plates and text stay put in the world: their boxes follow the motion between keyframes.
+    assert described["follow_motion"] is True and default_policy(TEXT).follow_motion
     configs = [faces, AnonymizationConfig(),
                AnonymizationConfig(other_classes=(default_policy(PLATE), default_policy(TEXT))),
                AnonymizationConfig(other_classes=(class_policy(

@@ -18,7 +18,14 @@ from privacy.config import (
 from privacy.detectors import Detections, DetectorError
 from privacy.detectors.base import Detector
 from privacy.redaction import SOLID_VALUE, RedactionConfig
-from privacy.schedule import COARSE, COARSE_MIN_SIDE, FULL, DetectionSchedule, Scheduler
+from privacy.schedule import (
+    COARSE,
+    COARSE_MIN_SIDE,
+    FULL,
+    MAX_DETECT_EVERY,
+    DetectionSchedule,
+    Scheduler,
+)
 from schemas.detections import PLATE
 from tests.faults import FaultyDetector
 
@@ -159,7 +166,7 @@ def test_schedule_settings_are_validated():
     with pytest.raises(ValueError, match="every"):
         DetectionSchedule(every=0)
     with pytest.raises(ValueError, match="every"):
-        DetectionSchedule(every=9)
+        DetectionSchedule(every=MAX_DETECT_EVERY + 1)
     with pytest.raises(ValueError, match="motion"):
         DetectionSchedule(motion=-1)
     with pytest.raises(ValueError, match="faces are detected at least every"):
