@@ -16,7 +16,7 @@ from privacy.config import (
     redact_classes,
 )
 from privacy.redaction import MIN_MASK_SCALE, MODES, RedactionConfig
-from privacy.schedule import DetectionSchedule
+from privacy.schedule import MAX_DETECT_EVERY, DetectionSchedule
 from privacy.verification import VerificationConfig
 from schemas.detections import PLATE, TEXT
 
@@ -69,10 +69,21 @@ def add_anonymization_args(group) -> None:
     group.add_argument("--plate-schedule", dest="plate_schedule",
                        default=_PLATES.schedule.text(),
                        help="EVERY[:MOTION] for the plate detector, as --face-schedule (at "
-                            "most every 8th frame; default %(default)s)")
+                            f"most every {MAX_DETECT_EVERY}th frame; the boxes of the frames "
+                            "between follow the measured motion; default %(default)s)")
     group.add_argument("--text-schedule", dest="text_schedule",
                        default=_TEXT.schedule.text(),
                        help="EVERY[:MOTION] for the text detector (default %(default)s)")
+    for flag, policy in (("plate", _PLATES), ("text", _TEXT)):
+        group.add_argument(f"--{flag}-mask-scale", dest=f"{flag}_mask_scale", type=float,
+                           default=policy.redaction.mask_scale,
+                           help=f"{flag} redaction box scale relative to the detection (>= "
+                                f"{MIN_MASK_SCALE}; default %(default)s, the scale its coverage "
+                                "was measured at)")
+        group.add_argument(f"--{flag}-window", dest=f"{flag}_window", type=int,
+                           default=policy.temporal_window,
+                           help=f"detected frames on each side whose {flag} boxes also cover a "
+                                "frame (default %(default)s)")
 
 
 def _flag(flag: str, parse, *args):
@@ -102,6 +113,14 @@ def anonymization_config(args) -> AnonymizationConfig:
             # coverage was measured at).
             policy = _flag(f"--{flag}-detector", class_policy, name, spec, schedule,
                            args.redaction)
+            scale = getattr(args, f"{flag}_mask_scale")
+            window = getattr(args, f"{flag}_window")
+            if scale != policy.redaction.mask_scale:
+                policy = _flag(f"--{flag}-mask-scale", class_policy, name, spec, schedule,
+                               args.redaction, scale)
+            if window != policy.temporal_window:
+                policy = _flag(f"--{flag}-window", class_policy, name, spec, schedule,
+                               args.redaction, scale, window)
             if name in classes:
                 others.append(policy)
         return AnonymizationConfig(

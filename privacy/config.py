@@ -191,8 +191,10 @@ def default_policy(detection_class: str) -> ClassPolicy:
 
 def class_policy(detection_class: str, detector: str | None = None,
                  schedule: DetectionSchedule | None = None,
-                 mode: str | None = None) -> ClassPolicy:
-    """A class's default policy with its detector, schedule or redaction mode replaced.
+                 mode: str | None = None, mask_scale: float | None = None,
+                 temporal_window: int | None = None) -> ClassPolicy:
+    """A class's default policy with its detector, schedule, redaction mode, mask scale or
+    temporal window replaced.
 
     A detector other than the default is kept in the stronger second pass too, beside
     the default's stronger one, so that the second pass finds at least what it finds.
@@ -207,8 +209,12 @@ def class_policy(detection_class: str, detector: str | None = None,
         changes.update(detector=detector, strong_detector=f"{detector}+{policy.strong_detector}")
     if schedule is not None:
         changes["schedule"] = schedule
-    if mode is not None:
-        changes["redaction"] = dataclasses.replace(policy.redaction, mode=mode)
+    redaction = {k: v for k, v in (("mode", mode), ("mask_scale", mask_scale))
+                 if v is not None}
+    if redaction:
+        changes["redaction"] = dataclasses.replace(policy.redaction, **redaction)
+    if temporal_window is not None:
+        changes["temporal_window"] = temporal_window
     return dataclasses.replace(policy, **changes)
 
 

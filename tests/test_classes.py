@@ -85,6 +85,10 @@ def test_the_flags_default_to_the_configuration_and_name_their_classes():
     assert plates.redaction.mask_scale == default_policy(PLATE).redaction.mask_scale
     # A detector of the user's own stays in the stronger second pass.
     assert plates.strong_detector.startswith("ppocr-plates:model=v5+")
+    # Each class's mask scale and window are its own.
+    own = _parse("--plate-mask-scale", "1.6", "--plate-window", "2", "--mask-scale", "1.5",
+                 "--redact", "faces,plates,text").other_classes
+    assert [(p.redaction.mask_scale, p.temporal_window) for p in own] == [(1.6, 2), (1.3, 1)]
     assert redact_classes("faces,plates") == (FACE, PLATE)
 
 
@@ -96,6 +100,8 @@ def test_the_flags_default_to_the_configuration_and_name_their_classes():
     (["--text-schedule", "often"], "--text-schedule: detection schedule must be"),
     (["--plate-detector", "centerface"], "--plate-detector: detector 'centerface' finds face"),
     (["--text-detector", "ppocr-text:colour=red"], "--text-detector: unknown ppocr-text option"),
+    (["--plate-mask-scale", "1.1"], "--plate-mask-scale: "),
+    (["--text-window", "0"], "--text-window: a class detected on keyframes needs"),
 ])
 def test_class_mistakes_get_one_line_and_exit_2(args, message):
     result = egoveil("redact", "in.mp4", "out.mp4", *args)
