@@ -248,6 +248,11 @@ def coverage() -> dict:
                          [p["covered"] for p in phases])), 4),
                      "readable_covered_worst_phase": round(min(p["covered"] for p in phases),
                                                            4),
+                     # The "in every frame": the frames where a readable plate was
+                     # left uncovered, over every phase.
+                     "frames_with_a_plate_uncovered_over_phases": sum(
+                         p["frames"] - p["frames_all_covered"] for p in phases),
+                     "frames_with_plates_over_phases": sum(p["frames"] for p in phases),
                      "painted_share_mean_over_phases": round(float(np.mean(
                          [p["painted"] for p in phases])), 4)}
         print(name, json.dumps(out[name]), flush=True)
@@ -318,8 +323,9 @@ def markdown(payload: dict) -> str:
     if cov:
         lines += ["| plate setting | detected frames | Aria readable covered | frames with "
                   "every readable plate covered | frame painted by plate masks | over every "
-                  "keyframe phase: covered, mean / worst | painted, mean |",
-                  "|" + " --- |" * 7]
+                  "keyframe phase: covered, mean / worst | frames with a plate uncovered, "
+                  "every phase | painted, mean |",
+                  "|" + " --- |" * 8]
         for name, r in cov["results"].items():
             lines.append(f"| {name} ({r['seconds_between_keyframes_at_10fps']:g} s) | "
                          f"{r['frames_detected']} | {pct(r['readable_plates_covered'])} "
@@ -328,6 +334,8 @@ def markdown(payload: dict) -> str:
                          f"{pct(r['painted_share'])} | "
                          f"{pct(r['readable_covered_mean_over_phases'])} / "
                          f"{pct(r['readable_covered_worst_phase'])} ({r['phases']} phases) | "
+                         f"{r.get('frames_with_a_plate_uncovered_over_phases', '?')} of "
+                         f"{r.get('frames_with_plates_over_phases', '?')} | "
                          f"{pct(r['painted_share_mean_over_phases'])} |")
         lines.append("")
     ver = payload.get("verification")

@@ -406,8 +406,9 @@ def pair_boxes(regions: dict, shapes: dict, height: int, width: int) -> np.ndarr
 
 def through_anonymizer(frames, truth: dict, boxes: list[np.ndarray]) -> tuple[float, float]:
     """Readable Aria plates covered through ``SegmentAnonymizer`` at the default plate
-    policy (schedule, window, mask scale), mean and worst over the keyframe phases, as
-    ``bench/classes.py --coverage`` measures it, with the detections replayed."""
+    policy (schedule, window, mask scale, motion following), mean and worst over the
+    keyframe phases, as ``bench/classes.py --coverage`` measures it, with the detections
+    replayed."""
     from privacy.anonymizer import ClassDetector, FrameIn, SegmentAnonymizer
 
     policy = default_policy(PLATE)
@@ -415,8 +416,8 @@ def through_anonymizer(frames, truth: dict, boxes: list[np.ndarray]) -> tuple[fl
     phases = []
     for phase in range(policy.schedule.every):
         anonymizer = SegmentAnonymizer([ClassDetector(
-            detector, policy.redaction, policy.temporal_window, None, policy.schedule)],
-            detect_timeout_s=None)
+            detector, policy.redaction, policy.temporal_window, None, policy.schedule,
+            follow_motion=policy.follow_motion)], detect_timeout_s=None)
         clip = [(i, f) for i, f in enumerate(frames) if i >= phase]
         covered = []
         for (index, frame), out in zip(clip, anonymizer.process(
