@@ -7,10 +7,12 @@ detection does not leak a face. A class detected on keyframes only
 (``privacy.schedule``) counts its window in detected frames: a frame between
 keyframes is released once the ``temporal_window`` nearest keyframes after it are
 detected, and it masks the boxes of those on both sides (grown with distance) and
-the boxes interpolated between them. A class with coarse keyframes (faces: a pass at
-reduced resolution between full-resolution ones) also waits for, and borrows from, the
-nearest full-resolution keyframe on each side, which carries the small faces a coarse
-pass cannot see. Memory holds ``2 * window * gap + 1`` frames at most (``2 * full gap +
+the boxes interpolated between them; a class that follows motion (plates, text)
+carries those boxes along the optical flow between the frames instead
+(``privacy.motion``). A class with coarse keyframes (faces: a pass at reduced
+resolution between full-resolution ones) also waits for, and borrows from, the nearest
+full-resolution keyframe on each side, which carries the small faces a coarse pass
+cannot see. Memory holds ``2 * window * gap + 1`` frames at most (``2 * full gap +
 1`` where that is more), whatever the stream's length.
 
 Each class of detections (faces, plates, text) has its own detector, temporal
