@@ -109,18 +109,14 @@ def anonymization_config(args) -> AnonymizationConfig:
             schedule = _flag(f"--{flag}-schedule", DetectionSchedule.parse,
                              getattr(args, f"{flag}_schedule"))
             spec = getattr(args, f"{flag}_detector")
-            # The class's mode follows --redaction; its mask scale is its own (the one its
-            # coverage was measured at).
-            policy = _flag(f"--{flag}-detector", class_policy, name, spec, schedule,
-                           args.redaction)
-            scale = getattr(args, f"{flag}_mask_scale")
-            window = getattr(args, f"{flag}_window")
-            if scale != policy.redaction.mask_scale:
-                policy = _flag(f"--{flag}-mask-scale", class_policy, name, spec, schedule,
-                               args.redaction, scale)
-            if window != policy.temporal_window:
-                policy = _flag(f"--{flag}-window", class_policy, name, spec, schedule,
-                               args.redaction, scale, window)
+            # The class's mode follows --redaction; its mask scale and window are its own
+            # (defaults: those its coverage was measured at). Built one flag more at a time,
+            # so that an error names the flag it came from.
+            scale, window = getattr(args, f"{flag}_mask_scale"), getattr(args, f"{flag}_window")
+            for option, extra in (("detector", ()), ("mask-scale", (scale,)),
+                                  ("window", (scale, window))):
+                policy = _flag(f"--{flag}-{option}", class_policy, name, spec, schedule,
+                               args.redaction, *extra)
             if name in classes:
                 others.append(policy)
         return AnonymizationConfig(
