@@ -67,11 +67,12 @@ COVERED = 0.8
 TARGET = 1.3  # default classes within this factor of faces only (issue 14)
 
 FACES_ONLY = "faces only (--redact faces)"
-DEFAULT = "default classes: faces, plates (v4 + v5, at least every 8th frame)"
+DEFAULT = "default classes: faces, plates (v4 + v5, keyframes at most 0.6 s apart)"
 # name -> the flags after `egoveil redact IN OUT`
 CONTENDERS = {
     FACES_ONLY: ["--redact", "faces"],
     DEFAULT: [],
+    "plates every 8th frame (the default before 0.6 s)": ["--plate-schedule", "8"],
     "plates every 12th frame": ["--plate-schedule", "12"],
     "plates every 16th frame": ["--plate-schedule", "16"],
     "plates every 4th frame": ["--plate-schedule", "4"],
@@ -83,8 +84,8 @@ CONTENDERS = {
     "faces, plates, text (default schedules)": ["--redact", "faces,plates,text"],
 }
 _V45 = default_policy(PLATE).detector
-PLATE_SETTINGS = {  # --coverage: name -> (detector spec, schedule every, temporal window,
-    # boxes carried along the measured motion)
+PLATE_SETTINGS = {  # --coverage: name -> (detector spec, schedule (frames, or "Ns" for a gap
+    # in seconds), temporal window, boxes carried along the measured motion)
     "v4 + v5, every frame, window 0 (detection alone)": (_V45, 1, 0, False),
     "v4 + v5, every frame, window 2": (_V45, 1, 2, False),
     "v4 + v5, every 4th, window 2": (_V45, 4, 2, False),
@@ -94,6 +95,12 @@ PLATE_SETTINGS = {  # --coverage: name -> (detector spec, schedule every, tempor
     "v4 + v5, every 8th, window 1": (_V45, 8, 1, False),
     "v4 + v5, every 4th, window 1, following motion": (_V45, 4, 1, True),
     "v4 + v5, every 8th, window 1, following motion": (_V45, 8, 1, True),
+    "v4 + v5, at most 0.5 s apart (every 5th), window 1, following motion":
+        (_V45, "0.5s", 1, True),
+    "v4 + v5, at most 0.6 s apart (every 6th), window 1, following motion (default)":
+        (_V45, "0.6s", 1, True),
+    "v4 + v5, at most 0.7 s apart (every 7th), window 1, following motion":
+        (_V45, "0.7s", 1, True),
     "v4 + v5, every 12th, window 1, following motion": (_V45, 12, 1, True),
     "v4 + v5, every 16th, window 1, following motion": (_V45, 16, 1, True),
     "v4 only, every 8th, window 1, following motion": ("ppocr-plates:model=v4", 8, 1, True),
@@ -202,13 +209,15 @@ def coverage() -> dict:
     out = {}
     for name, (spec, every, window, motion) in PLATE_SETTINGS.items():
         detector = detectors.setdefault(spec, _Cached(build_detector(spec)))
+        schedule = DetectionSchedule.parse(str(every))
+        # The clip is 10 fps: the frames between keyframes a gap in seconds makes.
+        gap = round(schedule.seconds * 10) if schedule.seconds else schedule.every
         # Where the keyframes fall decides what a sparse schedule sees: the clip is also
-        # started 1 to every-1 frames later, and the figures are over every such phase.
+        # started 1 to gap-1 frames later, and the figures are over every such phase.
         phases = []
-        for phase in range(every):
+        for phase in range(gap):
             anonymizer = SegmentAnonymizer([ClassDetector(
-                detector, policy.redaction, window, None, DetectionSchedule(every=every),
-                follow_motion=motion)],
+                detector, policy.redaction, window, None, schedule, follow_motion=motion)],
                 detect_timeout_s=None)
             covered, per_frame, detected, painted = [], [], 0, []
             clip = [(i, f) for i, f in enumerate(frames) if i >= phase]
@@ -234,9 +243,9 @@ def coverage() -> dict:
                            "frames": len(per_frame), "detected": detected,
                            "length": len(clip), "painted": float(np.mean(painted))})
         first = phases[0]
-        out[name] = {"spec": spec, "every": every, "temporal_window": window,
-                     "follow_motion": motion,
-                     "seconds_between_keyframes_at_10fps": every / 10,
+        out[name] = {"spec": spec, "every": gap, "schedule": schedule.text(),
+                     "temporal_window": window, "follow_motion": motion,
+                     "seconds_between_keyframes_at_10fps": gap / 10,
                      "frames_detected": f"{first['detected']}/{first['length']}",
                      "readable_plates_covered": round(first["covered"], 4),
                      "readable_plate_frames": first["plate_frames"],

@@ -16,7 +16,7 @@ from privacy.config import (
     redact_classes,
 )
 from privacy.redaction import MIN_MASK_SCALE, MODES, RedactionConfig
-from privacy.schedule import MAX_DETECT_EVERY, DetectionSchedule
+from privacy.schedule import MAX_DETECT_EVERY, MAX_DETECT_SECONDS, DetectionSchedule
 from privacy.verification import VerificationConfig
 from schemas.detections import PLATE, TEXT
 
@@ -68,12 +68,15 @@ def add_anonymization_args(group) -> None:
                             "(default %(default)s)")
     group.add_argument("--plate-schedule", dest="plate_schedule",
                        default=_PLATES.schedule.text(),
-                       help="EVERY[:MOTION] for the plate detector, as --face-schedule (at "
-                            f"most every {MAX_DETECT_EVERY}th frame; the boxes of the frames "
-                            "between follow the measured motion; default %(default)s)")
+                       help="EVERY[:MOTION] for the plate detector, as --face-schedule; "
+                            f"EVERY in frames (at most {MAX_DETECT_EVERY}) or in seconds of "
+                            f"video (e.g. 0.6s, at most {MAX_DETECT_SECONDS:g}s, and still at "
+                            f"least every {MAX_DETECT_EVERY}th frame); the boxes of the "
+                            "frames between follow the measured motion (default %(default)s)")
     group.add_argument("--text-schedule", dest="text_schedule",
                        default=_TEXT.schedule.text(),
-                       help="EVERY[:MOTION] for the text detector (default %(default)s)")
+                       help="EVERY[:MOTION] for the text detector, as --plate-schedule "
+                            "(default %(default)s)")
     for flag, policy in (("plate", _PLATES), ("text", _TEXT)):
         group.add_argument(f"--{flag}-mask-scale", dest=f"{flag}_mask_scale", type=float,
                            default=policy.redaction.mask_scale,

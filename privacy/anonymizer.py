@@ -314,7 +314,8 @@ class SegmentAnonymizer:
         first = True
         while item is not None:
             following = next(iterator, None)
-            levels = ((name, scheduler.due(item.images, first, following is None))
+            levels = ((name, scheduler.due(item.images, first, following is None,
+                                           item.time_s))
                       for name, scheduler in schedulers)
             due = {name: level for name, level in levels if level is not None}
             first = False

@@ -32,7 +32,7 @@ from privacy.detectors.factory import (
     on_device,
 )
 from privacy.redaction import RedactionConfig
-from privacy.schedule import DetectionSchedule
+from privacy.schedule import MAX_DETECT_EVERY, DetectionSchedule
 from privacy.stereo import CrossViewConfig
 from privacy.verification import VerificationConfig
 from schemas.detections import DETECTION_CLASSES, FACE, PLATE, TEXT
@@ -73,18 +73,22 @@ DEFAULT_FACE_SCHEDULE = DetectionSchedule(every=4, motion=8.0, full_every=8,
 
 # Plates and text (bench/plates.py chose the detectors, bench/classes.py the schedules:
 # results/plates.md, results/classes.md). PP-OCR costs more than CenterFace per 1080p frame,
-# so these classes are detected on keyframes, at least every 8th frame, and a frame between
-# borrows the boxes of the one keyframe on each side, carried along the measured motion
-# (``follow_motion``, privacy.motion). On the hand-labelled Aria clip (10 fps, a walk past
-# parked cars) that covers 99.6% of the readable plates (mean over the 8 phases the
-# keyframes can fall on; worst 96.4%) and paints 9.8% of the frame, against 97.3% (worst
-# 92.6%) and 20.0% with boxes grown in place. It costs about 1.5x the faces-only time on
-# arcade_1080p.mp4; the settings within 1.3x cost coverage (v4 alone, PP-OCR at 0.75
-# scale). Text boxes hug the line (a plate's are grown to the plate); under a fast pan
-# (23 px a frame at 640 px, tests/test_classes.py's scene) every 8th frame paints every
-# character when the boxes follow the motion, and left a third of them unpainted for 3
-# frames when they were grown in place.
-DEFAULT_PLATE_SCHEDULE = DetectionSchedule(every=8, motion=0.0)
+# so these classes are detected on keyframes and a frame between borrows the boxes of the
+# one keyframe on each side, carried along the measured motion (``follow_motion``,
+# privacy.motion). Plates' keyframes are at most 0.6 s of video apart (and at most
+# ``MAX_DETECT_EVERY`` frames): a plate stays put while the glasses move, and how far they
+# move between keyframes goes with the seconds, not the frames. On the hand-labelled Aria
+# clip (10 fps, a walk past parked cars) gaps of 0.5, 0.6 and 0.7 s (every 5th-7th frame)
+# cover every readable plate in every frame, wherever the keyframes fall; 0.8 s misses one
+# plate in one frame of 164 (over the 8 places the keyframes can fall). At 25 fps
+# (arcade_1080p.mp4) 0.6 s is every 15th frame, about 1.4x the faces-only time; the
+# settings within 1.3x cost coverage (v4 alone, PP-OCR at 0.75 scale). Text boxes hug the
+# line (a plate's are grown to the plate); under a fast pan (23 px a frame at 640 px,
+# tests/test_classes.py's scene) every 8th frame paints every character when the boxes
+# follow the motion, and left a third of them unpainted for 3 frames when they were grown
+# in place; text has no labelled video to set a gap in seconds on, so it keeps every 8th
+# frame.
+DEFAULT_PLATE_SCHEDULE = DetectionSchedule(every=MAX_DETECT_EVERY, seconds=0.6)
 DEFAULT_TEXT_SCHEDULE = DetectionSchedule(every=8, motion=0.0)
 CLASS_TEMPORAL_WINDOW = 1
 # Plates' and text's masks: the box scaled 1.3, the floor every class keeps (the data

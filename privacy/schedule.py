@@ -2,8 +2,9 @@
 
 Detection dominates the cost of redaction (CenterFace at 1080p is 0.2-0.4 s a frame on
 two cores). A schedule runs a class's detector on keyframes (at least every ``every``
-frames, the hard cap on the gap), on frames that changed since the last keyframe
-(``motion``), and on the first and last frame of every stream; the anonymizer
+frames, the hard cap on the gap, and, where ``seconds`` is set, at least every that many
+seconds of video), on frames that changed since the last keyframe (``motion``), and on the
+first and last frame of every stream; the anonymizer
 (``privacy.anonymizer``) releases a frame between keyframes only once the keyframes
 around it are detected, and masks in it every box those keyframes hold (grown with
 distance) and every box interpolated between them (``privacy.tracking``).
@@ -27,6 +28,9 @@ import numpy as np
 
 # The longest gap, in frames, between two frames a class's detector runs on.
 MAX_DETECT_EVERY = 16
+# The longest gap, in seconds, a schedule may ask for (``MAX_DETECT_EVERY`` frames bounds
+# it further at any frame rate above 8 fps).
+MAX_DETECT_SECONDS = 2.0
 # The longest gap, in frames, between two full-resolution detections (coarse keyframes).
 MAX_FULL_EVERY = 16
 # Motion is measured on grey thumbnails of this size (width, height): cheap and blind to
@@ -48,7 +52,8 @@ class DetectionSchedule:
     """Which frames a class's detector runs on; the frames between borrow its boxes.
 
     The detector runs on the first and the last frame of every stream, on at least
-    every ``every``-th frame between them (the hard cap on the gap), and on any frame
+    every ``every``-th frame between them (the hard cap on the gap), where ``seconds`` is
+    set on the first frame at least that long after the last keyframe, and on any frame
     that changed more than ``motion`` since the last frame it ran on. A frame it does
     not run on is released only after the detected frames around it are in: it gets
     the boxes of the ``temporal_window`` nearest detected frames on each side, grown
@@ -69,12 +74,18 @@ class DetectionSchedule:
             ``coarse_scale``. None: every keyframe at full resolution.
         coarse_scale: the resolution of the coarse pass relative to the frame (set with
             ``full_every``).
+        seconds: the detector also runs on the first frame at least this many seconds of
+            video after the last one it ran on (by the frames' timestamps). A gap in
+            seconds keeps what a schedule was measured to cover at one frame rate at
+            another: the camera moves, and plates enter the view, per second, not per
+            frame. ``every`` stays the cap in frames (it bounds the frames held).
     """
 
     every: int = 1
     motion: float = 0.0
     full_every: int | None = None
     coarse_scale: float | None = None
+    seconds: float | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.every <= MAX_DETECT_EVERY:
@@ -91,6 +102,9 @@ class DetectionSchedule:
         if self.coarse_scale is not None and not 0.1 <= self.coarse_scale < 1.0:
             raise ValueError(f"detection schedule: coarse_scale must be in [0.1, 1), got "
                              f"{self.coarse_scale}")
+        if self.seconds is not None and not 0.0 < self.seconds <= MAX_DETECT_SECONDS:
+            raise ValueError(f"detection schedule: seconds must be in (0, "
+                             f"{MAX_DETECT_SECONDS:g}], got {self.seconds}")
 
     @property
     def is_every_frame(self) -> bool:
@@ -114,21 +128,27 @@ class DetectionSchedule:
         return max(1, self.full_every // max(1, step))
 
     def describe(self) -> dict:
-        """The settings for the record; without coarse keyframes, as before they existed."""
+        """The settings for the record; without coarse keyframes or seconds, as before
+        they existed."""
         described = {"every": self.every, "motion": self.motion}
+        if self.seconds is not None:
+            described["seconds"] = self.seconds
         if self.coarse:
             described.update(full_every=self.full_every, coarse_scale=self.coarse_scale)
         return described
 
     def text(self) -> str:
         """The schedule as ``parse`` reads it."""
-        text = f"{self.every}:{self.motion:g}"
+        every = f"{self.seconds:g}s" if self.seconds is not None else str(self.every)
+        text = f"{every}:{self.motion:g}"
         return f"{text}:{self.full_every}" if self.coarse else text
 
     @staticmethod
     def parse(text: str, coarse_scale: float | None = None) -> DetectionSchedule:
         """``every`` (``1`` for every frame), ``every:motion``, e.g. ``4:12``, or, where the
-        class has coarse keyframes, ``every:motion:full_every``, e.g. ``4:8:8``.
+        class has coarse keyframes, ``every:motion:full_every``, e.g. ``4:8:8``. Where it
+        has none, ``every`` may be a gap in seconds, e.g. ``0.6s`` or ``0.6s:12`` (at least
+        every 0.6 s of video, and at least every ``MAX_DETECT_EVERY``-th frame).
 
         Args:
             coarse_scale: the coarse pass's scale; None where the class has no coarse
@@ -139,15 +159,20 @@ class DetectionSchedule:
         """
         fields = text.strip().split(":")
         shape = "EVERY[:MOTION[:FULL_EVERY]]" if coarse_scale is not None else \
-            "EVERY or EVERY:MOTION"
+            "EVERY or EVERY:MOTION, EVERY frames or seconds (e.g. 0.6s)"
         try:
             if len(fields) > (3 if coarse_scale is not None else 2):
                 raise ValueError(text)
-            every = int(fields[0])
+            seconds = None
+            if fields[0].endswith("s") and coarse_scale is None:
+                seconds, every = float(fields[0][:-1]), MAX_DETECT_EVERY
+            else:
+                every = int(fields[0])
             motion = float(fields[1]) if len(fields) > 1 and fields[1] else 0.0
             full_every = int(fields[2]) if len(fields) > 2 else None
             return DetectionSchedule(every, motion, full_every,
-                                     coarse_scale if full_every is not None else None)
+                                     coarse_scale if full_every is not None else None,
+                                     seconds)
         except ValueError as exc:
             if "detection schedule" in str(exc):
                 raise
@@ -179,8 +204,10 @@ class Scheduler:
         self._since = 0  # instants since the last detected one
         self._since_full = 0  # instants since the last one detected at full resolution
         self._thumbs: dict[str, np.ndarray] | None = None  # the last detected instant's
+        self._detected_at: float | None = None  # the last detected instant's time
 
-    def due(self, images: dict[str, np.ndarray], first: bool, last: bool) -> Pass | None:
+    def due(self, images: dict[str, np.ndarray], first: bool, last: bool,
+            time_s: float | None = None) -> Pass | None:
         """Which pass the detector runs on this instant (``FULL``, ``COARSE``, or None for
         none); call once per instant, in order.
 
@@ -188,6 +215,8 @@ class Scheduler:
             images: the instant's views.
             first, last: the instant opens or closes the stream (always detected at full
                 resolution, like views too small for the coarse pass).
+            time_s: the instant's timestamp (for a schedule in seconds; without one, the
+                cap in frames alone decides).
         """
         self._since += 1
         self._since_full += 1
@@ -197,6 +226,11 @@ class Scheduler:
         thumbs = {v: thumbnail(i) for v, i in images.items()} if motion > 0 else {}
         full = first or last or self._thumbs is None or self._since_full >= self.full_cap
         run = full or self._since >= self.cap
+        seconds = self.schedule.seconds
+        if not run and seconds is not None and time_s is not None and \
+                self._detected_at is not None:
+            # A millisecond of slack: timestamps in a container's time base round.
+            run = time_s - self._detected_at >= seconds - 1e-3
         if not run and motion > 0:
             run = any(view not in self._thumbs
                       or float(np.abs(thumb - self._thumbs[view]).mean()) > motion
@@ -205,6 +239,7 @@ class Scheduler:
             return None
         self._since = 0
         self._thumbs = thumbs
+        self._detected_at = time_s
         if full or not self.schedule.coarse or any(
                 min(i.shape[:2]) * self.schedule.coarse_scale < COARSE_MIN_SIDE
                 for i in images.values()):

@@ -38,7 +38,7 @@ from privacy.config import (
 from privacy.detectors import Detections, Detector, DetectorError
 from privacy.detectors.factory import DEFAULT_PLATE_DETECTOR, on_crops, on_device
 from privacy.redaction import SOLID_VALUE, RedactionConfig
-from privacy.schedule import DetectionSchedule
+from privacy.schedule import MAX_DETECT_EVERY, DetectionSchedule
 from privacy.verification import VerificationConfig
 from schemas.detections import FACE, PLATE, TEXT
 from tests.cli import egoveil
@@ -81,6 +81,8 @@ def test_the_flags_default_to_the_configuration_and_name_their_classes():
     plates, text = full.other_classes
     assert (plates.detection_class, text.detection_class) == (PLATE, TEXT)
     assert text.schedule == DetectionSchedule(2, 6.0)
+    assert _parse("--plate-schedule", "0.4s").other_classes[0].schedule == \
+        DetectionSchedule(MAX_DETECT_EVERY, seconds=0.4)
     assert plates.redaction.mode == text.redaction.mode == "pixelate"
     assert plates.redaction.mask_scale == default_policy(PLATE).redaction.mask_scale
     # A detector of the user's own stays in the stronger second pass.
@@ -97,6 +99,7 @@ def test_the_flags_default_to_the_configuration_and_name_their_classes():
     (["--redact", "faces,cars"], "unknown class 'cars'"),
     (["--redact", "faces,faces"], "names a class twice"),
     (["--plate-schedule", "17"], "--plate-schedule: detection schedule: every must be in"),
+    (["--plate-schedule", "2.5s"], "--plate-schedule: detection schedule: seconds must be in"),
     (["--text-schedule", "often"], "--text-schedule: detection schedule must be"),
     (["--plate-detector", "centerface"], "--plate-detector: detector 'centerface' finds face"),
     (["--text-detector", "ppocr-text:colour=red"], "--text-detector: unknown ppocr-text option"),
@@ -119,8 +122,9 @@ def test_classes_and_their_policies_are_fingerprinted_and_faces_only_is_as_befor
     described = AnonymizationConfig().describe()["other_classes"][0]
     assert described["detection_class"] == PLATE
     assert described["detector"] == DEFAULT_PLATE_DETECTOR
-    assert described["schedule"] == {"every": default_policy(PLATE).schedule.every,
-                                     "motion": default_policy(PLATE).schedule.motion}
+    assert described["schedule"] == default_policy(PLATE).schedule.describe()
+    # Plates' keyframes are at most 0.6 s of video apart, whatever the frame rate.
+    assert described["schedule"]["seconds"] == 0.6
     # Plates and text stay put in the world: their boxes follow the motion between keyframes.
     assert described["follow_motion"] is True and default_policy(TEXT).follow_motion
     configs = [faces, AnonymizationConfig(),

@@ -107,3 +107,19 @@ def test_plates_between_keyframes_are_covered_and_following_motion_paints_less(
     # Grown in place (15% a frame of distance, to reach the plate 48 px away four frames
     # on), the masks between keyframes paint more than twice what followed ones do.
     assert painted[True] < 0.5 * painted[False], painted
+
+
+@pytest.mark.parametrize("fps, keyframes", [(10, (0, 6, 12, 18, 24, 30)), (25, (0, 15, 30))])
+def test_the_default_plate_schedule_covers_a_pan_at_its_seconds(plate_detector, fps, keyframes):
+    # 0.6 s between keyframes: every 6th frame at 10 fps, every 15th at 25 fps, the boxes
+    # carried 14 frames along the motion at most.
+    frames, boxes = _pan(31, 8, plate_x=560)
+    policy = default_policy(PLATE)
+    anonymizer = SegmentAnonymizer([ClassDetector(
+        plate_detector, policy.redaction, policy.temporal_window, None, policy.schedule,
+        follow_motion=policy.follow_motion)], detect_timeout_s=None)
+    outs = list(anonymizer.process(FrameIn(i / fps, f.copy()) for i, f in enumerate(frames)))
+    anonymizer.close()
+    assert [i for i, o in enumerate(outs) if PLATE in o.ran] == list(keyframes)
+    shares = [_painted_share(o, box)[0] for o, box in zip(outs, boxes)]
+    assert min(shares) > 0.95, shares

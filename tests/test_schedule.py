@@ -116,6 +116,43 @@ def test_the_cap_counts_source_frames():
     assert len(outs) == 9 and detector.calls == [0, 2, 4, 6, 8]
 
 
+@pytest.mark.parametrize("fps, step, calls", [
+    (10, 1, [0, 6, 12, 18, 19]),  # 0.6 s is every 6th frame at 10 fps
+    (25, 1, [0, 15, 19]),  # every 15th at 25 fps
+    (50, 1, [0, 16, 19]),  # every 30th at 50 fps: the cap in frames comes first
+    (25, 2, [0, 16, 18]),  # every 2nd frame given: 0.64 s, the first instant past 0.6 s
+])
+def test_a_gap_in_seconds_keeps_its_seconds_at_any_frame_rate(fps, step, calls):
+    schedule = DetectionSchedule.parse("0.6s")
+    assert schedule == DetectionSchedule(every=MAX_DETECT_EVERY, seconds=0.6)
+    detector = _Moving()
+    frames = [FrameIn(i / fps, f.image) for i, f in enumerate(_stream(20))][::step]
+    outs = list(_anonymizer(detector, schedule).process_views(
+        (_views(f) for f in frames), step=step))
+    assert detector.calls == calls and len(outs) == len(frames)
+
+
+def test_a_gap_in_seconds_is_read_written_and_recorded():
+    schedule = DetectionSchedule.parse("0.5s:12")
+    assert (schedule.seconds, schedule.motion, schedule.every) == (0.5, 12.0, MAX_DETECT_EVERY)
+    assert DetectionSchedule.parse(schedule.text()) == schedule
+    assert schedule.describe() == {"every": MAX_DETECT_EVERY, "motion": 12.0, "seconds": 0.5}
+    # Without seconds a schedule describes itself as before they existed.
+    assert "seconds" not in DetectionSchedule(every=8).describe()
+    with pytest.raises(ValueError, match="seconds must be in"):
+        DetectionSchedule.parse("3s")
+    with pytest.raises(ValueError, match="EVERY"):
+        DetectionSchedule.parse("s")
+    # Faces' schedule stays in frames (their recall was measured so).
+    with pytest.raises(ValueError, match="EVERY\\[:MOTION\\[:FULL_EVERY\\]\\]"):
+        DetectionSchedule.parse("0.2s", FACE_COARSE_SCALE)
+    # Without timestamps the cap in frames alone decides.
+    scheduler = Scheduler(DetectionSchedule(every=4, seconds=0.1))
+    image = {"_": np.zeros((8, 8, 3), np.uint8)}
+    assert [scheduler.due(image, i == 0, i == 9) is not None for i in range(10)] == \
+        [i in (0, 4, 8, 9) for i in range(10)]
+
+
 def _views(frame: FrameIn):
     from privacy.anonymizer import ViewFrames
 
