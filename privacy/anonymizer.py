@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from privacy.detectors.base import Detections, Detector, DetectorError, nms
-from privacy.motion import Flow, MotionTracker, carry
+from privacy.motion import CarriedBoxes, Flow, MotionTracker
 from privacy.redaction import RedactionConfig, redact, scale_boxes
 from privacy.schedule import COARSE, DetectionSchedule, Pass, Scheduler
 from privacy.stereo import CrossViewCounts, CrossViewSearch, unrectified
@@ -149,6 +149,8 @@ class _Pending:
     coarse: frozenset[str] = frozenset()
     # view -> the motion from the previous instant (kept where a class follows motion)
     flows: dict[str, Flow | None] | None = None
+    # (class, view, forward) -> this keyframe's boxes carried towards its neighbours
+    carried: dict[tuple[str, str, bool], CarriedBoxes] = field(default_factory=dict)
 
 
 _MONO = "_"
@@ -448,16 +450,23 @@ class SegmentAnonymizer:
         return out
 
     @staticmethod
-    def _carried(window: list[_Pending], centre: int, offset: int, view: str,
+    def _carried(window: list[_Pending], centre: int, offset: int, name: str, view: str,
                  boxes: np.ndarray) -> np.ndarray | None:
-        """The boxes of the instant ``offset`` from ``centre`` carried to ``centre`` along
-        the motion between them; None where some of it is unknown."""
+        """Class ``name``'s boxes of the instant ``offset`` from ``centre`` carried to
+        ``centre`` along the motion between them; None where some of it is unknown."""
         source = centre + offset
-        # Forward: the flows into each instant after the source; backward: into the source
-        # and each instant down to the one after the centre.
-        steps = range(source + 1, centre + 1) if offset < 0 else range(source, centre, -1)
-        flows = [(window[j].flows or {}).get(view) for j in steps]
-        return carry(boxes, flows, forward=offset < 0)
+        forward = offset < 0
+        key = (name, view, forward)
+        chain = window[source].carried.get(key)
+        if chain is None:
+            chain = window[source].carried[key] = CarriedBoxes(boxes, forward)
+
+        def flow(d: int) -> Flow | None:
+            # Forward: the flow into each instant after the source; backward: into the
+            # source and each instant down to the one after the centre.
+            return (window[source + d if forward else source - d + 1].flows or {}).get(view)
+
+        return chain.to(abs(offset), flow)
 
     def _finish(self, window: list[_Pending], centre: int, rng: np.random.Generator | None,
                 flushing: bool = False) -> dict[str, FrameOut] | None:
@@ -481,7 +490,7 @@ class SegmentAnonymizer:
                 everything = flushing and cls.temporal_window == self.window
                 neighbours = self._neighbours(window, centre, cls, view, everything)
                 borrowed = followed_boxes([
-                    (offset, boxes, self._carried(window, centre, offset, view, boxes))
+                    (offset, boxes, self._carried(window, centre, offset, name, view, boxes))
                     for offset, boxes in neighbours]) if cls.follow_motion else \
                     propagated_boxes(neighbours)
                 views = item.dets.get(name)
