@@ -197,12 +197,16 @@ class SegmentAnonymizer:
     def context(self, step: int = 1) -> int:
         """Instants of context each side of a segment so that its edges see full windows.
 
+        The first instant given and the last are detected by every class, at full
+        resolution, and a class's keyframes are at most its cap apart: ``(w - 1) * cap + 1``
+        instants hold ``w`` of its keyframes (a full-resolution one among them) before the
+        segment's first frame and after its last.
+
         Args:
             step: source frames per instant (see ``process_views``).
         """
-        return max(max(c.temporal_window * c.schedule.instants(step),
-                       c.schedule.full_instants(step) if c.schedule.coarse else 0)
-                   for c in self.classes)
+        return max((c.temporal_window - 1) * c.schedule.instants(step) + 1
+                   if c.temporal_window else 0 for c in self.classes)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -199,6 +199,22 @@ def test_context_frames_are_detected_on_schedule_but_not_emitted():
         assert _masked(o.image, _Moving.box(round(o.time_s * 25)))
 
 
+@pytest.mark.parametrize("every, window, step", [(4, 2, 1), (4, 2, 2), (16, 1, 1), (16, 1, 2)])
+def test_a_segments_context_holds_its_window_of_keyframes_on_each_side(every, window, step):
+    detector = _Moving()
+    anonymizer = _anonymizer(detector, DetectionSchedule(every=every), window=window)
+    context = anonymizer.context(step)
+    assert context == (window - 1) * max(1, every // step) + 1
+    # A segment of 8 instants with its context on each side, as transforms.anonymize cuts it.
+    frames = [_views(f) for f in _stream(2 * context + 8)]
+    for frame in frames[:context] + frames[context + 8:]:
+        frame.emit = False
+    outs = list(anonymizer.process_views(frames, step=step))
+    assert len(outs) == 8
+    calls = np.asarray(detector.calls)
+    assert (calls < context).sum() >= window and (calls >= context + 8).sum() >= window
+
+
 def test_schedule_settings_are_validated():
     with pytest.raises(ValueError, match="every"):
         DetectionSchedule(every=0)
