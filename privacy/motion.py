@@ -93,8 +93,9 @@ class CarriedBoxes:
     """One frame's boxes carried frame by frame in one direction, each step taken once.
 
     The frames between two keyframes are finished in order, and each borrows the boxes of
-    both: carried afresh for each, a gap of g frames cost about g * g steps (a tenth of a
-    25 fps run's main thread at 15-frame gaps); kept here, g.
+    both: carried afresh for each, a gap of g frames costs about g * g steps (at 15-frame
+    gaps they were the largest Python cost on the main thread in a py-spy profile); kept
+    here, g.
 
     Args:
         boxes: (n, 4) x1, y1, x2, y2 in frame pixels.

@@ -169,6 +169,8 @@ def test_the_default_classes_paint_the_plate_in_every_clip_frame(published, tmp_
     assert page.count("at full resolution at least every 8 frames, at 0.75 of it between") == 1
     # Plates' boxes follow the motion between their keyframes; faces' do not.
     assert page.count("boxes carried between keyframes along the measured motion") == 1
+    # Plates' keyframes are set in seconds of video.
+    assert page.count("at least every 0.6 s of video and every 16 frames") == 1
 
 
 def test_no_personal_data_in_any_output(published, key_file, tmp_path):
