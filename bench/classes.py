@@ -50,7 +50,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
-from plates import GT_FILE, aria_frames  # noqa: E402
+from plates import ARIA_FPS, GT_FILE, aria_frames, aria_gap  # noqa: E402
 from plates_data import MEDIA  # noqa: E402
 from speed import frame_count  # noqa: E402
 
@@ -210,8 +210,7 @@ def coverage() -> dict:
     for name, (spec, every, window, motion) in PLATE_SETTINGS.items():
         detector = detectors.setdefault(spec, _Cached(build_detector(spec)))
         schedule = DetectionSchedule.parse(str(every))
-        # The clip is 10 fps: the frames between keyframes a gap in seconds makes.
-        gap = round(schedule.seconds * 10) if schedule.seconds else schedule.every
+        gap = aria_gap(schedule)
         # Where the keyframes fall decides what a sparse schedule sees: the clip is also
         # started 1 to gap-1 frames later, and the figures are over every such phase.
         phases = []
@@ -222,7 +221,7 @@ def coverage() -> dict:
             covered, per_frame, detected, painted = [], [], 0, []
             clip = [(i, f) for i, f in enumerate(frames) if i >= phase]
             for (index, _), frame_out in zip(clip, anonymizer.process(
-                    FrameIn(i / 10, f.copy()) for i, f in clip)):
+                    FrameIn(i / ARIA_FPS, f.copy()) for i, f in clip)):
                 height, width = frame_out.image.shape[:2]
                 detected += PLATE in frame_out.ran
                 mask = np.zeros((height, width), bool)
@@ -245,7 +244,7 @@ def coverage() -> dict:
         first = phases[0]
         out[name] = {"spec": spec, "every": gap, "schedule": schedule.text(),
                      "temporal_window": window, "follow_motion": motion,
-                     "seconds_between_keyframes_at_10fps": gap / 10,
+                     "seconds_between_keyframes_at_10fps": gap / ARIA_FPS,
                      "frames_detected": f"{first['detected']}/{first['length']}",
                      "readable_plates_covered": round(first["covered"], 4),
                      "readable_plate_frames": first["plate_frames"],

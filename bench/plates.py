@@ -404,6 +404,15 @@ def pair_boxes(regions: dict, shapes: dict, height: int, width: int) -> np.ndarr
     return dets.boxes[nms(dets.boxes, dets.scores, 0.5)]
 
 
+ARIA_FPS = 10
+
+
+def aria_gap(schedule) -> int:
+    """Frames between keyframes ``schedule`` gives on the 10 fps Aria clip: the places its
+    keyframes can fall (the phases the coverage is measured over)."""
+    return max(1, round(schedule.seconds * ARIA_FPS)) if schedule.seconds else schedule.every
+
+
 def through_anonymizer(frames, truth: dict, boxes: list[np.ndarray]) -> tuple[float, float]:
     """Readable Aria plates covered through ``SegmentAnonymizer`` at the default plate
     policy (schedule, window, mask scale, motion following), mean and worst over the
@@ -414,14 +423,14 @@ def through_anonymizer(frames, truth: dict, boxes: list[np.ndarray]) -> tuple[fl
     policy = default_policy(PLATE)
     detector = _Replayed({_Replayed.key(f): b for f, b in zip(frames, boxes)})
     phases = []
-    for phase in range(policy.schedule.every):
+    for phase in range(aria_gap(policy.schedule)):
         anonymizer = SegmentAnonymizer([ClassDetector(
             detector, policy.redaction, policy.temporal_window, None, policy.schedule,
             follow_motion=policy.follow_motion)], detect_timeout_s=None)
         clip = [(i, f) for i, f in enumerate(frames) if i >= phase]
         covered = []
         for (index, frame), out in zip(clip, anonymizer.process(
-                FrameIn(i / 10, f.copy()) for i, f in clip)):
+                FrameIn(i / ARIA_FPS, f.copy()) for i, f in clip)):
             gt = np.asarray([lab["box"] for lab in truth["labels"].get(str(index), [])
                              if lab["readable"]], np.float32).reshape(-1, 4)
             mask = mask_from_boxes(out.boxes[PLATE], policy.redaction.mask_scale,

@@ -1,7 +1,7 @@
 """Motion between consecutive frames, to carry a keyframe's boxes to the frames between.
 
 A plate or a sign stays put in the world while the glasses move: between two plate
-keyframes 0.3-0.8 s apart it can cross a tenth of the frame. Grown in place, a carried box
+keyframes up to 0.6 s apart it can cross a tenth of the frame. Grown in place, a carried box
 must be made large to still cover it (``privacy.tracking``, 15% per frame of distance);
 carried along the measured motion it stays tight, so keyframes can be sparser without
 painting more.
@@ -104,12 +104,11 @@ class CarriedBoxes:
 
     def __init__(self, boxes: np.ndarray, forward: bool) -> None:
         self.forward = forward
-        self._empty = boxes.shape[0] == 0
+        self._boxes = boxes
         # state d: the boxes d frames away and the spread gathered on the way; None once
         # a flow was missing (every farther state is unknown too)
         self._states: list[tuple[np.ndarray, np.ndarray] | None] = [
             (boxes.astype(np.float32).copy(), np.zeros((boxes.shape[0], 2), np.float32))]
-        self._boxes = boxes
 
     def to(self, distance: int, flow: Callable[[int], Flow | None]) -> np.ndarray | None:
         """The boxes ``distance`` frames away, widened by the flow's spread on the way.
@@ -123,7 +122,7 @@ class CarriedBoxes:
             The moved boxes; None where a flow on the way is missing (the caller carries
             them without motion).
         """
-        if self._empty:
+        if self._boxes.shape[0] == 0:
             return self._boxes
         while len(self._states) <= distance and self._states[-1] is not None:
             step = flow(len(self._states))
