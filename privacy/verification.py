@@ -39,6 +39,7 @@ caller; the counts go to the run's audit events.
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -212,6 +213,9 @@ class RedactionVerifier:
         self._classes: dict[str, Detector] = {}
         self._encode = None
         self._error: BaseException | None = None
+        # The classes' checks (PP-OCR, on both cores) run beside the faces' (dlib's HOG and
+        # encoder, on one): the check of a video's last sampled frame is its tail.
+        self._classes_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._loader.start()
 
     def _load(self, detector: Detector | None,
@@ -265,17 +269,43 @@ class RedactionVerifier:
             detected_here: the classes whose detector ran on this frame (None: all).
         """
         self.wait()
-        summary = VerificationSummary(frames_checked=1)
         masks = masks or {}
+        classes = None
+        if self._classes:
+            if self._classes_pool is None:
+                self._classes_pool = concurrent.futures.ThreadPoolExecutor(
+                    1, "egoveil-verify-classes")
+            classes = self._classes_pool.submit(self._check_classes, original, masks,
+                                                detected_here)
+        try:
+            summary = self._check_faces(original, redacted, face_boxes)
+        finally:
+            # Waited for even when the faces' check raised: no check outlives its frame.
+            checked = classes.result() if classes is not None else None
+        if checked is not None:
+            summary.checked, summary.uncovered, summary.between_keyframes = checked
+        return summary
+
+    def _check_classes(self, original: np.ndarray, masks: Mapping[str, np.ndarray],
+                       detected_here: frozenset[str] | None
+                       ) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+        """By class besides faces: regions checked, uncovered on a keyframe, uncovered
+        between keyframes."""
+        checked, uncovered, between = {}, {}, {}
         for name, detector in self._classes.items():
             found = detector.detect(original).boxes
             found = found[face_size(found) >= MIN_REGION_PX]
-            summary.checked[name] = int(found.shape[0])
+            checked[name] = int(found.shape[0])
             missed = int((painted_shares(found, masks.get(name), original.shape[:2])
                           < COVERED).sum())
             keyframe = detected_here is None or name in detected_here
-            summary.uncovered[name] = missed if keyframe else 0
-            summary.between_keyframes[name] = 0 if keyframe else missed
+            uncovered[name] = missed if keyframe else 0
+            between[name] = 0 if keyframe else missed
+        return checked, uncovered, between
+
+    def _check_faces(self, original: np.ndarray, redacted: np.ndarray,
+                     face_boxes: np.ndarray) -> VerificationSummary:
+        summary = VerificationSummary(frames_checked=1)
         cfg = self.config
         if self._detector is not None:
             found = self._detector.detect(redacted)

@@ -9,6 +9,8 @@ scenes and videos the tests make; the detectors are the real PP-OCR networks.
 
 from __future__ import annotations
 
+import threading
+
 import apache_beam as beam
 import av
 import numpy as np
@@ -39,7 +41,7 @@ from privacy.detectors import Detections, Detector, DetectorError
 from privacy.detectors.factory import DEFAULT_PLATE_DETECTOR, on_crops, on_device
 from privacy.redaction import SOLID_VALUE, RedactionConfig
 from privacy.schedule import MAX_DETECT_EVERY, DetectionSchedule
-from privacy.verification import VerificationConfig
+from privacy.verification import RedactionVerifier, VerificationConfig
 from schemas.detections import FACE, PLATE, TEXT
 from tests.cli import egoveil
 from tests.faults import BlindFactory, FaultyFactory, HallucinatingFactory
@@ -238,6 +240,39 @@ def test_a_plate_verifier_that_fails_fails_closed():
                             PLATE: FaultyFactory("raise", at=0, detection_class=PLATE)})
     with pytest.raises(DetectorError, match="illegal memory access"):
         _run_plates(policy, _plate_frames(3))
+
+
+class _Rendezvous(Detector):
+    """Finds nothing, once the other check's detector has started too (or 10 s passed)."""
+
+    name = "rendezvous"
+
+    def __init__(self, detection_class: str, mine: threading.Event,
+                 theirs: threading.Event) -> None:
+        self.detection_class = detection_class
+        self.mine, self.theirs = mine, theirs
+        self.met: bool | None = None
+
+    def _detect(self, frame):
+        self.mine.set()
+        self.met = self.theirs.wait(10)
+        return Detections.empty()
+
+
+def test_a_frames_plate_check_runs_beside_its_face_check():
+    # Each check's detector waits for the other's to start: run one after the other, the
+    # first would wait out its 10 s alone. Side by side, the checks of a video's last
+    # sampled frame (PP-OCR on both cores, dlib's HOG on one) end together.
+    faces_started, plates_started = threading.Event(), threading.Event()
+    face_check = _Rendezvous(FACE, faces_started, plates_started)
+    plate_check = _Rendezvous(PLATE, plates_started, faces_started)
+    verifier = RedactionVerifier(VerificationConfig(), detector=face_check,
+                                 classes={PLATE: lambda: plate_check})
+    frame = np.full((120, 160, 3), 90, np.uint8)
+    summary = verifier.check(frame, frame.copy(), np.zeros((0, 4), np.float32),
+                             masks={PLATE: np.zeros((0, 4), np.int64)})
+    assert face_check.met and plate_check.met
+    assert summary.passed and summary.to_dict()["plate_checked"] == 0
 
 
 class _Boxes(Detector):
