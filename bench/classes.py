@@ -77,6 +77,10 @@ CONTENDERS = {
     "plates every 16th frame": ["--plate-schedule", "16"],
     "plates every 4th frame": ["--plate-schedule", "4"],
     "plates on every frame": ["--plate-schedule", "1"],
+    "plates v4 at 0.75 scale + v5": ["--plate-detector",
+                                     "ppocr-plates:model=v4;scale=0.75+ppocr-plates:model=v5"],
+    "plates v4 at 0.875 scale + v5": ["--plate-detector",
+                                      "ppocr-plates:model=v4;scale=0.875+ppocr-plates:model=v5"],
     "plates v4 only, every 8th": ["--plate-detector", "ppocr-plates:model=v4"],
     "plates v5 only, every 8th": ["--plate-detector", "ppocr-plates:model=v5"],
     "plates v4 + v5 at scale 0.75, every 8th": [
