@@ -580,6 +580,15 @@ def markdown_tables(payload: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_results(path: str, **figures) -> None:
+    """``figures`` as JSON at ``path``, with the machine, this run's command and the date."""
+    payload = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, shared, no GPU",
+               "command": " ".join(["python bench/plates.py"] + sys.argv[1:]),
+               "date": time.strftime("%Y-%m-%d"), **figures}
+    with open(path, "w") as handle:
+        json.dump(payload, handle, indent=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--plate-model", default=None,
@@ -612,11 +621,7 @@ def main() -> None:
         rows = pair_scales(Runner(), aria_frames(), json.load(open(GT_FILE)),
                            make_samples("plates"))
         if args.out:
-            payload = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
-                       "command": " ".join(["python bench/plates.py"] + sys.argv[1:]),
-                       "date": time.strftime("%Y-%m-%d"), "rows": rows}
-            with open(args.out, "w") as handle:
-                json.dump(payload, handle, indent=1)
+            write_results(args.out, rows=rows)
         return
     if args.tune_pair:
         rows = tune_pair(Runner(), aria_frames(), json.load(open(GT_FILE)),
@@ -665,11 +670,7 @@ def main() -> None:
     if not args.no_timing:
         results["seconds_per_1080p_frame"] = timings(args.plate_model)
     if args.out:
-        payload = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, shared, no GPU",
-                   "command": " ".join(["python bench/plates.py"] + sys.argv[1:]),
-                   "date": time.strftime("%Y-%m-%d"), "results": results}
-        with open(args.out, "w") as handle:
-            json.dump(payload, handle, indent=1)
+        write_results(args.out, results=results)
 
 
 if __name__ == "__main__":
