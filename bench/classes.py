@@ -26,7 +26,7 @@ Three measurements, each its own mode:
     python bench/classes.py --verification
     python bench/classes.py --markdown          # results/classes.md's tables
 
-Results are merged into bench/results/classes.json.
+Results are merged into bench/results/classes.json (``--results FILE``: into FILE instead).
 """
 
 from __future__ import annotations
@@ -379,8 +379,10 @@ def main() -> None:
     parser.add_argument("--before", metavar="DIR", help="--speed: also the default classes "
                         "of this checkout (e.g. a git worktree of the commit before a change)")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--results", default=RESULTS, metavar="JSON",
+                        help="the results file read and merged into (default: %(default)s)")
     args = parser.parse_args()
-    payload = json.load(open(RESULTS)) if os.path.exists(RESULTS) else {}
+    payload = json.load(open(args.results)) if os.path.exists(args.results) else {}
     if args.markdown:
         print(markdown(payload))
         return
@@ -390,7 +392,9 @@ def main() -> None:
         payload["speed"] = {**stamp, "command": "flock /work/tools/bench.lock python "
                             f"bench/classes.py --speed --repeat {args.repeat}"
                             + (f" --only {args.only}" if args.only else "")
-                            + (" --before DIR" if args.before else ""),
+                            + (" --before DIR" if args.before else "")
+                            + (f" --results {os.path.relpath(args.results, ROOT)}"
+                               if args.results != RESULTS else ""),
                             **speed(args.repeat, args.only.split(",") if args.only else None,
                                     args.before)}
     if args.coverage:
@@ -399,7 +403,7 @@ def main() -> None:
     if args.verification:
         payload["verification"] = {**stamp, "command": "python bench/classes.py "
                                    "--verification", **verification()}
-    with open(RESULTS, "w") as handle:
+    with open(args.results, "w") as handle:
         json.dump(payload, handle, indent=1)
     print(markdown(payload))
 
