@@ -187,6 +187,10 @@ class SegmentAnonymizer:
         # face encodings release the GIL, so their cost mostly hides behind CenterFace.
         self._verify_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._checks: list[concurrent.futures.Future] = []
+        # The classes besides faces whose check a sampled frame handed on to their next
+        # keyframe, and that frame's check arguments by view (see ``_finish``).
+        self._owed: set[str] = set()
+        self._handed_on: list[tuple] = []
         self.broken = False
         self.batch_size = batch_size
         self.verifier = verifier
@@ -370,6 +374,7 @@ class SegmentAnonymizer:
         self.verification = VerificationSummary()
         self.cross_view_counts = CrossViewCounts()
         self._emitted = 0
+        self._owed, self._handed_on = set(), []
         self._checks = []
         try:
             for pending in self._detected(frames, pairs, rectified, step):
@@ -387,6 +392,11 @@ class SegmentAnonymizer:
                 if out is not None:
                     yield out
                 centre += 1
+            # A check handed on that no emitted keyframe took: done on the frame that
+            # handed it on, where an uncovered region is counted between keyframes.
+            for args in self._handed_on if self._owed else ():
+                self._checks.append(self._verify_pool.submit(
+                    self.verifier.check, *args, faces=False, classes=frozenset(self._owed)))
             # The segment is not done until every check is back: a failed check raises
             # here, before the caller can release anything of the segment.
             for check in self._checks:
@@ -477,8 +487,18 @@ class SegmentAnonymizer:
         item = window[centre]
         if not item.frames.emit:
             return None
-        verify = self.verifier is not None and \
+        sampled = self.verifier is not None and \
             self._emitted % self.verifier.config.every_n_frames == 0
+        if sampled:
+            self._owed.update(cls.name for cls in self.classes if cls.name != FACE)
+        # Plates and text are checked on their own keyframes, where a region the check
+        # finds uncovered fails the unit: a sampled frame between them hands its check on
+        # to the class's next emitted keyframe (in a segment with context before it, the
+        # first emitted frame is rarely one).
+        due = frozenset(name for name in self._owed if name in item.dets)
+        self._owed -= due
+        verify = sampled or bool(due)
+        checks = []
         outputs = {}
         for view, image in item.frames.images.items():
             if not image.flags.writeable:
@@ -512,9 +532,9 @@ class SegmentAnonymizer:
                 painted = {cls.name: scale_boxes(masked[cls.name], cls.redaction.mask_scale,
                                                  image.shape[1], image.shape[0])
                            for cls in self.classes if cls.name != FACE}
+                checks.append((original, image.copy(), faces, painted, frozenset(item.dets)))
                 self._checks.append(self._verify_pool.submit(
-                    self.verifier.check, original, image.copy(), faces, painted,
-                    frozenset(item.dets)))
+                    self.verifier.check, *checks[-1], faces=sampled, classes=due))
             outputs[view] = FrameOut(
                 item.frames.time_s, image,
                 detected={cls.name: item.own.get(cls.name, {}).get(view, 0)
@@ -523,6 +543,10 @@ class SegmentAnonymizer:
                 recovered={cls.name: item.recovered.get(cls.name, {}).get(view, 0)
                            for cls in self.classes},
                 boxes=masked, ran=frozenset(item.dets), coarse=item.coarse)
+        if sampled and self._owed:
+            self._handed_on = checks
+        elif not self._owed:
+            self._handed_on = []
         self._emitted += 1
         return outputs
 

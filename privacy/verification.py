@@ -14,15 +14,19 @@ redaction:
   closer to the original face than such a blank patch is (by ``BLANK_MARGIN``):
   only then does the redaction carry identity.
 
-Plates and text have no independent detector and no recognition check. On the same
-sampled frames, each class's own detector (an instance of its own, built from the
-configured spec, never an injected one) runs on the frame before redaction, and every
-region of ``MIN_REGION_PX`` or more it finds there must lie under the class's masks (at
-least ``COVERED`` of its box painted). On a frame the class's detector ran on (a keyframe
-of its schedule) a region that does not is a leak and fails the unit: the detection
-there missed what the configured detector sees (a broken or silently blind instance). On
-a frame between keyframes, which borrowed its boxes from the keyframes around it, such a
-region is counted (``<class>_between_keyframes``) and does not fail: on
+Plates and text have no independent detector and no recognition check. For each sampled
+frame, each class's own detector (an instance of its own, built from the configured spec,
+never an injected one) runs on a frame before redaction, and every region of
+``MIN_REGION_PX`` or more it finds there must lie under the class's masks (at least
+``COVERED`` of its box painted). The frame is the class's first keyframe at or after the
+sampled one (the anonymizer hands the check on): on a frame the class's detector ran on a
+region that is not covered is a leak and fails the unit, since the detection there missed
+what the configured detector sees (a broken or silently blind instance). Checked on the
+sampled frame itself, a blind detector went unnoticed in ``egoveil run``, whose segments
+start after frames of context and whose sampled frames are rarely plate keyframes. Where
+no emitted keyframe follows (a unit's last sampled frames), the class is checked on the
+sampled frame, between keyframes, which borrowed its boxes from the keyframes around it;
+there an uncovered region is counted (``<class>_between_keyframes``) and does not fail: on
 ``arcade_1080p.mp4`` every one was a region the detector did not find on the keyframes
 around it either (it comes and goes from frame to frame on signs), and failing on them
 sent the default run through the every-frame second pass at 5.7x the faces-only time.
@@ -65,10 +69,11 @@ COVERED = 0.8
 # region on one frame between keyframes failed a whole video).
 MIN_REGION_PX = 20
 # How a class besides faces is verified, as the record of processing says it.
-CLASS_CHECK = (f"its own detector re-run on each checked frame before redaction; a region "
-               f"of at least {MIN_REGION_PX} px (sqrt of its box's area) found there with "
-               f"less than {COVERED:.0%} of its box painted fails a frame the class was "
-               f"detected on, and is counted on a frame between keyframes")
+CLASS_CHECK = (f"its own detector re-run before redaction on the class's first keyframe at "
+               f"or after each checked frame (on the checked frame where no keyframe "
+               f"follows); a region of at least {MIN_REGION_PX} px (sqrt of its box's area) "
+               f"found there with less than {COVERED:.0%} of its box painted fails a frame "
+               f"the class was detected on, and is counted on a frame between keyframes")
 
 
 @dataclass(slots=True, frozen=True)
@@ -257,7 +262,8 @@ class RedactionVerifier:
 
     def check(self, original: np.ndarray, redacted: np.ndarray, face_boxes: np.ndarray,
               masks: Mapping[str, np.ndarray] | None = None,
-              detected_here: frozenset[str] | None = None) -> VerificationSummary:
+              detected_here: frozenset[str] | None = None, faces: bool = True,
+              classes: frozenset[str] | None = None) -> VerificationSummary:
         """Verify one frame.
 
         Args:
@@ -267,33 +273,38 @@ class RedactionVerifier:
             masks: by class besides faces, the regions painted (pixel bounds, as
                 ``privacy.redaction.scale_boxes`` gives them).
             detected_here: the classes whose detector ran on this frame (None: all).
+            faces: run the faces' checks (False: the frame is checked for ``classes`` only,
+                and is not counted in ``frames_checked``).
+            classes: the classes besides faces checked on this frame (None: all).
         """
         self.wait()
         masks = masks or {}
-        classes = None
-        if self._classes:
+        names = [name for name in self._classes if classes is None or name in classes]
+        checking = None
+        if names:
             if self._classes_pool is None:
                 self._classes_pool = concurrent.futures.ThreadPoolExecutor(
                     1, "egoveil-verify-classes")
-            classes = self._classes_pool.submit(self._check_classes, original, masks,
-                                                detected_here)
+            checking = self._classes_pool.submit(self._check_classes, names, original, masks,
+                                                 detected_here)
         try:
-            summary = self._check_faces(original, redacted, face_boxes)
+            summary = self._check_faces(original, redacted, face_boxes) if faces \
+                else VerificationSummary()
         finally:
             # Waited for even when the faces' check raised: no check outlives its frame.
-            checked = classes.result() if classes is not None else None
+            checked = checking.result() if checking is not None else None
         if checked is not None:
             summary.checked, summary.uncovered, summary.between_keyframes = checked
         return summary
 
-    def _check_classes(self, original: np.ndarray, masks: Mapping[str, np.ndarray],
-                       detected_here: frozenset[str] | None
+    def _check_classes(self, names: list[str], original: np.ndarray,
+                       masks: Mapping[str, np.ndarray], detected_here: frozenset[str] | None
                        ) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
-        """By class besides faces: regions checked, uncovered on a keyframe, uncovered
+        """For each of ``names``: regions checked, uncovered on a keyframe, uncovered
         between keyframes."""
         checked, uncovered, between = {}, {}, {}
-        for name, detector in self._classes.items():
-            found = detector.detect(original).boxes
+        for name in names:
+            found = self._classes[name].detect(original).boxes
             found = found[face_size(found) >= MIN_REGION_PX]
             checked[name] = int(found.shape[0])
             missed = int((painted_shares(found, masks.get(name), original.shape[:2])

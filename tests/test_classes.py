@@ -37,7 +37,7 @@ from privacy.config import (
     default_policy,
     redact_classes,
 )
-from privacy.detectors import Detections, Detector, DetectorError
+from privacy.detectors import Detections, Detector, DetectorError, build_detector
 from privacy.detectors.factory import DEFAULT_PLATE_DETECTOR, on_crops, on_device
 from privacy.redaction import SOLID_VALUE, RedactionConfig
 from privacy.schedule import MAX_DETECT_EVERY, DetectionSchedule
@@ -211,18 +211,84 @@ def test_a_silently_blind_plate_detector_is_caught_on_a_keyframe_and_redone():
     assert all(PLATE in o.ran for o in outs)  # the second pass: plates on every frame
 
 
-def test_a_plate_seen_only_between_keyframes_is_counted_and_does_not_fail():
-    # Keyframes 0 and 8 (and the last, 9) see no plate; it shows in frames 2-6 only, so
-    # nothing masks it there: the schedule's blind spot, which the check on frame 3 counts
-    # (bench/classes.py --coverage measures it on labelled plates) without failing.
-    frames = _plate_frames(10, plate_in=range(2, 7))
+class _Seen(Detector):
+    """The default plate detector, noting the frames it checks (a frame's index is written
+    in its first pixel)."""
+
+    name = "seen"
+    detection_class = PLATE
+
+    def __init__(self, seen: list) -> None:
+        self.inner = build_detector(DEFAULT_PLATE_DETECTOR)
+        self.seen = seen
+
+    def _detect(self, frame):
+        self.seen.append(int(frame[0, 0, 0]))
+        return self.inner._detect(frame)
+
+
+def _numbered(frames: list[np.ndarray]) -> list[np.ndarray]:
+    for i, frame in enumerate(frames):
+        frame[0, 0] = i
+    return frames
+
+
+def test_a_plate_check_falling_between_keyframes_moves_to_the_next_keyframe():
+    # Frames 0, 3, 6 and 9 are sampled; plate keyframes are 0, 8 and the last, 9. The checks
+    # of 3 and 6 move to 8, where a region left uncovered would fail: a plate seen only
+    # between keyframes (frames 2-6) is the schedule's blind spot, which no check sees
+    # (bench/classes.py --coverage measures it on labelled plates).
+    seen: list = []
+    frames = _numbered(_plate_frames(10, plate_in=range(2, 7)))
     policy = VerifiedAnonymization(_plates_only(DetectionSchedule(every=8)),
-                                   verifier_factories={FACE: BlindFactory()})
+                                   verifier_factories={FACE: BlindFactory(),
+                                                       PLATE: lambda: _Seen(seen)})
     verified = _run_plates(policy, frames)
     assert verified.failed_first is None and verified.qa_status == "verified"
     counts = verified.verification.to_dict()
-    assert counts["plate_between_keyframes"] >= 1 and counts["output_plate"] == 0
-    assert counts["frames_checked"] == 4  # frames 0, 3, 6, 9
+    assert counts["frames_checked"] == 4  # the faces' checks: frames 0, 3, 6, 9
+    assert sorted(seen) == [0, 8, 9]
+    assert counts["output_plate"] == counts["plate_between_keyframes"] == 0
+
+
+def test_a_blind_plate_detector_is_caught_in_a_segment_with_context():
+    # egoveil run's segments: 3 frames of context before the first emitted one and 3 after
+    # the last. No sampled frame (3, 6, 9, 12) is a plate keyframe (0, 8, 15): each check
+    # moves to frame 8, where the configured detector sees the plate the blind one missed.
+    frames = _numbered(_plate_frames(16))
+    policy = VerifiedAnonymization(_plates_only(DetectionSchedule(every=8)),
+                                   factories={PLATE: BlindFactory(PLATE)},
+                                   verifier_factories={FACE: BlindFactory()})
+    try:
+        verified = policy.run(lambda anonymizer: _Kept(list(anonymizer.process(
+            FrameIn(i / FPS, f.copy(), emit=3 <= i <= 12) for i, f in enumerate(frames)))))
+    finally:
+        policy.close()
+    assert verified.failed_first is not None
+    assert verified.failed_first.failed_classes() == {PLATE}
+    assert verified.qa_status == "reredacted_verified"
+    assert all(_painted(o.image, (300, 250, 400, 280)) > 0.9 for o in verified.attempt.outs)
+
+
+def test_a_plate_check_no_emitted_keyframe_takes_is_done_where_it_was_handed_on():
+    # As above, with the plate in frames 10-12 only. The checks of 3 and 6 move to 8; those
+    # of 9 and 12 find no emitted keyframe after them (the next, 15, is context), so the
+    # check is done on 12, where the plate between keyframes is counted, not failed.
+    seen: list = []
+    frames = _numbered(_plate_frames(16, plate_in=range(10, 13)))
+    policy = VerifiedAnonymization(_plates_only(DetectionSchedule(every=8)),
+                                   verifier_factories={FACE: BlindFactory(),
+                                                       PLATE: lambda: _Seen(seen)})
+    try:
+        verified = policy.run(lambda anonymizer: _Kept(list(anonymizer.process(
+            FrameIn(i / FPS, f.copy(), emit=3 <= i <= 12) for i, f in enumerate(frames)))))
+    finally:
+        policy.close()
+    assert verified.failed_first is None and verified.qa_status == "verified"
+    assert sorted(seen) == [8, 12]
+    counts = verified.verification.to_dict()
+    assert counts["frames_checked"] == 4 and counts["output_plate"] == 0
+    assert counts["plate_between_keyframes"] >= 1
 
 
 class _Kept:
