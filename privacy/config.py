@@ -81,7 +81,7 @@ DEFAULT_FACE_SCHEDULE = DetectionSchedule(every=4, motion=8.0, full_every=8,
 # clip (10 fps, a walk past parked cars) gaps of 0.5, 0.6 and 0.7 s (every 5th-7th frame)
 # cover every readable plate in every frame, wherever the keyframes fall; 0.8 s misses one
 # plate in one frame of 164 (over the 8 places the keyframes can fall). At 25 fps
-# (arcade_1080p.mp4) 0.6 s is every 15th frame, 1.34-1.42x the faces-only time; the
+# (arcade_1080p.mp4) 0.6 s is every 15th frame, 1.32-1.42x the faces-only time; the
 # settings within 1.3x cost coverage (v4 alone, PP-OCR at 0.75 scale; PP-OCRv4 alone at 0.75
 # beside v5 covers the Aria plates at 0.75 and 0.875 but not at 0.7 or 0.8). Text boxes hug the
 # line (a plate's are grown to the plate); under a fast pan (23 px a frame at 640 px,
