@@ -184,10 +184,13 @@ def _plates_only(schedule: DetectionSchedule) -> AnonymizationConfig:
                                verification=VerificationConfig(every_n_frames=3))
 
 
-def _run_plates(policy: VerifiedAnonymization, frames: list[np.ndarray]):
+def _run_plates(policy: VerifiedAnonymization, frames: list[np.ndarray], context: int = 0):
+    """``frames`` through ``policy``, the first and last ``context`` of them as context (not
+    emitted), as in egoveil run's segments."""
+    emitted = range(context, len(frames) - context)
     try:
         return policy.run(lambda anonymizer: _Kept(list(anonymizer.process(
-            FrameIn(i / FPS, f.copy()) for i, f in enumerate(frames)))))
+            FrameIn(i / FPS, f.copy(), emit=i in emitted) for i, f in enumerate(frames)))))
     finally:
         policy.close()
 
@@ -233,17 +236,22 @@ def _numbered(frames: list[np.ndarray]) -> list[np.ndarray]:
     return frames
 
 
+def _checked_on(frames: list[np.ndarray], context: int = 0):
+    """``frames`` (numbered) through plates every 8th frame, checks every 3rd: the result
+    and the frames the plate check ran on."""
+    seen: list = []
+    policy = VerifiedAnonymization(_plates_only(DetectionSchedule(every=8)),
+                                   verifier_factories={FACE: BlindFactory(),
+                                                       PLATE: lambda: _Seen(seen)})
+    return _run_plates(policy, _numbered(frames), context), seen
+
+
 def test_a_plate_check_falling_between_keyframes_moves_to_the_next_keyframe():
     # Frames 0, 3, 6 and 9 are sampled; plate keyframes are 0, 8 and the last, 9. The checks
     # of 3 and 6 move to 8, where a region left uncovered would fail: a plate seen only
     # between keyframes (frames 2-6) is the schedule's blind spot, which no check sees
     # (bench/classes.py --coverage measures it on labelled plates).
-    seen: list = []
-    frames = _numbered(_plate_frames(10, plate_in=range(2, 7)))
-    policy = VerifiedAnonymization(_plates_only(DetectionSchedule(every=8)),
-                                   verifier_factories={FACE: BlindFactory(),
-                                                       PLATE: lambda: _Seen(seen)})
-    verified = _run_plates(policy, frames)
+    verified, seen = _checked_on(_plate_frames(10, plate_in=range(2, 7)))
     assert verified.failed_first is None and verified.qa_status == "verified"
     counts = verified.verification.to_dict()
     assert counts["frames_checked"] == 4  # the faces' checks: frames 0, 3, 6, 9
@@ -259,11 +267,7 @@ def test_a_blind_plate_detector_is_caught_in_a_segment_with_context():
     policy = VerifiedAnonymization(_plates_only(DetectionSchedule(every=8)),
                                    factories={PLATE: BlindFactory(PLATE)},
                                    verifier_factories={FACE: BlindFactory()})
-    try:
-        verified = policy.run(lambda anonymizer: _Kept(list(anonymizer.process(
-            FrameIn(i / FPS, f.copy(), emit=3 <= i <= 12) for i, f in enumerate(frames)))))
-    finally:
-        policy.close()
+    verified = _run_plates(policy, frames, context=3)
     assert verified.failed_first is not None
     assert verified.failed_first.failed_classes() == {PLATE}
     assert verified.qa_status == "reredacted_verified"
@@ -274,16 +278,7 @@ def test_a_plate_check_no_emitted_keyframe_takes_is_done_where_it_was_handed_on(
     # As above, with the plate in frames 10-12 only. The checks of 3 and 6 move to 8; those
     # of 9 and 12 find no emitted keyframe after them (the next, 15, is context), so the
     # check is done on 12, where the plate between keyframes is counted, not failed.
-    seen: list = []
-    frames = _numbered(_plate_frames(16, plate_in=range(10, 13)))
-    policy = VerifiedAnonymization(_plates_only(DetectionSchedule(every=8)),
-                                   verifier_factories={FACE: BlindFactory(),
-                                                       PLATE: lambda: _Seen(seen)})
-    try:
-        verified = policy.run(lambda anonymizer: _Kept(list(anonymizer.process(
-            FrameIn(i / FPS, f.copy(), emit=3 <= i <= 12) for i, f in enumerate(frames)))))
-    finally:
-        policy.close()
+    verified, seen = _checked_on(_plate_frames(16, plate_in=range(10, 13)), context=3)
     assert verified.failed_first is None and verified.qa_status == "verified"
     assert sorted(seen) == [8, 12]
     counts = verified.verification.to_dict()
