@@ -392,9 +392,10 @@ class SegmentAnonymizer:
                 if out is not None:
                     yield out
                 centre += 1
-            # A check handed on that no emitted keyframe took: done on the frame that
-            # handed it on, where an uncovered region is counted between keyframes.
-            for args in self._handed_on if self._owed else ():
+            # A check handed on that no emitted keyframe took (``_handed_on`` is empty
+            # whenever nothing is owed): done on the frame that handed it on, where an
+            # uncovered region is counted between keyframes.
+            for args in self._handed_on:
                 self._checks.append(self._verify_pool.submit(
                     self.verifier.check, *args, faces=False, classes=frozenset(self._owed)))
             # The segment is not done until every check is back: a failed check raises
