@@ -35,7 +35,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import re
 import shlex
 import statistics
@@ -51,7 +50,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
-from plates import ARIA_FPS, GT_FILE, aria_frames, aria_gap  # noqa: E402
+from plates import ARIA_FPS, GT_FILE, MACHINE, aria_frames, aria_gap  # noqa: E402
 from plates_data import MEDIA  # noqa: E402
 from speed import frame_count  # noqa: E402
 
@@ -391,7 +390,7 @@ def main() -> None:
     if args.markdown:
         print(markdown(payload))
         return
-    stamp = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, shared, no GPU",
+    stamp = {"machine": MACHINE,
              "date": time.strftime("%Y-%m-%d")}
     if args.speed:
         payload["speed"] = {**stamp, "command": "flock /work/tools/bench.lock python "

@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -73,6 +74,7 @@ MASK_SCALE = 1.4
 PLATE_MASK_SCALE = default_policy(PLATE).redaction.mask_scale
 TEXT_MASK_SCALE = default_policy(TEXT).redaction.mask_scale
 COVERED = 0.8
+MACHINE = f"{platform.machine()}, {os.cpu_count()} cores, shared, no GPU"
 
 # The network settings the candidates share; the cache key is made from them.
 NET_DEFAULTS = {"model": "v4", "scale": 1.0, "threshold": 0.3, "box_threshold": 0.5,
@@ -582,8 +584,8 @@ def markdown_tables(payload: dict) -> str:
 
 def write_results(path: str, **figures) -> None:
     """``figures`` as JSON at ``path``, with the machine, this run's command and the date."""
-    payload = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, shared, no GPU",
-               "command": " ".join(["python bench/plates.py"] + sys.argv[1:]),
+    payload = {"machine": MACHINE,
+               "command": shlex.join(["python", "bench/plates.py", *sys.argv[1:]]),
                "date": time.strftime("%Y-%m-%d"), **figures}
     with open(path, "w") as handle:
         json.dump(payload, handle, indent=1)

@@ -533,7 +533,10 @@ class SegmentAnonymizer:
                 painted = {cls.name: scale_boxes(masked[cls.name], cls.redaction.mask_scale,
                                                  image.shape[1], image.shape[0])
                            for cls in self.classes if cls.name != FACE}
-                checks.append((original, image.copy(), faces, painted, frozenset(item.dets)))
+                # A keyframe that only takes a class's check handed on reads no redacted
+                # copy (its faces are not checked): the frame itself stands in for one.
+                checks.append((original, image.copy() if sampled else image, faces, painted,
+                               frozenset(item.dets)))
                 self._checks.append(self._verify_pool.submit(
                     self.verifier.check, *checks[-1], faces=sampled, classes=due))
             outputs[view] = FrameOut(
